@@ -1,0 +1,99 @@
+"""The tables, as SQLAlchemy Core sees them.
+
+The schema itself is created and changed only by the Alembic migrations in
+`migrations/`; these definitions are how the code reads and writes it, and a
+test checks that the two agree.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+TURN_ROLES = ("system", "user", "assistant")
+
+# complete: an ordinary turn. pending: a question whose answer is on its way.
+# unanswered: a question whose answer failed. interrupted: a partial answer
+# (stream cut, Ctrl-C). length: an answer cut by the token limit.
+TURN_STATUSES = ("complete", "pending", "unanswered", "interrupted", "length")
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_active_at", DateTime(timezone=True), nullable=False),
+    Column("turn_count", Integer, nullable=False, server_default="0"),
+    Column("token_count", Integer, nullable=False, server_default="0"),
+)
+
+turns = Table(
+    "turns",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column(
+        "session_id",
+        Integer,
+        ForeignKey("sessions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("role", String(16), nullable=False),
+    Column("name", String(200)),
+    Column("content", Text, nullable=False),
+    Column("tokens", Integer, nullable=False),
+    Column("model", String(200)),
+    Column("status", String(16), nullable=False, server_default="complete"),
+    Column("error", Text),
+    Column("prompt_tokens", Integer),
+    Column("completion_tokens", Integer),
+    Column("ref", String(200)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("role IN ('system', 'user', 'assistant')", name="turn_role"),
+    CheckConstraint(
+        "status IN ('complete', 'pending', 'unanswered', 'interrupted', 'length')",
+        name="turn_status",
+    ),
+    Index("ix_turns_session_id_id", "session_id", "id"),
+)
+
+facts = Table(
+    "facts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", String(200), nullable=False, unique=True),
+    Column("value", Text, nullable=False),
+    Column("turn_id", Integer, ForeignKey("turns.id", ondelete="SET NULL")),
+    Column("source", String(16), nullable=False),
+    Column("ref", String(200)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Every value a key has had, and its removal: the fact's audit trail. Keyed by
+# the key's text, so the trail outlives a forgotten fact.
+fact_history = Table(
+    "fact_history",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", String(200), nullable=False),
+    Column("value", Text),
+    Column("action", String(16), nullable=False),
+    Column("turn_id", Integer, ForeignKey("turns.id", ondelete="SET NULL")),
+    Column("source", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("action IN ('set', 'forget')", name="fact_history_action"),
+    Index("ix_fact_history_key_id", "key", "id"),
+)

@@ -1,0 +1,624 @@
+"""kvchat's memory on disk: sessions, turns, key/value facts and their history.
+
+`Store` is the library's front door to the database. It knows nothing of
+models or terminals: callers hand it text and token counts, and get plain
+records back. Every write is one short transaction that takes the write lock
+up front, so concurrent kvchat processes queue instead of failing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+from . import database
+from .textsearch import MatchQuery
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+# Turn statuses whose text can be shown to the model again (interrupted and
+# cut answers are marked as such by the prompt builder).
+USABLE_STATUSES = ("complete", "interrupted", "length")
+
+MAX_NAME_LENGTH = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class StoreError(Exception):
+    """Bad input to the store (an unknown session, an invalid name), in one line."""
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    # SQLite keeps no zone; everything kvchat writes is UTC.
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=timezone.utc)
+
+
+def _naive_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        return value
+    return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def check_name(kind: str, value: str) -> str:
+    """A session name or fact key as stored, or StoreError saying what is wrong."""
+    cleaned = value.strip()
+    if not cleaned:
+        raise StoreError(f"{kind} must not be empty")
+    if len(cleaned) > MAX_NAME_LENGTH:
+        raise StoreError(f"{kind} is longer than {MAX_NAME_LENGTH} characters")
+    if _CONTROL.search(cleaned):
+        raise StoreError(f"{kind} must not contain control characters")
+    return cleaned
+
+
+@dataclass
+class Session:
+    id: int
+    name: str
+    created_at: datetime
+    last_active_at: datetime
+    turn_count: int
+    token_count: int
+
+
+@dataclass
+class Turn:
+    id: int
+    session_id: int
+    role: str
+    content: str
+    tokens: int
+    status: str
+    created_at: datetime
+    name: str | None = None
+    model: str | None = None
+    error: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    ref: str | None = None
+
+
+@dataclass
+class NewTurn:
+    """A turn to be written: what the caller knows before the database does."""
+
+    role: str
+    content: str
+    tokens: int
+    status: str = "complete"
+    name: str | None = None
+    model: str | None = None
+    error: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    ref: str | None = None
+    created_at: datetime | None = None
+
+
+@dataclass
+class Fact:
+    id: int
+    key: str
+    value: str
+    source: str
+    created_at: datetime
+    updated_at: datetime
+    turn_id: int | None = None
+    ref: str | None = None
+
+
+@dataclass
+class FactVersion:
+    key: str
+    value: str | None
+    action: str
+    source: str
+    created_at: datetime
+    turn_id: int | None = None
+
+
+@dataclass
+class Hit:
+    """A search result: the record, its bm25 score (higher is better)."""
+
+    record: Turn | Fact
+    score: float
+    extra: dict = field(default_factory=dict)
+
+
+def _turn(row) -> Turn:
+    m = row._mapping
+    return Turn(
+        id=m["id"],
+        session_id=m["session_id"],
+        role=m["role"],
+        content=m["content"],
+        tokens=m["tokens"],
+        status=m["status"],
+        created_at=_utc(m["created_at"]),
+        name=m["name"],
+        model=m["model"],
+        error=m["error"],
+        prompt_tokens=m["prompt_tokens"],
+        completion_tokens=m["completion_tokens"],
+        ref=m["ref"],
+    )
+
+
+def _fact(row) -> Fact:
+    m = row._mapping
+    return Fact(
+        id=m["id"],
+        key=m["key"],
+        value=m["value"],
+        source=m["source"],
+        created_at=_utc(m["created_at"]),
+        updated_at=_utc(m["updated_at"]),
+        turn_id=m["turn_id"],
+        ref=m["ref"],
+    )
+
+
+def _session(row) -> Session:
+    m = row._mapping
+    return Session(
+        id=m["id"],
+        name=m["name"],
+        created_at=_utc(m["created_at"]),
+        last_active_at=_utc(m["last_active_at"]),
+        turn_count=m["turn_count"],
+        token_count=m["token_count"],
+    )
+
+
+class Store:
+    """Open (creating and upgrading as needed) the database at `url`."""
+
+    def __init__(self, url: str | None = None, *, engine: Engine | None = None):
+        self.url = database.resolve_url(url) if engine is None else str(engine.url)
+        self.engine = engine or database.create_engine(self.url)
+        database.ensure_schema(self.engine)
+
+    @property
+    def location(self) -> str:
+        """Where the data is, for people: a file path, or the URL without password."""
+        path = database.sqlite_path(self.url)
+        if path is not None:
+            return str(path)
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- plumbing ---------------------------------------------------------
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        from sqlalchemy.exc import DatabaseError as SQLError
+
+        try:
+            with self.engine.connect() as connection:
+                yield connection
+        except SQLError as exc:
+            raise database.DatabaseError(database.describe_error(exc, self.engine.url)) from None
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        from sqlalchemy.exc import DatabaseError as SQLError
+
+        try:
+            with self.engine.connect() as connection:
+                connection = connection.execution_options(kvchat_write=True)
+                with connection.begin():
+                    yield connection
+        except SQLError as exc:
+            raise database.DatabaseError(database.describe_error(exc, self.engine.url)) from None
+
+    # -- sessions ---------------------------------------------------------
+
+    def session(self, name: str) -> Session | None:
+        from sqlalchemy import select
+
+        from .schema import sessions
+
+        with self._read() as db:
+            row = db.execute(select(sessions).where(sessions.c.name == name)).first()
+        return _session(row) if row else None
+
+    def open_session(self, name: str) -> Session:
+        """The session called `name`, created if it does not exist yet."""
+        name = check_name("a session name", name)
+        existing = self.session(name)
+        if existing is not None:
+            return existing
+        with self._write() as db:
+            return self._ensure_session(db, name)
+
+    def _ensure_session(self, db: Connection, name: str) -> Session:
+        from sqlalchemy import select
+
+        from .schema import sessions
+
+        row = db.execute(select(sessions).where(sessions.c.name == name)).first()
+        if row is not None:
+            return _session(row)
+        stamp = _naive_utc(now())
+        db.execute(
+            sessions.insert().values(name=name, created_at=stamp, last_active_at=stamp)
+        )
+        return _session(db.execute(select(sessions).where(sessions.c.name == name)).one())
+
+    def sessions(self) -> list[Session]:
+        from sqlalchemy import select
+
+        from .schema import sessions
+
+        with self._read() as db:
+            rows = db.execute(
+                select(sessions).order_by(sessions.c.last_active_at.desc(), sessions.c.id.desc())
+            )
+            return [_session(row) for row in rows]
+
+    def fresh_session_name(self) -> str:
+        """A new session name from the current time, unused so far."""
+        base = now().astimezone().strftime("%Y-%m-%d-%H%M%S")
+        name, n = base, 1
+        while self.session(name) is not None:
+            n += 1
+            name = f"{base}-{n}"
+        return name
+
+    # -- turns ------------------------------------------------------------
+
+    def add_turn(self, session_id: int, turn: NewTurn) -> Turn:
+        with self._write() as db:
+            return self._insert_turns(db, session_id, [turn])[0]
+
+    def _insert_turns(self, db: Connection, session_id: int, new: list[NewTurn]) -> list[Turn]:
+        from sqlalchemy import select
+
+        from .schema import sessions, turns
+
+        stamp = now()
+        rows = []
+        for turn in new:
+            created = turn.created_at or stamp
+            rows.append(
+                dict(
+                    session_id=session_id,
+                    role=turn.role,
+                    name=turn.name,
+                    content=turn.content,
+                    tokens=turn.tokens,
+                    model=turn.model,
+                    status=turn.status,
+                    error=turn.error,
+                    prompt_tokens=turn.prompt_tokens,
+                    completion_tokens=turn.completion_tokens,
+                    ref=turn.ref,
+                    created_at=_naive_utc(created),
+                )
+            )
+        inserted: list[Turn] = []
+        if len(rows) == 1:
+            result = db.execute(turns.insert().values(**rows[0]))
+            inserted.append(_turn(db.execute(
+                select(turns).where(turns.c.id == result.inserted_primary_key[0])
+            ).one()))
+        else:
+            db.execute(turns.insert(), rows)
+        last = max(row["created_at"] for row in rows)
+        db.execute(
+            sessions.update()
+            .where(sessions.c.id == session_id)
+            .values(
+                turn_count=sessions.c.turn_count + len(rows),
+                token_count=sessions.c.token_count + sum(row["tokens"] for row in rows),
+                last_active_at=_later_of(sessions.c.last_active_at, last),
+            )
+        )
+        return inserted
+
+    def add_turns(self, session_name: str, new: list[NewTurn]) -> int:
+        """Append many turns to a session (created if missing) in one transaction."""
+        if not new:
+            return 0
+        with self._write() as db:
+            session = self._ensure_session(db, check_name("a session name", session_name))
+            self._insert_turns(db, session.id, new)
+        return len(new)
+
+    def record_answer(self, question: Turn, answer: NewTurn) -> Turn:
+        """Store the answer to `question` and mark the question answered, atomically."""
+        from .schema import turns
+
+        with self._write() as db:
+            db.execute(turns.update().where(turns.c.id == question.id).values(status="complete"))
+            return self._insert_turns(db, question.session_id, [answer])[0]
+
+    def update_turn(self, turn_id: int, **values) -> None:
+        """Change a stored turn's status, text or usage (e.g. a question answered)."""
+        from sqlalchemy import select
+
+        from .schema import sessions, turns
+
+        with self._write() as db:
+            before = db.execute(select(turns.c.tokens, turns.c.session_id).where(turns.c.id == turn_id)).first()
+            if before is None:
+                raise StoreError(f"no turn {turn_id}")
+            db.execute(turns.update().where(turns.c.id == turn_id).values(**values))
+            if "tokens" in values and values["tokens"] != before.tokens:
+                db.execute(
+                    sessions.update()
+                    .where(sessions.c.id == before.session_id)
+                    .values(token_count=sessions.c.token_count + values["tokens"] - before.tokens)
+                )
+
+    def turn(self, turn_id: int) -> Turn | None:
+        from sqlalchemy import select
+
+        from .schema import turns
+
+        with self._read() as db:
+            row = db.execute(select(turns).where(turns.c.id == turn_id)).first()
+        return _turn(row) if row else None
+
+    def turns_newest_first(
+        self, session_id: int, *, before_id: int | None = None, batch: int = 64
+    ) -> Iterator[Turn]:
+        """The session's turns from newest to oldest, read a batch at a time."""
+        from sqlalchemy import select
+
+        from .schema import turns
+
+        while True:
+            query = select(turns).where(turns.c.session_id == session_id)
+            if before_id is not None:
+                query = query.where(turns.c.id < before_id)
+            query = query.order_by(turns.c.id.desc()).limit(batch)
+            with self._read() as db:
+                rows = [_turn(row) for row in db.execute(query)]
+            yield from rows
+            if len(rows) < batch:
+                return
+            before_id = rows[-1].id
+
+    def history(self, session_id: int, limit: int | None = None) -> list[Turn]:
+        """The session's last `limit` turns (all when None), oldest first."""
+        from sqlalchemy import select
+
+        from .schema import turns
+
+        query = select(turns).where(turns.c.session_id == session_id).order_by(turns.c.id.desc())
+        if limit is not None:
+            query = query.limit(limit)
+        with self._read() as db:
+            rows = [_turn(row) for row in db.execute(query)]
+        rows.reverse()
+        return rows
+
+    def all_turns(self, session_id: int | None = None) -> Iterator[tuple[str, Turn]]:
+        """(session name, turn) for every turn, in order, streamed for export."""
+        from sqlalchemy import select
+
+        from .schema import sessions, turns
+
+        query = select(sessions.c.name.label("session_name"), turns).join(
+            sessions, sessions.c.id == turns.c.session_id
+        )
+        if session_id is not None:
+            query = query.where(turns.c.session_id == session_id)
+        query = query.order_by(turns.c.session_id, turns.c.id)
+        with self._read() as db:
+            for row in db.execution_options(yield_per=1000).execute(query):
+                yield row.session_name, _turn(row)
+
+    def neighbours(self, turn: Turn) -> list[Turn]:
+        """The turn just before and just after `turn` in its session."""
+        from sqlalchemy import select
+
+        from .schema import turns
+
+        same = turns.c.session_id == turn.session_id
+        with self._read() as db:
+            before = db.execute(
+                select(turns).where(same, turns.c.id < turn.id).order_by(turns.c.id.desc()).limit(1)
+            ).first()
+            after = db.execute(
+                select(turns).where(same, turns.c.id > turn.id).order_by(turns.c.id).limit(1)
+            ).first()
+        return [_turn(row) for row in (before, after) if row is not None]
+
+    def search_turns(
+        self, session_id: int, query: MatchQuery, *, before_id: int | None, limit: int
+    ) -> list[Hit]:
+        """Turns of a session older than `before_id` that match, best first."""
+        from sqlalchemy import DateTime, text
+
+        sql = text(
+            f"""
+            SELECT t.*, -bm25(turns_fts) AS score
+            FROM turns_fts JOIN turns AS t ON t.id = turns_fts.rowid
+            WHERE turns_fts MATCH :match AND t.session_id = :session
+              AND t.id < :before AND t.status IN {USABLE_STATUSES!r}
+            ORDER BY score DESC, t.id DESC
+            LIMIT :limit
+            """
+        ).columns(created_at=DateTime(timezone=True))
+        params = dict(
+            match=query.expression,
+            session=session_id,
+            before=before_id if before_id is not None else 2**62,
+            limit=limit,
+        )
+        with self._read() as db:
+            return [Hit(_turn(row), row.score) for row in db.execute(sql, params)]
+
+    # -- facts ------------------------------------------------------------
+
+    def facts(self) -> list[Fact]:
+        from sqlalchemy import select
+
+        from .schema import facts
+
+        with self._read() as db:
+            return [_fact(row) for row in db.execute(select(facts).order_by(facts.c.key))]
+
+    def fact(self, key: str) -> Fact | None:
+        from sqlalchemy import select
+
+        from .schema import facts
+
+        with self._read() as db:
+            row = db.execute(select(facts).where(facts.c.key == key)).first()
+        return _fact(row) if row else None
+
+    def set_fact(
+        self,
+        key: str,
+        value: str,
+        *,
+        source: str,
+        turn_id: int | None = None,
+        ref: str | None = None,
+        at: datetime | None = None,
+    ) -> str:
+        """Store `value` under `key`: 'created', 'updated' or 'unchanged'."""
+        key = check_name("a fact key", key)
+        if not value.strip():
+            raise StoreError("a fact value must not be empty")
+        with self._write() as db:
+            return self._set_fact(db, key, value, source, turn_id, ref, at)
+
+    def _set_fact(self, db, key, value, source, turn_id, ref, at) -> str:
+        from sqlalchemy import select
+
+        from .schema import fact_history, facts
+
+        stamp = _naive_utc(at or now())
+        row = db.execute(select(facts.c.id, facts.c.value).where(facts.c.key == key)).first()
+        if row is not None and row.value == value:
+            return "unchanged"
+        if row is None:
+            db.execute(
+                facts.insert().values(
+                    key=key, value=value, turn_id=turn_id, source=source, ref=ref,
+                    created_at=stamp, updated_at=stamp,
+                )
+            )
+        else:
+            changes = dict(value=value, turn_id=turn_id, source=source, updated_at=stamp)
+            if ref is not None:
+                changes["ref"] = ref
+            db.execute(facts.update().where(facts.c.id == row.id).values(**changes))
+        db.execute(
+            fact_history.insert().values(
+                key=key, value=value, action="set", turn_id=turn_id, source=source, created_at=stamp
+            )
+        )
+        return "created" if row is None else "updated"
+
+    def forget_fact(self, key: str, *, source: str, turn_id: int | None = None) -> bool:
+        """Remove the fact (keeping its history); False when there was none."""
+        with self._write() as db:
+            return self._forget_fact(db, key, source, turn_id)
+
+    def _forget_fact(self, db, key, source, turn_id) -> bool:
+        from .schema import fact_history, facts
+
+        removed = db.execute(facts.delete().where(facts.c.key == key)).rowcount
+        if removed:
+            db.execute(
+                fact_history.insert().values(
+                    key=key, value=None, action="forget", turn_id=turn_id, source=source,
+                    created_at=_naive_utc(now()),
+                )
+            )
+        return bool(removed)
+
+    def apply_facts(
+        self,
+        changes: Iterable[tuple[str, str | None]],
+        *,
+        source: str,
+        turn_id: int | None = None,
+    ) -> dict[str, str]:
+        """Set (value) or forget (None) several keys at once: key -> what happened."""
+        outcome: dict[str, str] = {}
+        with self._write() as db:
+            for key, value in changes:
+                key = check_name("a fact key", key)
+                if value is None:
+                    if self._forget_fact(db, key, source, turn_id):
+                        outcome[key] = "forgotten"
+                elif value.strip():
+                    outcome[key] = self._set_fact(db, key, value, source, turn_id, None, None)
+        return outcome
+
+    def import_facts(self, items: Iterable[tuple[str, str, str | None, datetime | None]]) -> int:
+        """Load (key, value, ref, created_at) items in one transaction; returns how many changed."""
+        changed = 0
+        with self._write() as db:
+            for key, value, ref, at in items:
+                result = self._set_fact(db, check_name("a fact key", key), value, "import", None, ref, at)
+                changed += result != "unchanged"
+        return changed
+
+    def fact_history(self, key: str) -> list[FactVersion]:
+        from sqlalchemy import select
+
+        from .schema import fact_history
+
+        with self._read() as db:
+            rows = db.execute(
+                select(fact_history).where(fact_history.c.key == key).order_by(fact_history.c.id)
+            )
+            return [
+                FactVersion(
+                    key=row.key, value=row.value, action=row.action, source=row.source,
+                    created_at=_utc(row.created_at), turn_id=row.turn_id,
+                )
+                for row in rows
+            ]
+
+    def search_facts(self, query: MatchQuery, *, limit: int) -> list[Hit]:
+        """Facts whose key or value match, best first; a key match weighs double."""
+        from sqlalchemy import DateTime, text
+
+        sql = text(
+            """
+            SELECT f.*, -bm25(facts_fts, 2.0, 1.0) AS score
+            FROM facts_fts JOIN facts AS f ON f.id = facts_fts.rowid
+            WHERE facts_fts MATCH :match
+            ORDER BY score DESC, f.updated_at DESC
+            LIMIT :limit
+            """
+        ).columns(created_at=DateTime(timezone=True), updated_at=DateTime(timezone=True))
+        with self._read() as db:
+            return [
+                Hit(_fact(row), row.score)
+                for row in db.execute(sql, dict(match=query.expression, limit=limit))
+            ]
+
+
+def _later_of(column, value: datetime):
+    from sqlalchemy import case
+
+    return case((column > value, column), else_=value)

@@ -1,0 +1,144 @@
+"""The database: schema and migrations, durability settings, sessions, turns,
+facts with history, and full-text indexes kept in sync by the database."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+
+import pytest
+
+from kvchat import database
+from kvchat.store import NewTurn, Store, StoreError
+from kvchat.textsearch import match_query
+
+
+def test_fresh_database_is_created_private_and_at_the_newest_schema(home):
+    with Store() as store:
+        path = database.sqlite_path(store.url)
+        assert path == home / "kvchat.db"
+        assert database.current_revision(store.engine) == database.SCHEMA_HEAD
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_schema_head_constant_matches_the_migrations():
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from kvchat import migrations
+
+    config = Config()
+    config.set_main_option("script_location", migrations.__path__[0])
+    assert ScriptDirectory.from_config(config).get_current_head() == database.SCHEMA_HEAD
+
+
+def test_the_migrations_create_exactly_the_tables_the_code_uses(store):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from kvchat.schema import metadata
+
+    with store.engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), metadata)
+    # The full-text tables are SQLite virtual tables the models do not describe.
+    differences = [d for d in differences if "_fts" not in str(d)]
+    assert differences == []
+
+
+def test_a_database_from_a_newer_kvchat_is_refused_untouched(home):
+    Store().close()
+    path = home / "kvchat.db"
+    with sqlite3.connect(path) as raw:
+        raw.execute("UPDATE alembic_version SET version_num = '9999'")
+    before = path.read_bytes()
+    with pytest.raises(database.DatabaseError, match="newer kvchat"):
+        Store()
+    assert path.read_bytes() == before
+
+
+def test_a_file_that_is_not_a_database_is_reported_and_left_alone(home):
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "kvchat.db"
+    path.write_bytes(b"these are my notes, not a database\n" * 200)
+    before = path.read_bytes()
+    with pytest.raises(database.DatabaseError, match="not a kvchat database"):
+        Store()
+    assert path.read_bytes() == before
+
+
+def test_session_counters_follow_the_turns(store):
+    session = store.open_session("work")
+    store.add_turn(session.id, NewTurn(role="user", content="hi", tokens=1))
+    store.add_turns("work", [NewTurn(role="assistant", content="hello there", tokens=2)] * 3)
+    [listed] = store.sessions()
+    assert (listed.name, listed.turn_count, listed.token_count) == ("work", 4, 7)
+
+
+@pytest.mark.parametrize("name", ["", "   ", "a\x00b", "x" * 201, "tab\there"])
+def test_bad_session_names_are_refused(store, name):
+    with pytest.raises(StoreError):
+        store.open_session(name)
+
+
+def test_a_new_value_updates_a_fact_and_keeps_the_old_one_in_history(store):
+    assert store.set_fact("user.editor", "vim", source="user") == "created"
+    assert store.set_fact("user.editor", "vim", source="user") == "unchanged"
+    assert store.set_fact("user.editor", "helix", source="model") == "updated"
+    assert store.forget_fact("user.editor", source="user") is True
+    assert store.fact("user.editor") is None
+    versions = store.fact_history("user.editor")
+    assert [(v.action, v.value, v.source) for v in versions] == [
+        ("set", "vim", "user"), ("set", "helix", "model"), ("forget", None, "user"),
+    ]
+
+
+def test_fact_index_follows_updates_and_deletes(store):
+    store.set_fact("user.editor", "vim", source="user")
+    assert [h.record.value for h in store.search_facts(match_query("vim"), limit=5)] == ["vim"]
+    store.set_fact("user.editor", "emacs", source="user")
+    assert store.search_facts(match_query("vim"), limit=5) == []
+    assert len(store.search_facts(match_query("emacs"), limit=5)) == 1
+    store.forget_fact("user.editor", source="user")
+    assert store.search_facts(match_query("emacs editor"), limit=5) == []
+
+
+def test_a_key_match_outranks_a_value_match(store):
+    store.set_fact("project.kvchat.language", "python", source="user")
+    store.set_fact("user.note", "the language of the letters is french", source="user")
+    hits = store.search_facts(match_query("language"), limit=5)
+    assert hits[0].record.key == "project.kvchat.language"
+
+
+def test_turn_search_stems_english_and_segments_chinese(store):
+    session = store.open_session("s")
+    store.add_turns("s", [
+        NewTurn(role="user", content="I was running the migrations yesterday", tokens=7),
+        NewTurn(role="user", content="我喜欢用Rust写命令行工具", tokens=12),
+        NewTurn(role="user", content="nothing relevant here", tokens=3),
+    ])
+    english = store.search_turns(session.id, match_query("run a migration"), before_id=None, limit=5)
+    assert [h.record.content for h in english] == ["I was running the migrations yesterday"]
+    chinese = store.search_turns(session.id, match_query("命令行"), before_id=None, limit=5)
+    assert [h.record.content for h in chinese] == ["我喜欢用Rust写命令行工具"]
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ['"', "*", "NEAR(a b)", "a AND", "-x", "col:val", "(((", "' OR 1=1 --", "\"unbalanced", "^start"],
+)
+def test_search_text_cannot_change_the_query(store, hostile):
+    store.set_fact("user.editor", "vim", source="user")
+    query = match_query(hostile + " vim")
+    assert [h.record.value for h in store.search_facts(query, limit=5)] == ["vim"]
+
+
+def test_turns_before_a_point_are_read_newest_first_in_batches(store):
+    session = store.open_session("long")
+    store.add_turns("long", [NewTurn(role="user", content=f"turn {i}", tokens=2) for i in range(150)])
+    newest = list(store.turns_newest_first(session.id, batch=64))
+    assert [t.content for t in newest[:2]] == ["turn 149", "turn 148"]
+    assert len(newest) == 150
+    older = list(store.turns_newest_first(session.id, before_id=newest[10].id, batch=64))
+    assert older[0].content == "turn 138"
