@@ -1,0 +1,20 @@
+# Two commands set kvchat up on a fresh machine (Python 3.11+ required):
+#   make install   create .venv, install kvchat into it, and run it
+#   make test      the same install, then the whole test suite
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: install test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+	$(VENV)/bin/kvchat --help
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest

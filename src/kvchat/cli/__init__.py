@@ -1,0 +1,73 @@
+"""The `kvchat` command: Typer parses, the library does the work, we render.
+
+Commands live in modules by group (ask.py: ask and chat; sessions.py:
+history, sessions, import and export; facts.py; recall.py). Only what a
+command needs is imported when it runs, so `kvchat --help` starts fast.
+"""
+
+from __future__ import annotations
+
+import os
+
+import typer
+from typer.core import TyperGroup
+
+from . import ask, facts, recall, sessions
+from .common import CliError
+
+
+def _known_errors() -> tuple[type[Exception], ...]:
+    from ..conversation import AskFailed
+    from ..database import DatabaseError
+    from ..model_client import ModelError
+    from ..store import StoreError
+    from ..transfer import TransferError
+
+    return (CliError, AskFailed, DatabaseError, ModelError, StoreError, TransferError)
+
+
+class _OneLineErrors(TyperGroup):
+    """Every failure reaches the user as one line and an exit status, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            typer.echo("\nkvchat: interrupted", err=True)
+            raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:
+            if os.environ.get("KVCHAT_DEBUG"):
+                raise
+            if isinstance(exc, _known_errors()):
+                typer.echo(f"kvchat: error: {exc}", err=True)
+                raise typer.Exit(1) from None
+            if isinstance(exc, OSError):
+                typer.echo(f"kvchat: error: {exc.strerror or exc}", err=True)
+                raise typer.Exit(1) from None
+            typer.echo(
+                f"kvchat: internal error: {type(exc).__name__}: {exc} "
+                "(set KVCHAT_DEBUG=1 to see the traceback)",
+                err=True,
+            )
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(
+    name="kvchat",
+    cls=_OneLineErrors,
+    help="A terminal chat assistant for code that remembers: every turn, and "
+    "key/value facts about you, in a local SQLite database.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+ask.register(app)
+sessions.register(app)
+app.add_typer(facts.app, name="facts")
+recall.register(app)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,137 @@
+"""What every command shares: settings from the environment, opening the
+store, one-line errors, and output that suits a terminal or a pipe."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from ..conversation import Conversation
+    from ..store import Session, Store
+
+DEFAULT_MODEL = "gpt-4o-mini"
+DEFAULT_SESSION = "default"
+
+SessionOption = Annotated[
+    str,
+    typer.Option(
+        "--session", "-s", envvar="KVCHAT_SESSION", help="Session name.", show_envvar=True
+    ),
+]
+ModelOption = Annotated[
+    str,
+    typer.Option("--model", "-m", envvar="KVCHAT_MODEL", help="Model name.", show_envvar=True),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+class CliError(Exception):
+    """A problem to report to the user in one line, with exit status 1."""
+
+
+def open_store() -> Store:
+    from ..store import Store
+
+    return Store(os.environ.get("KVCHAT_DB"))
+
+
+def find_session(store: Store, name: str) -> Session:
+    session = store.session(name)
+    if session is None:
+        raise CliError(f"no session named {name!r} (see `kvchat sessions`)")
+    return session
+
+
+def _is_loopback(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(url).hostname or "").lower()
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def api_key(base_url: str | None) -> str:
+    """The API key from OPENAI_API_KEY, asked for at a terminal when missing."""
+    key = os.environ.get("OPENAI_API_KEY", "").strip()
+    if key:
+        return key
+    if base_url and _is_loopback(base_url):
+        # Local servers (Ollama, llama.cpp, LM Studio) take any key; the client needs one.
+        return "kvchat-local"
+    if sys.stdin.isatty():
+        key = typer.prompt("OpenAI API key (input hidden)", hide_input=True).strip()
+        if key:
+            return key
+    raise CliError(
+        "no API key: set OPENAI_API_KEY (and OPENAI_BASE_URL for a server other than OpenAI)"
+    )
+
+
+def timeout() -> float:
+    raw = os.environ.get("KVCHAT_TIMEOUT", "600")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise CliError(f"KVCHAT_TIMEOUT must be a number of seconds, not {raw!r}") from None
+    if value <= 0:
+        raise CliError("KVCHAT_TIMEOUT must be a positive number of seconds")
+    return value
+
+
+def conversation(store: Store) -> Conversation:
+    """A conversation over `store` with the configured model server."""
+    from ..conversation import Conversation
+    from ..model_client import ModelClient
+
+    base_url = os.environ.get("OPENAI_BASE_URL") or None
+    key = api_key(base_url)
+    client = ModelClient(api_key=key, base_url=base_url, timeout=timeout())
+    return Conversation(store, client, secrets=[key])
+
+
+def _json_default(value):
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def print_json(value) -> None:
+    """One JSON document on a line of its own (flushed: scripts read as we go)."""
+    sys.stdout.write(json.dumps(value, ensure_ascii=False, default=_json_default) + "\n")
+    sys.stdout.flush()
+
+
+def on_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def console():
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=False)
+
+
+def local_time(value: datetime) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def read_text_argument(value: str | None, what: str) -> str:
+    """An argument's text, or standard input for "-" (or nothing, when piped)."""
+    if value is None or value == "-":
+        if value is None and sys.stdin.isatty():
+            raise CliError(f"give the {what} as an argument, or pipe it in with `-`")
+        data = sys.stdin.buffer.read()
+        try:
+            value = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CliError(f"standard input is not valid UTF-8 (byte {exc.start})") from None
+    if "\x00" in value:
+        raise CliError(f"the {what} contains a NUL character")
+    if not value.strip():
+        raise CliError(f"the {what} is empty")
+    return value

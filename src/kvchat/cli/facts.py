@@ -1,0 +1,183 @@
+"""`kvchat facts`: the key/value memories; list, search, set, forget, history,
+import and export."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from typer.core import TyperGroup
+
+from .common import CliError, JsonOption, console, local_time, on_terminal, open_store, print_json
+
+
+class _FactsGroup(TyperGroup):
+    """`kvchat facts WORDS` is short for `kvchat facts search WORDS`."""
+
+    def parse_args(self, ctx, args):
+        for position, arg in enumerate(args):
+            if arg.startswith("-"):
+                continue
+            if arg not in self.commands:
+                args = [*args[:position], "search", *args[position:]]
+            break
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(
+    cls=_FactsGroup,
+    invoke_without_command=True,
+    help="The stored key/value memories. `kvchat facts QUERY` searches them.",
+    rich_markup_mode=None,
+)
+
+
+def fact_json(fact) -> dict:
+    from ..transfer import fact_record
+
+    return {"id": fact.id, **fact_record(fact), "turn_id": fact.turn_id}
+
+
+def _show(found, json_output: bool, scores: dict[int, float] | None = None) -> None:
+    if json_output:
+        items = []
+        for fact in found:
+            item = fact_json(fact)
+            if scores is not None:
+                item["score"] = float(f"{scores[fact.id]:.4g}")
+            items.append(item)
+        print_json(items)
+        return
+    if not on_terminal():
+        for fact in found:
+            sys.stdout.write(f"{fact.key}\t{fact.value}\n")
+        return
+    if not found:
+        console().print("No facts." if scores is None else "No matching facts.")
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    table.add_column("key", style="cyan", no_wrap=True)
+    table.add_column("value")
+    table.add_column("updated", style="dim", no_wrap=True)
+    table.add_column("from", style="dim")
+    for fact in found:
+        table.add_row(fact.key, fact.value, local_time(fact.updated_at), fact.source)
+    console().print(table)
+
+
+@app.callback()
+def facts(ctx: typer.Context, json_output: JsonOption = False) -> None:
+    """The stored key/value memories. `kvchat facts QUERY` searches them."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with open_store() as store:
+        _show(store.facts(), json_output)
+
+
+@app.command("search")
+def search(
+    query: Annotated[str, typer.Argument(help="Words to look for in keys and values.")],
+    limit: Annotated[int, typer.Option("--limit", "-k", min=1, help="At most this many.")] = 20,
+    json_output: JsonOption = False,
+) -> None:
+    """Facts whose key or value match the words, best first."""
+    from ..textsearch import match_query
+
+    match = match_query(query)
+    if match is None:
+        raise CliError("the query has no words to search for")
+    with open_store() as store:
+        hits = store.search_facts(match, limit=limit)
+    _show([hit.record for hit in hits], json_output, {hit.record.id: hit.score for hit in hits})
+
+
+def _key(raw: str) -> str:
+    from ..extraction import normalise_key
+
+    key = normalise_key(raw)
+    if key is None:
+        raise CliError(f"{raw!r} is not a usable fact key")
+    return key
+
+
+@app.command("set")
+def set_fact(
+    key: Annotated[str, typer.Argument(help="A dotted key, e.g. user.editor.")],
+    value: Annotated[str, typer.Argument(help="The value to remember.")],
+) -> None:
+    """Remember VALUE under KEY (the old value stays in the key's history)."""
+    from ..extraction import looks_like_secret
+
+    if looks_like_secret(value) or looks_like_secret(key):
+        raise CliError("that looks like a secret (a key, token or password); kvchat does not store secrets")
+    if "\x00" in value or not value.strip():
+        raise CliError("the value must be non-empty text")
+    key = _key(key)
+    with open_store() as store:
+        outcome = store.set_fact(key, value.strip(), source="user")
+    typer.echo(f"{key}: {outcome}", err=True)
+
+
+@app.command("forget")
+def forget(key: Annotated[str, typer.Argument(help="The key to forget.")]) -> None:
+    """Forget a fact (its history is kept)."""
+    with open_store() as store:
+        stored = store.fact(key) or store.fact(_key(key))
+        if stored is None:
+            raise CliError(f"no fact with the key {key!r}")
+        store.forget_fact(stored.key, source="user")
+    typer.echo(f"{stored.key}: forgotten", err=True)
+
+
+@app.command("history")
+def history(
+    key: Annotated[str, typer.Argument(help="The key whose values to show.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Every value KEY has had: when, from which turn, and by what."""
+    with open_store() as store:
+        versions = store.fact_history(key) or store.fact_history(_key(key))
+    if not versions:
+        raise CliError(f"no fact with the key {key!r} has ever been stored")
+    if json_output:
+        print_json(
+            [
+                {"key": v.key, "value": v.value, "action": v.action, "source": v.source,
+                 "turn_id": v.turn_id, "created_at": v.created_at}
+                for v in versions
+            ]
+        )
+        return
+    for v in versions:
+        what = v.value if v.action == "set" else "(forgotten)"
+        turn = f" turn {v.turn_id}" if v.turn_id else ""
+        sys.stdout.write(f"{local_time(v.created_at)}\t{v.source}{turn}\t{what}\n")
+
+
+@app.command("import")
+def import_facts(
+    file: Annotated[Path, typer.Argument(help="JSON lines: key, value, and optionally ref, created_at. - reads stdin.")],
+) -> None:
+    """Import facts from a JSON-lines file (all of it, or nothing if a line is bad)."""
+    from .. import transfer
+    from .sessions import read_lines
+
+    items = transfer.parse_facts(read_lines(file))
+    with open_store() as store:
+        changed = store.import_facts(items)
+    typer.echo(f"Imported {len(items)} facts ({changed} new or changed).", err=True)
+
+
+@app.command("export")
+def export_facts() -> None:
+    """Export every fact as JSON lines to standard output."""
+    from ..transfer import fact_record
+
+    with open_store() as store:
+        for fact in store.facts():
+            sys.stdout.write(json.dumps(fact_record(fact), ensure_ascii=False) + "\n")

@@ -1,0 +1,186 @@
+"""One exchange, start to finish: store the question, build the prompt, ask the
+model, store the answer, then learn facts from it.
+
+The question is written before the model is called, so a failed call loses
+nothing; it stays marked unanswered. Whatever part of an answer arrived before
+a failure or Ctrl-C is kept and marked interrupted. Fact extraction runs after
+the answer is safely stored and can never fail it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from . import extraction, tokens
+from .model_client import ModelClient, ModelError, Reply
+from .prompt import Prompt, PromptOptions, PromptTooLarge, build_prompt
+from .store import NewTurn, Session, Store, Turn
+
+EXTRACT_MODES = ("model", "rules", "off")
+
+# How a finish reason is recorded; anything else (none at all, content_filter)
+# means the model did not finish its answer.
+STATUS_BY_FINISH = {"stop": "complete", "length": "length", "tool_calls": "complete"}
+
+
+@dataclass
+class AskOptions:
+    prompt: PromptOptions
+    stream: bool = True
+    extract: str = "model"  # model: rules, then a model call; rules: rules only; off
+    extract_model: str | None = None  # default: the answering model
+
+
+@dataclass
+class AskResult:
+    session: Session
+    question: Turn
+    answer: Turn | None
+    prompt: Prompt
+    prompt_tokens: int
+    completion_tokens: int
+    usage_reported: bool
+    facts: dict[str, str] = field(default_factory=dict)  # key -> created/updated/forgotten
+    notes: list[str] = field(default_factory=list)  # what extraction had to say, for --verbose
+
+
+class AskFailed(Exception):
+    """The model gave no usable answer; the question is stored as unanswered."""
+
+    def __init__(self, message: str, question: Turn):
+        super().__init__(message)
+        self.question = question
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    """Text with every configured secret (the API key) blanked out before storing."""
+    for secret in secrets:
+        if secret and len(secret) >= 8:
+            text = text.replace(secret, "[redacted]")
+    return text
+
+
+class Conversation:
+    """Asks questions in sessions of one store through one model client."""
+
+    def __init__(self, store: Store, client: ModelClient, *, secrets: list[str] = ()):
+        self.store = store
+        self.client = client
+        self.secrets = [s for s in secrets if s]
+
+    def ask(
+        self,
+        session_name: str,
+        question: str,
+        options: AskOptions,
+        on_text: Callable[[str], None] | None = None,
+    ) -> AskResult:
+        model = options.prompt.model
+        question = redact(question, self.secrets)
+        session = self.store.open_session(session_name)
+        asked = self.store.add_turn(
+            session.id,
+            NewTurn(role="user", content=question, tokens=tokens.count_tokens(question, model),
+                    status="pending", model=model),
+        )
+        try:
+            prompt = build_prompt(
+                self.store, question=question, question_tokens=asked.tokens,
+                session_id=session.id, before_id=asked.id, options=options.prompt,
+            )
+        except PromptTooLarge as exc:
+            self._unanswered(asked, str(exc))
+            raise AskFailed(str(exc), asked) from None
+
+        received: list[str] = []
+
+        def collect(piece: str) -> None:
+            received.append(piece)
+            if on_text is not None:
+                on_text(piece)
+
+        try:
+            reply = self.client.chat(
+                prompt.messages, model=model, max_tokens=options.prompt.answer_tokens,
+                stream=options.stream, on_text=collect,
+            )
+        except ModelError as exc:
+            if received:
+                self._store_answer(asked, "".join(received), None, prompt, model, error=str(exc))
+            else:
+                self._unanswered(asked, str(exc))
+            raise AskFailed(str(exc), asked) from None
+        except KeyboardInterrupt:
+            if received:
+                self._store_answer(asked, "".join(received), None, prompt, model, error="interrupted by the user")
+            else:
+                self._unanswered(asked, "interrupted by the user")
+            raise
+
+        answer, prompt_tokens, completion_tokens, reported = self._store_answer(
+            asked, redact(reply.text, self.secrets), reply, prompt, model
+        )
+        result = AskResult(
+            session=session, question=asked, answer=answer, prompt=prompt,
+            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+            usage_reported=reported,
+        )
+        if options.extract != "off" and answer.status == "complete":
+            self._learn(result, question, answer.content, options)
+        return result
+
+    def _unanswered(self, question: Turn, error: str) -> None:
+        self.store.update_turn(question.id, status="unanswered", error=redact(error, self.secrets))
+
+    def _store_answer(self, question, text, reply: Reply | None, prompt, model, *, error=None):
+        finish = reply.finish_reason if reply else None
+        status = STATUS_BY_FINISH.get(finish, "interrupted")
+        if error is None and status == "interrupted":
+            cause = reply.error if reply is not None else None
+            error = str(cause) if cause else f"the answer ended early (finish reason: {finish or 'none'})"
+        if error is None and status == "length":
+            error = "the answer reached the token limit"
+        answer_tokens = tokens.count_tokens(text, model)
+        # Servers that report no usage get tiktoken's count of what was sent.
+        reported = reply is not None and reply.prompt_tokens is not None
+        prompt_tokens = reply.prompt_tokens if reported else prompt.tokens
+        completion_tokens = answer_tokens
+        if reply is not None and reply.completion_tokens is not None:
+            completion_tokens = reply.completion_tokens
+        answer = self.store.record_answer(
+            question,
+            NewTurn(
+                role="assistant", content=text, tokens=answer_tokens, status=status,
+                model=(reply.model if reply and reply.model else model),
+                error=redact(error, self.secrets) if error else None,
+                prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+            ),
+        )
+        return answer, prompt_tokens, completion_tokens, reported
+
+    def _learn(self, result: AskResult, question: str, answer: str, options: AskOptions) -> None:
+        """Facts from this exchange: explicit statements by rule, the rest by the model."""
+        changes = {c.key: c.value for c in extraction.extract_by_rules(question)}
+        if changes:
+            result.facts.update(
+                self.store.apply_facts(changes.items(), source="rules", turn_id=result.question.id)
+            )
+        if options.extract != "model":
+            return
+        known = [(fact.key, fact.value) for fact in self.store.facts()[:200]]
+        try:
+            raw = self.client.complete_json(
+                extraction.extraction_messages(question, answer, known),
+                model=options.extract_model or options.prompt.model,
+                schema=extraction.EXTRACTION_SCHEMA, schema_name="facts",
+            )
+            found = extraction.parse_extraction_reply(raw)
+        except (ModelError, extraction.ExtractionError) as exc:
+            result.notes.append(f"fact extraction stored nothing: {exc}")
+            return
+        model_changes = [(c.key, c.value) for c in found if c.key not in changes]
+        if model_changes:
+            result.facts.update(
+                self.store.apply_facts(model_changes, source="model", turn_id=result.question.id)
+            )

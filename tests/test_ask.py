@@ -1,0 +1,190 @@
+"""`kvchat ask` and `kvchat chat` end to end: what the model server received,
+what was stored, and what the user saw."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import TEST_KEY
+
+
+def sent_system(request_body) -> str:
+    return request_body["messages"][0]["content"]
+
+
+def test_ask_streams_the_answer_and_stores_both_turns(model, kvchat, store):
+    model.queue_answer("Use reversed(xs) or xs[::-1].")
+    done = kvchat("ask", "How do I reverse a list in Python?", "--no-extract")
+    assert done.exit_code == 0, done.stderr
+    assert done.stdout == "Use reversed(xs) or xs[::-1].\n"
+    [request] = model.chat_requests
+    assert request["stream"] is True
+    assert request["model"] == "gpt-4o-mini"
+    assert request["messages"][-1] == {"role": "user", "content": "How do I reverse a list in Python?"}
+    turns = store.history(store.session("default").id)
+    assert [(t.role, t.status) for t in turns] == [("user", "complete"), ("assistant", "complete")]
+    assert turns[1].content == "Use reversed(xs) or xs[::-1]."
+
+
+def test_a_stored_fact_reaches_the_prompt_only_when_relevant(model, kvchat):
+    assert kvchat("facts", "set", "user.editor", "neovim").exit_code == 0
+    kvchat("ask", "Which editor plugin helps with Rust?", "--no-extract")
+    kvchat("ask", "What is the capital of Peru?", "--no-extract", "--new")
+    relevant, unrelated = model.chat_requests
+    assert "user.editor: neovim" in sent_system(relevant)
+    assert "neovim" not in json.dumps(unrelated)
+
+
+def test_the_previous_exchange_is_sent_back_in_order(model, kvchat):
+    model.queue_answer("Hello Ada!")
+    kvchat("ask", "Hi, I am Ada", "--no-extract")
+    kvchat("ask", "What did I just say?", "--no-extract")
+    messages = model.chat_requests[1]["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert [m["content"] for m in messages[1:]] == ["Hi, I am Ada", "Hello Ada!", "What did I just say?"]
+
+
+def test_the_recent_turn_budget_holds(model, kvchat):
+    for i in range(12):
+        kvchat("ask", f"question {i} " + "padding words " * 20, "--no-extract")
+    kvchat("ask", "last one", "--memory-tokens", "150", "--no-extract")
+    recent = model.chat_requests[-1]["messages"][1:-1]
+    from kvchat import tokens
+
+    used = sum(tokens.message_tokens(tokens.count_tokens(m["content"], "gpt-4o-mini")) for m in recent)
+    assert 0 < used <= 150
+
+
+def test_history_survives_a_new_process(model, kvchat_process):
+    first = kvchat_process("ask", "remember the number 4711", "--no-extract")
+    assert first.exit_code == 0, first.stderr
+    shown = kvchat_process("history", "--json")
+    turns = json.loads(shown.stdout)
+    assert [t["content"] for t in turns] == ["remember the number 4711", "echo: remember the number 4711"]
+    second = kvchat_process("ask", "what number?", "--no-extract")
+    assert second.exit_code == 0
+    assert "remember the number 4711" in json.dumps(model.chat_requests[-1]["messages"])
+
+
+def test_question_from_stdin(model, kvchat):
+    done = kvchat("ask", "-", "--no-extract", input="piped question\n")
+    assert done.exit_code == 0
+    assert model.chat_requests[0]["messages"][-1]["content"] == "piped question\n"
+
+
+def test_json_output_has_answer_session_usage_and_memories(model, kvchat):
+    kvchat("facts", "set", "user.language", "Python 3.12")
+    model.queue_answer("Use a dataclass.")
+    done = kvchat("ask", "Which Python language features suit records?", "--json", "--no-extract", "-s", "work")
+    result = json.loads(done.stdout)
+    assert result["answer"] == "Use a dataclass."
+    assert result["session"] == "work"
+    assert result["status"] == "complete"
+    assert result["usage"]["prompt_tokens"] > 0 and result["usage"]["completion_tokens"] > 0
+    assert [m["kind"] for m in result["memories"]] == ["fact"]
+
+
+def test_new_starts_a_fresh_session(model, kvchat, store):
+    kvchat("ask", "one", "--no-extract")
+    kvchat("ask", "two", "--new", "--no-extract")
+    assert len(store.sessions()) == 2
+    assert model.chat_requests[1]["messages"][1:] == [{"role": "user", "content": "two"}]
+
+
+def test_model_and_system_role_are_sent_as_given(model, kvchat):
+    kvchat("ask", "hi", "-m", "fake-model", "--system", "You are a pirate.", "--no-extract")
+    [request] = model.chat_requests
+    assert request["model"] == "fake-model"
+    assert sent_system(request) == "You are a pirate."
+
+
+def test_no_stream_asks_for_the_whole_answer(model, kvchat):
+    done = kvchat("ask", "hi", "--no-stream", "--no-extract")
+    assert done.exit_code == 0 and done.stdout == "echo: hi\n"
+    assert not model.chat_requests[0].get("stream")
+
+
+def test_a_local_server_gets_max_tokens(model, kvchat):
+    kvchat("ask", "hi", "--answer-tokens", "300", "--no-extract")
+    body = model.chat_requests[0]
+    assert body["max_tokens"] == 300 and "max_completion_tokens" not in body
+
+
+def test_a_failed_call_keeps_the_question_as_unanswered(model, kvchat, store):
+    model.queue_error(500, "boom")
+    model.queue_error(500, "boom")
+    model.queue_error(500, "boom")
+    done = kvchat("ask", "will this survive?", "--no-extract")
+    assert done.exit_code == 1
+    assert done.stderr.startswith("kvchat: error:") and done.stderr.count("\n") == 1
+    [question] = store.history(store.session("default").id)
+    assert (question.content, question.status) == ("will this survive?", "unanswered")
+    kvchat("ask", "and now?", "--no-extract")
+    assert "will this survive?" not in json.dumps(model.chat_requests[-1]["messages"])
+
+
+def test_a_cut_stream_keeps_the_partial_answer_marked_incomplete(model, kvchat, store):
+    model.queue_cut_stream("The first half of")
+    done = kvchat("ask", "explain monads", "--no-extract")
+    assert done.exit_code == 1
+    assert "incomplete" in done.stderr
+    answer = store.history(store.session("default").id)[-1]
+    assert (answer.content, answer.status) == ("The first half of", "interrupted")
+    kvchat("ask", "go on", "--no-extract")
+    sent = model.chat_requests[-1]["messages"][2]
+    assert sent["role"] == "assistant" and "incomplete" in sent["content"]
+
+
+def test_an_answer_cut_by_the_length_limit_is_marked(model, kvchat, store):
+    model.queue_answer("a long answ", finish_reason="length")
+    done = kvchat("ask", "write a novel", "--no-extract")
+    assert done.exit_code == 0
+    assert "token limit" in done.stderr
+    assert store.history(store.session("default").id)[-1].status == "length"
+
+
+def test_usage_is_counted_with_tiktoken_when_the_server_sends_none(model, kvchat):
+    model.no_stream_usage = True
+    done = kvchat("ask", "count me", "--json", "--no-extract")
+    usage = json.loads(done.stdout)["usage"]
+    assert usage["reported_by_server"] is False
+    assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
+
+
+def test_without_a_key_and_without_a_terminal_it_says_which_variable_to_set(kvchat, monkeypatch):
+    done = kvchat("ask", "hi")
+    assert done.exit_code == 1
+    assert "OPENAI_API_KEY" in done.stderr
+
+
+def test_the_api_key_never_lands_in_the_database(model, kvchat, home):
+    kvchat("ask", f"my key is {TEST_KEY}, keep it safe")
+    kvchat("facts", "set", "user.editor", "vim")
+    for path in home.glob("kvchat.db*"):
+        assert TEST_KEY.encode() not in path.read_bytes()
+
+
+def test_a_question_too_large_for_the_model_is_refused_clearly(model, kvchat, store):
+    done = kvchat("ask", "word " * 20000, "--context-tokens", "4096", "--no-extract")
+    assert done.exit_code == 1
+    assert "does not fit" in done.stderr
+    assert model.chat_requests == []
+
+
+def test_chat_holds_a_dialog_and_says_where_it_is_stored(model, kvchat, home):
+    done = kvchat("chat", "-s", "pairing", "--no-extract", input="first line\nsecond line\nexit\n")
+    assert done.exit_code == 0
+    assert "echo: first line" in done.stdout and "echo: second line" in done.stdout
+    assert "pairing" in done.stderr and str(home / "kvchat.db") in done.stderr
+    assert [m["content"] for m in model.chat_requests[1]["messages"][1:]] == [
+        "first line", "echo: first line", "second line",
+    ]
+
+
+def test_chat_ends_at_end_of_input_and_survives_a_failed_answer(model, kvchat, store):
+    for _ in range(3):
+        model.queue_error(500)
+    done = kvchat("chat", "--no-extract", input="this one fails\nthis one works\n")
+    assert done.exit_code == 0
+    assert "kvchat: error:" in done.stderr
+    assert "echo: this one works" in done.stdout

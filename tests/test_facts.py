@@ -1,0 +1,113 @@
+"""Facts: learned after each exchange (by rule and by model), and inspected,
+corrected and deleted with `kvchat facts`."""
+
+from __future__ import annotations
+
+import json
+
+
+def facts_json(kvchat) -> dict[str, str]:
+    return {f["key"]: f["value"] for f in json.loads(kvchat("facts", "--json").stdout)}
+
+
+def test_explicit_statements_are_learned_by_rule_without_a_model_call(model, kvchat):
+    kvchat("ask", "My name is Ada and I use neovim", "--extract", "rules")
+    assert facts_json(kvchat)["user.name"] == "Ada"
+    assert model.json_requests == []
+
+
+def test_chinese_statements_are_learned_by_rule(model, kvchat):
+    kvchat("ask", "我叫小明", "--extract", "rules")
+    assert facts_json(kvchat)["user.name"] == "小明"
+
+
+def test_the_model_extracts_facts_with_a_json_schema(model, kvchat):
+    model.queue_json_reply(json.dumps({"facts": [{"key": "project.kvchat.language", "value": "Python 3.11"}], "forget": []}))
+    kvchat("ask", "Our kvchat project targets Python 3.11")
+    assert facts_json(kvchat) == {"project.kvchat.language": "Python 3.11"}
+    [request] = model.json_requests
+    assert request["response_format"]["type"] == "json_schema"
+    history = json.loads(kvchat("facts", "history", "project.kvchat.language", "--json").stdout)
+    assert history[0]["source"] == "model" and history[0]["turn_id"] is not None
+
+
+def test_a_new_value_replaces_the_old_and_forget_removes(model, kvchat):
+    model.queue_json_reply('{"facts": [{"key": "user.editor", "value": "vim"}], "forget": []}')
+    kvchat("ask", "I edit with vim")
+    model.queue_json_reply('{"facts": [{"key": "user.editor", "value": "helix"}], "forget": []}')
+    kvchat("ask", "I switched to helix")
+    assert facts_json(kvchat)["user.editor"] == "helix"
+    model.queue_json_reply('{"facts": [], "forget": ["user.editor"]}')
+    kvchat("ask", "I don't use an editor any more")
+    assert "user.editor" not in facts_json(kvchat)
+    values = [v["value"] for v in json.loads(kvchat("facts", "history", "user.editor", "--json").stdout)]
+    assert values == ["vim", "helix", None]
+
+
+def test_a_server_that_rejects_json_schema_gets_json_object(model, kvchat):
+    model.reject_json_schema = True
+    model.queue_json_reply('{"facts": [{"key": "user.os", "value": "Debian"}], "forget": []}')
+    kvchat("ask", "I run Debian")
+    assert facts_json(kvchat)["user.os"] == "Debian"
+    assert [r["response_format"]["type"] for r in model.json_requests] == ["json_schema", "json_object"]
+
+
+def test_broken_extraction_json_stores_nothing_says_so_and_keeps_the_answer(model, kvchat, store):
+    model.queue_json_reply('{"facts": [{"key": "user.os", "val')
+    done = kvchat("ask", "I run Debian", "--verbose")
+    assert done.exit_code == 0
+    assert done.stdout == "echo: I run Debian\n"
+    assert "fact extraction stored nothing" in done.stderr
+    assert facts_json(kvchat) == {}
+    assert store.history(store.session("default").id)[-1].status == "complete"
+
+
+def test_extraction_that_fails_at_the_server_never_fails_the_answer(model, kvchat):
+    model.queue_answer("hello to you")
+    model.queue_error(500, json_mode=True)  # json_schema refused
+    model.queue_error(500, json_mode=True)  # json_object refused
+    model.queue_error(500)  # and plain text fails as well
+    done = kvchat("ask", "hello", "--verbose")
+    assert done.exit_code == 0 and done.stdout == "hello to you\n"
+    assert "fact extraction stored nothing" in done.stderr
+
+
+def test_secrets_are_never_stored_as_facts(model, kvchat):
+    model.queue_json_reply('{"facts": [{"key": "user.github_token", "value": "ghp_abcdefghijklmnopqrstuvwxyz0123456789"}], "forget": []}')
+    kvchat("ask", "here is my token ghp_abcdefghijklmnopqrstuvwxyz0123456789")
+    assert facts_json(kvchat) == {}
+    refused = kvchat("facts", "set", "user.password", "hunter2")
+    assert refused.exit_code == 1 and "secret" in refused.stderr
+
+
+def test_set_search_forget_from_the_command_line(kvchat):
+    assert kvchat("facts", "set", "User.Editor", "Neovim 0.10").exit_code == 0
+    kvchat("facts", "set", "user.shell", "fish")
+    found = json.loads(kvchat("facts", "neovim", "--json").stdout)
+    assert [f["key"] for f in found] == ["user.editor"]
+    assert json.loads(kvchat("facts", "search", "fish", "--json").stdout)[0]["key"] == "user.shell"
+    assert kvchat("facts", "forget", "user.editor").exit_code == 0
+    missing = kvchat("facts", "forget", "user.editor")
+    assert missing.exit_code == 1 and "no fact" in missing.stderr
+    assert list(facts_json(kvchat)) == ["user.shell"]
+
+
+def test_facts_import_and_export_keep_ref_and_time(kvchat, tmp_path):
+    source = tmp_path / "facts.jsonl"
+    source.write_text(
+        '{"key": "user.name", "value": "Bart", "ref": "mem-1", "created_at": "2023-12-25T10:00:00+00:00"}\n'
+        '{"key": "user.hobby", "value": "magic tricks"}\n'
+    )
+    assert kvchat("facts", "import", str(source)).exit_code == 0
+    exported = [json.loads(line) for line in kvchat("facts", "export").stdout.splitlines()]
+    by_key = {f["key"]: f for f in exported}
+    assert by_key["user.name"]["ref"] == "mem-1"
+    assert by_key["user.name"]["created_at"].startswith("2023-12-25T10:00:00")
+
+
+def test_a_bad_facts_file_imports_nothing(kvchat, tmp_path):
+    source = tmp_path / "facts.jsonl"
+    source.write_text('{"key": "user.name", "value": "Bart"}\n{"key": "", "value": "x"}\n')
+    done = kvchat("facts", "import", str(source))
+    assert done.exit_code == 1 and "line 2" in done.stderr
+    assert facts_json(kvchat) == {}

@@ -1,0 +1,46 @@
+"""`kvchat recall`: the memories `ask` would use, with scores and reasons,
+for one question or a file of them."""
+
+from __future__ import annotations
+
+import json
+
+
+def test_recall_shows_what_ask_then_sends(model, kvchat):
+    kvchat("facts", "set", "project.api.port", "8080")
+    kvchat("facts", "set", "user.pet", "a cat")
+    items = json.loads(kvchat("recall", "which port does the api use?", "--json").stdout)
+    assert [(i["kind"], i["key"]) for i in items] == [("fact", "project.api.port")]
+    assert items[0]["matched"] and items[0]["tokens"] > 0 and items[0]["score"] > 0
+    kvchat("ask", "which port does the api use?", "--no-extract")
+    assert items[0]["text"] in model.chat_requests[0]["messages"][0]["content"]
+
+
+def test_recall_finds_older_turns_with_memory_tokens_zero(kvchat, tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text(
+        '{"session": "s", "role": "user", "content": "The deploy key rotates every Tuesday", "ref": "a"}\n'
+        '{"session": "s", "role": "assistant", "content": "Noted: Tuesday rotation.", "ref": "b"}\n'
+    )
+    kvchat("import", str(path))
+    items = json.loads(kvchat("recall", "when does the deploy key rotate?", "-s", "s", "--memory-tokens", "0", "--json").stdout)
+    [item] = items
+    assert item["kind"] == "turn" and item["ref"] == "a"
+    assert [t["ref"] for t in item["turns"]] == ["a", "b"]
+    # With the default window the same turns are recent, so nothing is "recalled".
+    assert json.loads(kvchat("recall", "when does the deploy key rotate?", "-s", "s", "--json").stdout) == []
+
+
+def test_recall_many_queries_in_one_process(kvchat, tmp_path):
+    kvchat("facts", "set", "user.editor", "helix")
+    queries = tmp_path / "q.jsonl"
+    queries.write_text('{"id": 1, "query": "editor?"}\n{"id": "two", "query": "nothing matches zebra"}\n')
+    lines = [json.loads(line) for line in kvchat("recall", "--queries", str(queries), "--json").stdout.splitlines()]
+    assert [line["id"] for line in lines] == [1, "two"]
+    assert lines[0]["items"][0]["key"] == "user.editor" and lines[1]["items"] == []
+
+
+def test_recall_of_chinese_facts(kvchat):
+    kvchat("facts", "set", "user.hobby", "周末喜欢爬山和摄影")
+    items = json.loads(kvchat("recall", "你周末一般去爬山吗", "--json").stdout)
+    assert items and items[0]["key"] == "user.hobby"

@@ -1,0 +1,82 @@
+"""Turns in and out: JSON-lines import (checked whole), export as JSON lines or
+Markdown, `ref` kept from import to history and recall, sessions listing."""
+
+from __future__ import annotations
+
+import json
+
+
+def write_lines(path, records):
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def test_import_then_export_round_trips(kvchat, tmp_path):
+    records = [
+        {"session": "madial-1", "role": "user", "name": "Bart", "content": "I'm doing a magic trick!", "ref": "d1-1", "created_at": "2024-01-01T10:00:00+00:00"},
+        {"session": "madial-1", "role": "assistant", "content": "That's fantastic!", "ref": "d1-2", "created_at": "2024-01-01T10:00:05+00:00"},
+        {"session": "other", "role": "user", "content": "你好"},
+    ]
+    done = kvchat("import", str(write_lines(tmp_path / "turns.jsonl", records)))
+    assert done.exit_code == 0, done.stderr
+    exported = [json.loads(line) for line in kvchat("export").stdout.splitlines()]
+    assert [(r["session"], r["role"], r["content"], r.get("ref"), r.get("name")) for r in exported] == [
+        (r["session"], r["role"], r["content"], r.get("ref"), r.get("name")) for r in records
+    ]
+    assert exported[0]["created_at"].startswith("2024-01-01T10:00:00")
+
+
+def test_history_json_returns_the_ref(kvchat, tmp_path):
+    kvchat("import", str(write_lines(tmp_path / "t.jsonl", [{"session": "s", "role": "user", "content": "hi", "ref": "ext-7"}])))
+    [turn] = json.loads(kvchat("history", "-s", "s", "--json").stdout)
+    assert turn["ref"] == "ext-7" and turn["tokens"] > 0
+
+
+def test_a_bad_line_imports_nothing_and_names_the_line(kvchat, tmp_path, store):
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"session": "s", "role": "user", "content": "fine"}\n{"session": "s", "role": "wizard", "content": "x"}\n')
+    done = kvchat("import", str(path))
+    assert done.exit_code == 1 and "line 2" in done.stderr and done.stderr.count("\n") == 1
+    assert store.sessions() == []
+
+
+def test_not_utf8_is_refused_clearly(kvchat, tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b'{"session": "s", "role": "user", "content": "\xff\xfe"}\n')
+    done = kvchat("import", str(path))
+    assert done.exit_code == 1 and "UTF-8" in done.stderr
+
+
+def test_export_markdown_of_one_session(kvchat, tmp_path):
+    kvchat("import", str(write_lines(tmp_path / "t.jsonl", [
+        {"session": "a", "role": "user", "content": "question in a"},
+        {"session": "b", "role": "user", "content": "question in b"},
+    ])))
+    markdown = kvchat("export", "--session", "a", "--format", "markdown").stdout
+    assert markdown.startswith("# Session: a") and "question in a" in markdown and "question in b" not in markdown
+
+
+def test_sessions_lists_turns_tokens_and_activity(kvchat, tmp_path):
+    kvchat("import", str(write_lines(tmp_path / "t.jsonl", [
+        {"session": "a", "role": "user", "content": "one two three"},
+        {"session": "a", "role": "assistant", "content": "four"},
+    ])))
+    [session] = json.loads(kvchat("sessions", "--json").stdout)
+    assert session["name"] == "a" and session["turns"] == 2 and session["tokens"] >= 4
+    assert session["last_active_at"]
+
+
+def test_history_limit_and_unknown_session(kvchat, tmp_path):
+    kvchat("import", str(write_lines(tmp_path / "t.jsonl", [
+        {"session": "a", "role": "user", "content": f"turn {i}"} for i in range(5)
+    ])))
+    shown = json.loads(kvchat("history", "-s", "a", "-n", "2", "--json").stdout)
+    assert [t["content"] for t in shown] == ["turn 3", "turn 4"]
+    missing = kvchat("history", "-s", "nope")
+    assert missing.exit_code == 1 and "no session" in missing.stderr
+
+
+def test_import_of_ten_thousand_turns(kvchat, tmp_path, store):
+    records = [{"session": f"s{i % 10}", "role": "user" if i % 2 == 0 else "assistant", "content": f"message {i} about databases and 数据库"} for i in range(10_000)]
+    assert kvchat("import", str(write_lines(tmp_path / "big.jsonl", records))).exit_code == 0
+    assert sum(s.turn_count for s in store.sessions()) == 10_000
