@@ -188,3 +188,76 @@ def test_chat_ends_at_end_of_input_and_survives_a_failed_answer(model, kvchat, s
     assert done.exit_code == 0
     assert "kvchat: error:" in done.stderr
     assert "echo: this one works" in done.stdout
+
+
+def test_at_a_terminal_a_missing_key_is_asked_for_with_hidden_input(model, monkeypatch):
+    import os
+    import pty
+    import select
+    import sys
+    import termios
+    import time
+
+    monkeypatch.delenv("OPENAI_API_KEY")
+    # 127.0.0.1 written as one number: the same server, but not a name kvchat
+    # recognises as local (local servers are exempt from needing a key).
+    monkeypatch.setenv("OPENAI_BASE_URL", model.base_url.replace("127.0.0.1", str(0x7F000001)))
+    typed = "sk-typed-at-the-terminal-1234567890"
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: kvchat with the pty as its terminal
+        os.execv(sys.executable, [sys.executable, "-m", "kvchat", "ask", "hello there", "--no-extract"])
+    deadline = time.monotonic() + 60
+    screen = b""
+
+    def read_some() -> bool:
+        nonlocal screen
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if not ready:
+            return True
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:  # the child has gone
+            return False
+        screen += chunk
+        return bool(chunk)
+
+    def echo_is_off() -> bool:
+        return not termios.tcgetattr(fd)[3] & termios.ECHO
+
+    # Type only once the prompt is up and echo is off: getpass discards earlier input.
+    while not (b"API key" in screen and echo_is_off()) and time.monotonic() < deadline:
+        read_some()
+    os.write(fd, typed.encode() + b"\n")
+    while read_some() and time.monotonic() < deadline:
+        pass
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, screen
+    assert b"echo: hello there" in screen
+    assert typed.encode() not in screen
+    assert model.requests[-1].headers["authorization"] == f"Bearer {typed}"
+
+
+def test_ctrl_c_while_streaming_keeps_the_partial_answer(model, store):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    model.chunk_chars = 4
+    model.stream_delay = 0.05
+    model.queue_answer("word " * 400)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "kvchat", "ask", "tell me a long story", "--no-extract"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ),
+    )
+    assert child.stdout.read(20)  # the answer has started to arrive
+    time.sleep(0.3)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=30)
+    assert child.returncode == 130
+    assert "Traceback" not in err.decode()
+    question, answer = store.history(store.session("default").id)
+    assert (question.status, answer.status) == ("complete", "interrupted")
+    assert answer.content.startswith("word word") and len(answer.content) < len("word " * 400)

@@ -110,3 +110,15 @@ def test_the_whole_prompt_stays_within_the_context_window(store):
     prompt = build(store, "summarise", session_id=session.id, memory_tokens=100_000,
                    context_tokens=4096, answer_tokens=1024)
     assert tokens.messages_tokens(prompt.messages, MODEL) <= 4096 - 1024
+
+
+def test_the_reported_cost_is_what_tiktoken_counts_for_the_messages(store):
+    session = store.open_session("party")
+    named = [NewTurn(role="user", name=name, content=f"{name} says hello to everyone here",
+                     tokens=tokens.count_tokens(f"{name} says hello to everyone here", MODEL))
+             for name in ("Bart", "Lisa", "Maggie_Simpson")]
+    store.add_turns("party", named + [turn("assistant", "a partial ans", status="interrupted")])
+    store.set_fact("user.greeting", "hello", source="user")
+    prompt = build(store, "who said hello?", session_id=session.id)
+    assert [m.get("name") for m in prompt.messages[1:4]] == ["Bart", "Lisa", "Maggie_Simpson"]
+    assert prompt.tokens == tokens.messages_tokens(prompt.messages, MODEL)

@@ -122,6 +122,8 @@ def _recent_turns(
         if turn.status in ("pending", "unanswered"):
             continue
         content_tokens = turn.tokens
+        if turn.name:
+            content_tokens += tokens.count_tokens(turn.name, model)
         if turn.role == "assistant" and turn.status != "complete":
             content_tokens += tokens.count_tokens(INCOMPLETE_NOTE, model)
         cost = tokens.message_tokens(content_tokens, has_name=bool(turn.name))
