@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 import typer
+from typer._click.exceptions import ClickException  # Typer vendors Click; usage errors are these
 from typer.core import TyperGroup
 
 from . import ask, facts, recall, sessions
@@ -35,7 +36,7 @@ class _OneLineErrors(TyperGroup):
         except KeyboardInterrupt:
             typer.echo("\nkvchat: interrupted", err=True)
             raise typer.Exit(130) from None
-        except (typer.Exit, typer.Abort):
+        except (typer.Exit, typer.Abort, ClickException):
             raise
         except Exception as exc:
             if os.environ.get("KVCHAT_DEBUG"):
@@ -54,6 +55,14 @@ class _OneLineErrors(TyperGroup):
             raise typer.Exit(2) from None
 
 
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"kvchat {__version__}")
+        raise typer.Exit()
+
+
 app = typer.Typer(
     name="kvchat",
     cls=_OneLineErrors,
@@ -63,6 +72,18 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print kvchat's version and exit."
+    ),
+) -> None:
+    """A terminal chat assistant for code that remembers: every turn, and key/value
+    facts about you, in a local SQLite database."""
+
+
 ask.register(app)
 sessions.register(app)
 app.add_typer(facts.app, name="facts")

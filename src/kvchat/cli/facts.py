@@ -162,6 +162,7 @@ def history(
 @app.command("import")
 def import_facts(
     file: Annotated[Path, typer.Argument(help="JSON lines: key, value, and optionally ref, created_at. - reads stdin.")],
+    json_output: JsonOption = False,
 ) -> None:
     """Import facts from a JSON-lines file (all of it, or nothing if a line is bad)."""
     from .. import transfer
@@ -170,7 +171,10 @@ def import_facts(
     items = transfer.parse_facts(read_lines(file))
     with open_store() as store:
         changed = store.import_facts(items)
-    typer.echo(f"Imported {len(items)} facts ({changed} new or changed).", err=True)
+    if json_output:
+        print_json({"imported": len(items), "changed": changed})
+    else:
+        typer.echo(f"Imported {len(items)} facts ({changed} new or changed).", err=True)
 
 
 @app.command("export")

@@ -105,7 +105,7 @@ def recall(
     if not sys.stdout.isatty():
         for item in items:
             sys.stdout.write(
-                f"{item.kind}\t{item.score:.3f}\t{item.tokens}\t{','.join(item.matched)}\t"
+                f"{item.kind}\t{item.score:.3g}\t{item.tokens}\t{','.join(item.matched)}\t"
                 f"{item.text.replace(chr(10), ' | ')}\n"
             )
         return
@@ -115,7 +115,7 @@ def recall(
     for item in items:
         head = Text()
         head.append(item.kind, style="bold cyan" if item.kind == "fact" else "bold green")
-        head.append(f"  score {item.score:.2f}  {item.tokens} tokens", style="dim")
+        head.append(f"  score {item.score:.3g}  {item.tokens} tokens", style="dim")
         if item.matched:
             head.append(f"  matched: {', '.join(item.matched)}", style="yellow")
         out.print(head)
