@@ -86,7 +86,8 @@ def test_older_turns_outside_the_window_are_recalled_with_their_answer(store):
         *[turn("user" if i % 2 == 0 else "assistant", f"unrelated chatter about lunch {i}") for i in range(30)],
     ])
     prompt = build(store, "remind me of the staging postgres port", session_id=session.id, memory_tokens=60)
-    [item] = [m for m in prompt.memories if m.kind == "turn"]
+    item = prompt.memories[0]
+    assert item.kind == "turn" and "staging Postgres" in item.text
     assert [t.role for t in item.turns] == ["user", "assistant"]
     assert "6543" in prompt.messages[0]["content"]
     assert all("6543" not in m["content"] for m in prompt.messages[1:])

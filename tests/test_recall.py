@@ -44,3 +44,31 @@ def test_recall_of_chinese_facts(kvchat):
     kvchat("facts", "set", "user.hobby", "周末喜欢爬山和摄影")
     items = json.loads(kvchat("recall", "你周末一般去爬山吗", "--json").stdout)
     assert items and items[0]["key"] == "user.hobby"
+
+
+def test_recall_says_why_an_item_was_chosen(kvchat, tmp_path):
+    kvchat("facts", "set", "project.database", "we run PostgreSQL 16 in staging")
+    path = tmp_path / "t.jsonl"
+    path.write_text(
+        '{"session": "s", "role": "user", "content": "Our staging servers keep failing health checks"}\n'
+        '{"session": "s", "role": "assistant", "content": "Check the load balancer timeouts."}\n'
+    )
+    kvchat("import", str(path))
+    [item] = json.loads(kvchat("recall", "which database version?", "-s", "s", "--json").stdout)
+    assert item["key"] == "project.database"
+    assert set(item["matched"]) == {"databas", "stage"}
+    parts = item["parts"]
+    assert parts["question"] > 0 and parts["context"] > 0 and parts["key"] > 0
+    assert abs(parts["question"] + parts["context"] - item["score"]) < 1e-3
+
+
+def test_the_conversation_before_the_question_steers_recall(kvchat, tmp_path):
+    kvchat("facts", "set", "project.backend.framework", "FastAPI")
+    kvchat("facts", "set", "project.frontend.framework", "Svelte")  # newer: wins a tie
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"session": "s", "role": "user", "content": "Let us talk about the backend service"}\n')
+    kvchat("import", str(path))
+    items = json.loads(kvchat("recall", "which framework do we use?", "-s", "s", "--json").stdout)
+    assert [i["key"] for i in items] == ["project.backend.framework", "project.frontend.framework"]
+    without_context = json.loads(kvchat("recall", "which framework do we use?", "--json").stdout)
+    assert [i["key"] for i in without_context] == ["project.frontend.framework", "project.backend.framework"]

@@ -42,9 +42,45 @@ def test_the_migrations_create_exactly_the_tables_the_code_uses(store):
 
     with store.engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), metadata)
-    # The full-text tables are SQLite virtual tables the models do not describe.
-    differences = [d for d in differences if "_fts" not in str(d)]
+    # The full-text and vocabulary tables are SQLite virtual tables the models do not describe.
+    virtual = ("turns_fts", "facts_fts", "turns_terms", "facts_terms")
+    differences = [d for d in differences if not any(name in str(d) for name in virtual)]
     assert differences == []
+
+
+def test_an_oldest_schema_database_with_data_is_upgraded_and_searchable(home):
+    from alembic import command
+    from alembic.config import Config
+
+    from kvchat import migrations
+
+    engine = database.create_engine(database.resolve_url(None))
+    config = Config()
+    config.set_main_option("script_location", migrations.__path__[0])
+    with engine.connect() as connection:
+        connection = connection.execution_options(kvchat_write=True)
+        with connection.begin():
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0001")
+    engine.dispose()
+    with sqlite3.connect(home / "kvchat.db") as raw:
+        raw.create_function("kvchat_index_text", 1, lambda text: text)
+        raw.execute("INSERT INTO sessions VALUES (1, 'old', '2024-01-01', '2024-01-01', 1, 9)")
+        raw.execute(
+            "INSERT INTO turns (session_id, role, content, tokens, status, created_at) "
+            "VALUES (1, 'user', 'We were running the migrations of 数据库 yesterday', 9, 'complete', '2024-01-01')"
+        )
+        raw.execute(
+            "INSERT INTO facts (key, value, source, created_at, updated_at) "
+            "VALUES ('user.editor', 'neovim', 'user', '2024-01-01', '2024-01-01')"
+        )
+    with Store() as store:
+        assert database.current_revision(store.engine) == database.SCHEMA_HEAD
+        session = store.session("old")
+        assert session.turn_count == 1
+        hits = store.search_turns(session.id, match_query("run a migration on the 数据"), before_id=None, limit=5)
+        assert [h.record.content for h in hits] == ["We were running the migrations of 数据库 yesterday"]
+        assert [h.record.value for h in store.search_facts(match_query("editor"), limit=5)] == ["neovim"]
 
 
 def test_a_database_from_a_newer_kvchat_is_refused_untouched(home):
@@ -142,3 +178,11 @@ def test_turns_before_a_point_are_read_newest_first_in_batches(store):
     assert len(newest) == 150
     older = list(store.turns_newest_first(session.id, before_id=newest[10].id, batch=64))
     assert older[0].content == "turn 138"
+
+
+def test_the_analyzer_stems_drops_stopwords_and_segments_cjk():
+    from kvchat.textsearch import analyze
+
+    assert analyze("The runners were running happily") == ["runner", "run", "happili"]
+    assert analyze("我喜欢用Rust") == ["我喜", "喜欢", "欢用", "喜", "欢", "用", "rust"]
+    assert analyze("Café ＡＢＣ") == ["café", "abc"]

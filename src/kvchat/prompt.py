@@ -135,6 +135,21 @@ def _recent_turns(
     return chosen, used
 
 
+def _conversation_so_far(store: Store, session_id: int | None, before_id: int | None) -> list[Turn]:
+    """The last few usable turns before the question, oldest first: they tell
+    recall what the question is about."""
+    if session_id is None:
+        return []
+    found: list[Turn] = []
+    for turn in store.turns_newest_first(session_id, before_id=before_id, batch=recall_module.CONTEXT_TURNS):
+        if turn.status not in ("pending", "unanswered"):
+            found.append(turn)
+        if len(found) == recall_module.CONTEXT_TURNS:
+            break
+    found.reverse()
+    return found
+
+
 def build_prompt(
     store: Store,
     *,
@@ -178,6 +193,7 @@ def build_prompt(
     if recall_budget > 0:
         memories = recall_module.recall(
             store, question, model=model, session_id=session_id, before_id=window_start,
+            context=_conversation_so_far(store, session_id, before_id),
             budget_tokens=recall_budget, limit=options.recall_limit, include_facts=options.use_facts,
         )
     if memories:

@@ -1,23 +1,41 @@
 """Long-term memory retrieval: which facts and older turns fit a question.
 
-Both come from the full-text indexes (bm25), searched with the question's
-quoted terms. Facts are matched against key and value, a key match weighing
-double. Older turns are only those outside the recent window (the prompt
-builder passes where that window starts); a matching turn comes back with the
-turn that answers it, or the question it answers, so the model sees the whole
-exchange.
+The query is the question's terms plus, more lightly, the terms of the turns
+just before it: the conversation so far says what the question is about
+("and how do I test it?"). Each earlier turn counts CONTEXT_DECAY times less
+than the one after it, and the assistant's turns half as much as the user's.
+
+Candidates come from the full-text indexes (FTS5, any term matching). They
+are then scored with bm25 under those query weights: a term counts by how
+rare it is in the store (idf), how often it occurs in the candidate, and the
+candidate's length; a fact's key counts KEY_WEIGHT times its value. Ties go
+to the more recent. Older turns are only those outside the recent window, and
+a matching turn comes back with the turn that answers it (or the question it
+answers), so the model sees the whole exchange.
+
+Every item carries why it was chosen: the matched terms and the parts of its
+score.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from . import textsearch, tokens
-from .store import Fact, Store, Turn
+from .store import Fact, Store, TermStats, Turn
 
 DEFAULT_RECALL_TOKENS = 1000
 DEFAULT_RECALL_LIMIT = 8
+
+CONTEXT_TURNS = 8
+CONTEXT_DECAY = 0.85
+ASSISTANT_FACTOR = 0.5
+KEY_WEIGHT = 2.0
+BM25_K1 = 1.2
+BM25_B = 0.75
+CANDIDATES = 100
 
 
 @dataclass
@@ -25,13 +43,39 @@ class MemoryItem:
     kind: str  # "fact" or "turn"
     id: int  # fact id, or the id of the matching turn
     text: str  # as it goes into the prompt
-    score: float  # bm25, higher is better; comparable within a kind
+    score: float  # higher is better; comparable within a kind
     tokens: int
     matched: list[str]
+    parts: dict[str, float] = field(default_factory=dict)  # the score, by where it came from
     ref: str | None = None
     key: str | None = None
     value: str | None = None
     turns: list[Turn] = field(default_factory=list)
+
+
+@dataclass
+class Query:
+    """Weighted terms: from the question, and from the conversation before it."""
+
+    question: dict[str, float]
+    context: dict[str, float]
+    weights: dict[str, float] = field(init=False)  # both together
+
+    def __post_init__(self) -> None:
+        self.weights = dict(self.context)
+        for term, weight in self.question.items():
+            self.weights[term] = self.weights.get(term, 0.0) + weight
+
+
+def build_query(question: str, context: list[Turn]) -> Query:
+    """`context` is the turns before the question, oldest first."""
+    asked = dict.fromkeys(textsearch.terms(question), 1.0)
+    earlier: dict[str, float] = {}
+    for distance, turn in enumerate(reversed(context[-CONTEXT_TURNS:]), 1):
+        weight = CONTEXT_DECAY**distance * (ASSISTANT_FACTOR if turn.role == "assistant" else 1.0)
+        for term in textsearch.terms(turn.content):
+            earlier[term] = earlier.get(term, 0.0) + weight
+    return Query(question=asked, context=earlier)
 
 
 def fact_line(fact: Fact) -> str:
@@ -48,9 +92,42 @@ def turn_line(turn: Turn) -> str:
     return f"[{_stamp(turn.created_at)} {speaker}{note}] {turn.content}"
 
 
-def _matched(query_terms: tuple[str, ...], text: str) -> list[str]:
-    present = set(textsearch.terms(text))
-    return [term for term in query_terms if term in present]
+class _Scorer:
+    """bm25 under the query's weights, for candidates from one index."""
+
+    def __init__(self, query: Query, stats: TermStats):
+        self.query = query
+        self.average_length = stats.average_length
+        self.idf = {
+            term: math.log(1 + (stats.documents - held + 0.5) / (held + 0.5))
+            for term in query.weights
+            for held in (stats.containing.get(term, 0),)
+        }
+
+    def __call__(self, fields: list[tuple[dict, float]], length: float):
+        """Score, score parts and matched terms of one candidate; `fields` are
+        (term counts, weight) pairs: a fact's key and value, or a turn."""
+        norm = 1 - BM25_B + BM25_B * length / self.average_length
+        weights, asked = self.query.weights, self.query.question
+        tf: dict[str, float] = {}
+        from_key: dict[str, float] = {}
+        for position, (counts, field_weight) in enumerate(fields):
+            for term, count in counts.items():
+                if term in weights:
+                    tf[term] = tf.get(term, 0.0) + count * field_weight
+                    if position == 0 and len(fields) > 1:
+                        from_key[term] = count * field_weight
+        parts = {"question": 0.0, "context": 0.0, "key": 0.0}
+        for term, frequency in tf.items():
+            scaled = frequency / norm
+            weight = weights[term]
+            contribution = weight * self.idf[term] * scaled * (BM25_K1 + 1) / (scaled + BM25_K1)
+            share = asked.get(term, 0.0) / weight
+            parts["question"] += contribution * share
+            parts["context"] += contribution * (1 - share)
+            parts["key"] += contribution * from_key.get(term, 0.0) / frequency
+        score = parts["question"] + parts["context"]
+        return score, {name: round(value, 4) for name, value in parts.items()}, list(tf)
 
 
 def _exchange(store: Store, hit: Turn, before_id: int | None) -> list[Turn]:
@@ -67,6 +144,36 @@ def _exchange(store: Store, hit: Turn, before_id: int | None) -> list[Turn]:
     return sorted(pair, key=lambda turn: turn.id)
 
 
+def _facts(store: Store, query: Query, match) -> list[MemoryItem]:
+    score_of = _Scorer(query, store.term_stats("facts", match.terms))
+    scored = []
+    for hit in store.search_facts(match, limit=CANDIDATES):
+        fact = hit.record
+        fields = [(textsearch.term_counts(fact.key), KEY_WEIGHT), (textsearch.term_counts(fact.value), 1.0)]
+        score, parts, matched = score_of(fields, len(fact.key) + len(fact.value))
+        item = MemoryItem(
+            kind="fact", id=fact.id, text=fact_line(fact), score=score, parts=parts, matched=matched,
+            tokens=0, ref=fact.ref, key=fact.key, value=fact.value,
+        )
+        scored.append((score, fact.updated_at, item))
+    scored.sort(key=lambda entry: (entry[0], entry[1]), reverse=True)
+    return [item for _, _, item in scored]
+
+
+def _turns(store: Store, query: Query, match, session_id: int, before_id: int | None) -> list[MemoryItem]:
+    hits = [hit.record for hit in store.search_turns(session_id, match, before_id=before_id, limit=CANDIDATES)]
+    score_of = _Scorer(query, store.term_stats("turns", match.terms))
+    items = []
+    for turn in hits:
+        score, parts, matched = score_of([(textsearch.term_counts(turn.content), 1.0)], turn.tokens)
+        items.append(MemoryItem(
+            kind="turn", id=turn.id, text=turn_line(turn), score=score, parts=parts,
+            matched=matched, tokens=0, ref=turn.ref, turns=[turn],
+        ))
+    items.sort(key=lambda item: (item.score, item.id), reverse=True)
+    return items
+
+
 def recall(
     store: Store,
     question: str,
@@ -74,50 +181,32 @@ def recall(
     model: str,
     session_id: int | None,
     before_id: int | None,
+    context: list[Turn] = (),
     budget_tokens: int = DEFAULT_RECALL_TOKENS,
     limit: int = DEFAULT_RECALL_LIMIT,
     include_facts: bool = True,
 ) -> list[MemoryItem]:
-    """The memories for `question`, best first, within `budget_tokens` and `limit`."""
-    query = textsearch.match_query(question)
-    if query is None or limit <= 0 or budget_tokens <= 0:
+    """The memories for `question`, best first, within `budget_tokens` and `limit`.
+
+    `context` is the conversation just before the question (oldest first);
+    only turns older than `before_id` are recalled.
+    """
+    query = build_query(question, list(context))
+    match = textsearch.weighted_query(query.weights)
+    if match is None or limit <= 0 or budget_tokens <= 0:
         return []
     candidates: list[MemoryItem] = []
     if include_facts:
-        for hit in store.search_facts(query, limit=limit):
-            fact = hit.record
-            text = fact_line(fact)
-            candidates.append(
-                MemoryItem(
-                    kind="fact", id=fact.id, text=text, score=hit.score,
-                    tokens=tokens.count_tokens(text, model),
-                    matched=_matched(query.terms, f"{fact.key} {fact.value}"),
-                    ref=fact.ref, key=fact.key, value=fact.value,
-                )
-            )
+        candidates += _facts(store, query, match)
     if session_id is not None:
-        seen: set[int] = set()
-        for hit in store.search_turns(session_id, query, before_id=before_id, limit=limit):
-            if hit.record.id in seen:
-                continue
-            exchange = _exchange(store, hit.record, before_id)
-            seen.update(turn.id for turn in exchange)
-            text = "\n".join(turn_line(turn) for turn in exchange)
-            candidates.append(
-                MemoryItem(
-                    kind="turn", id=hit.record.id, text=text, score=hit.score,
-                    tokens=tokens.count_tokens(text, model),
-                    matched=_matched(query.terms, hit.record.content),
-                    ref=hit.record.ref, turns=exchange,
-                )
-            )
-    return _fill_budget(_interleave(candidates), budget_tokens, limit)
+        candidates += _turns(store, query, match, session_id, before_id)
+    return _fill_budget(store, _interleave(candidates), budget_tokens, limit, model, before_id)
 
 
 def _interleave(items: list[MemoryItem]) -> list[MemoryItem]:
-    """One ranked list from two: bm25 scores are only comparable within an index,
+    """One ranked list from two: scores are only comparable within an index,
     so each kind is ranked by its score relative to its own best match."""
-    best = {}
+    best: dict[str, float] = {}
     for item in items:
         best[item.kind] = max(best.get(item.kind, 0.0), item.score)
     return sorted(
@@ -127,11 +216,22 @@ def _interleave(items: list[MemoryItem]) -> list[MemoryItem]:
     )
 
 
-def _fill_budget(items: list[MemoryItem], budget: int, limit: int) -> list[MemoryItem]:
-    chosen, used = [], 0
-    for item in items:
+def _fill_budget(
+    store: Store, ranked: list[MemoryItem], budget: int, limit: int, model: str, before_id: int | None
+) -> list[MemoryItem]:
+    """The best items that fit; a turn is completed into its exchange, and
+    counted, only when it is reached, and a turn already shown is not repeated."""
+    chosen, used, shown = [], 0, set()
+    for item in ranked:
         if len(chosen) == limit:
             break
+        if item.kind == "turn":
+            if item.id in shown:
+                continue
+            item.turns = _exchange(store, item.turns[0], before_id)
+            item.text = "\n".join(turn_line(turn) for turn in item.turns)
+            shown.update(turn.id for turn in item.turns)
+        item.tokens = tokens.count_tokens(item.text, model)
         if used + item.tokens <= budget:
             chosen.append(item)
             used += item.tokens

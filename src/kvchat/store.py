@@ -182,6 +182,13 @@ def _session(row) -> Session:
     )
 
 
+@dataclass
+class TermStats:
+    documents: int
+    average_length: float  # characters of key and value for facts, tokens for turns
+    containing: dict[str, int]  # term -> how many documents hold it
+
+
 class Store:
     """Open (creating and upgrading as needed) the database at `url`."""
 
@@ -189,6 +196,7 @@ class Store:
         self.url = database.resolve_url(url) if engine is None else str(engine.url)
         self.engine = engine or database.create_engine(self.url)
         database.ensure_schema(self.engine)
+        self._totals: dict[str, tuple[int, float]] = {}
 
     @property
     def location(self) -> str:
@@ -597,6 +605,37 @@ class Store:
                 )
                 for row in rows
             ]
+
+    def term_stats(self, kind: str, terms: tuple[str, ...]) -> TermStats:
+        """How many facts (kind "facts") or turns ("turns") there are, how many
+        hold each term, and their average length, for bm25's weights.
+
+        The totals are read once per Store: in one process they drift only by
+        what that process writes, which moves a ranking not at all in practice.
+        """
+        from sqlalchemy import bindparam, text
+
+        if kind not in ("facts", "turns"):
+            raise ValueError(kind)
+        if kind not in self._totals:
+            with self._read() as db:
+                if kind == "facts":
+                    row = db.execute(text(
+                        "SELECT count(*), coalesce(avg(length(key) + length(value)), 0) FROM facts"
+                    )).one()
+                else:
+                    row = db.execute(text(
+                        "SELECT coalesce(sum(turn_count), 0), "
+                        "coalesce(sum(token_count) * 1.0 / nullif(sum(turn_count), 0), 0) FROM sessions"
+                    )).one()
+            self._totals[kind] = (int(row[0]), float(row[1]))
+        count, average = self._totals[kind]
+        sql = text(f"SELECT term, doc FROM {kind}_terms WHERE term IN :terms").bindparams(
+            bindparam("terms", expanding=True)
+        )
+        with self._read() as db:
+            found = dict(db.execute(sql, {"terms": list(terms)}).all()) if terms else {}
+        return TermStats(documents=max(count, 1), average_length=average or 1.0, containing=found)
 
     def search_facts(self, query: MatchQuery, *, limit: int) -> list[Hit]:
         """Facts whose key or value match, best first; a key match weighs double."""

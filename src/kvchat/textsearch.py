@@ -1,10 +1,16 @@
-"""Text as the full-text index sees it, and questions turned into safe queries.
+"""How kvchat reads text for search: one analyzer for the index and the query.
 
-SQLite's unicode61 tokenizer splits on spaces and punctuation, so a run of
-Chinese (or Japanese, Korean) characters would become one enormous token and
-match nothing. kvchat therefore rewrites CJK runs into overlapping character
-bigrams before text reaches the index, and does the same to a question before
-it becomes a query: both sides are segmented by the one function below.
+Every piece of text (a turn, a fact's key and value, a question) goes through
+`analyze`: Unicode-normalised and lower-cased, English words stemmed (Snowball
+English, so "running" finds "run"), stopwords of either language dropped, and
+runs of Chinese, Japanese or Korean characters split into overlapping bigrams
+plus their single characters, since those scripts put no spaces between
+words. The full-text index receives the analyzed terms (see `index_text`,
+which SQLite calls from the index triggers) and stores them with a plain
+tokenizer, so the index and the query agree term for term.
+
+Changing `analyze` changes what is in the index: it needs a migration that
+rebuilds the full-text tables (as 0002 does).
 
 Queries are never built by pasting user text into MATCH: every term is a
 quoted string, so no input can change a query's meaning or break its syntax.
@@ -13,7 +19,10 @@ quoted string, so no input can change a query's meaning or break its syntax.
 from __future__ import annotations
 
 import re
+import unicodedata
+from collections import Counter
 from dataclasses import dataclass
+from functools import cache, lru_cache
 
 # Han (with extensions and compatibility ideographs), kana and hangul syllables.
 _CJK = (
@@ -46,44 +55,80 @@ CHINESE_STOP_CHARS = frozenset(
 )
 
 
-def _bigrams(run: str) -> list[str]:
-    if len(run) == 1:
-        return [run]
-    return [run[i : i + 2] for i in range(len(run) - 1)]
+@cache
+def _stemmer():
+    import Stemmer  # PyStemmer: the Snowball stemmers, compiled
+
+    return Stemmer.Stemmer("english")
+
+
+def _cjk_terms(run: str) -> list[str]:
+    grams = [run] if len(run) == 1 else [run[i : i + 2] for i in range(len(run) - 1)]
+    terms = [gram for gram in grams if not all(ch in CHINESE_STOP_CHARS for ch in gram)]
+    if len(run) > 1:
+        terms += [ch for ch in run if ch not in CHINESE_STOP_CHARS]
+    return terms
+
+
+def analyze(text: str) -> list[str]:
+    """The search terms of `text`, in order, repeats kept."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    terms: list[str] = []
+    words: list[str] = []
+    for token in _TOKEN.findall(text):
+        if _CJK_RUN.fullmatch(token):
+            terms += _cjk_terms(token)
+        elif token not in ENGLISH_STOPWORDS and (len(token) > 1 or token.isdigit()):
+            words.append(token)
+            terms.append(token)
+    if words:
+        stems = iter(_stemmer().stemWords(words))
+        terms = [next(stems) if not _CJK_RUN.match(term) else term for term in terms]
+    return terms
 
 
 def index_text(text: str) -> str:
-    """The form of `text` that goes into the full-text index."""
-    if not _CJK_RUN.search(text):
-        return text
-    return _CJK_RUN.sub(lambda m: " " + " ".join(_bigrams(m.group())) + " ", text)
+    """What the full-text index stores for `text` (called by SQLite)."""
+    return " ".join(analyze(text))
 
 
 def terms(text: str) -> list[str]:
-    """The meaningful search terms of `text`, in order of first appearance."""
-    seen: dict[str, None] = {}
-    for token in _TOKEN.findall(text.lower()):
-        if _CJK_RUN.fullmatch(token):
-            for gram in _bigrams(token):
-                if not all(ch in CHINESE_STOP_CHARS for ch in gram):
-                    seen.setdefault(gram, None)
-        elif token not in ENGLISH_STOPWORDS and (len(token) > 1 or token.isdigit()):
-            seen.setdefault(token, None)
-    return list(seen)
+    """The distinct search terms of `text`, in order of first appearance."""
+    return list(dict.fromkeys(analyze(text)))
+
+
+@lru_cache(maxsize=8192)
+def term_counts(text: str) -> dict[str, int]:
+    """How often each term occurs in `text` (cached: recall scores the same
+    facts again and again in one process). Do not modify the result."""
+    return dict(Counter(analyze(text)))
 
 
 @dataclass(frozen=True)
 class MatchQuery:
-    """An FTS5 MATCH expression together with the terms it was made from."""
+    """An FTS5 MATCH expression, the terms it was made from, and their weights."""
 
     expression: str
     terms: tuple[str, ...]
+    weights: dict[str, float]
 
 
-def match_query(text: str, *, max_terms: int = 64) -> MatchQuery | None:
-    """An OR-query of the quoted terms of `text`, or None when it has none."""
-    found = terms(text)[:max_terms]
-    if not found:
+def quote(term: str) -> str:
+    return '"' + term.replace('"', '""') + '"'
+
+
+def weighted_query(weights: dict[str, float], *, max_terms: int = 48) -> MatchQuery | None:
+    """An OR-query of the `max_terms` heaviest terms, or None when there are none."""
+    chosen = sorted(weights, key=lambda term: -weights[term])[:max_terms]
+    if not chosen:
         return None
-    quoted = ['"' + term.replace('"', '""') + '"' for term in found]
-    return MatchQuery(" OR ".join(quoted), tuple(found))
+    return MatchQuery(
+        " OR ".join(quote(term) for term in chosen),
+        tuple(chosen),
+        {term: weights[term] for term in chosen},
+    )
+
+
+def match_query(text: str, *, max_terms: int = 48) -> MatchQuery | None:
+    """An OR-query of the terms of `text`, each weighing the same."""
+    return weighted_query(dict.fromkeys(terms(text), 1.0), max_terms=max_terms)

@@ -34,6 +34,7 @@ def item_json(item) -> dict:
         "score": float(f"{item.score:.4g}"),
         "tokens": item.tokens,
         "matched": item.matched,
+        "parts": item.parts,
     }
     if item.kind == "fact":
         data.update(key=item.key, value=item.value)
