@@ -105,3 +105,36 @@ def kvchat_process():
         return Outcome(done.returncode, done.stdout.decode(), done.stderr.decode())
 
     return run
+
+
+@pytest.fixture
+def kvchat_terminal():
+    """Run `kvchat` in a new process on a pseudo-terminal, as at a real
+    terminal; returns the exit status and everything the screen showed."""
+    import pty
+    import select
+    import time
+
+    def run(*args: str, timeout: float = 60) -> Outcome:
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.environ["COLUMNS"] = "120"
+            os.execv(sys.executable, [sys.executable, "-m", "kvchat", *args])
+        screen = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the child has gone
+                break
+            if not chunk:
+                break
+            screen += chunk
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+        return Outcome(os.waitstatus_to_exitcode(status), screen.decode(errors="replace"), "")
+
+    return run

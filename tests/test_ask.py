@@ -261,3 +261,17 @@ def test_ctrl_c_while_streaming_keeps_the_partial_answer(model, store):
     question, answer = store.history(store.session("default").id)
     assert (question.status, answer.status) == ("complete", "interrupted")
     assert answer.content.startswith("word word") and len(answer.content) < len("word " * 400)
+
+
+def test_a_short_key_is_not_taken_for_a_secret_in_what_the_user_typed(model, kvchat, store, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "password")
+    kvchat("ask", "how do I hash a password in python?", "--no-extract")
+    assert model.chat_requests[0]["messages"][-1]["content"] == "how do I hash a password in python?"
+    assert store.history(store.session("default").id)[0].content == "how do I hash a password in python?"
+
+
+def test_the_key_is_redacted_from_a_partial_answer_too(model, kvchat, home):
+    model.queue_cut_stream(f"your key {TEST_KEY} is")
+    kvchat("ask", "echo my key", "--no-extract")
+    for path in home.glob("kvchat.db*"):
+        assert TEST_KEY.encode() not in path.read_bytes()

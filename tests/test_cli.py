@@ -35,3 +35,44 @@ def test_invalid_utf8_on_stdin_is_refused(model, kvchat):
 def test_a_missing_import_file_is_one_line(kvchat, tmp_path):
     done = kvchat("import", str(tmp_path / "nope.jsonl"))
     assert done.exit_code == 1 and done.stderr.count("\n") == 1 and "nope.jsonl" in done.stderr
+
+
+def test_stored_text_is_shown_as_text_not_markup_on_a_terminal(kvchat, kvchat_terminal):
+    kvchat("facts", "set", "project.snippet", "use arr[i] and a[/b] freely")
+    kvchat("import", "-", input='{"session": "proj[/x]", "role": "user", "content": "[bold]hi[/bold]"}\n')
+    for args in (("facts",), ("sessions",), ("history", "-s", "proj[/x]"), ("recall", "snippet")):
+        shown = kvchat_terminal(*args)
+        assert shown.exit_code == 0, shown.stdout
+        assert "internal error" not in shown.stdout
+    assert "arr[i] and a[/b]" in kvchat_terminal("facts").stdout
+    assert "[bold]hi[/bold]" in kvchat_terminal("history", "-s", "proj[/x]").stdout
+
+
+def test_a_reader_that_goes_away_is_not_an_error(kvchat):
+    import subprocess
+    import sys
+
+    kvchat("import", "-", input="".join(
+        f'{{"session": "s", "role": "user", "content": "line {i}"}}\n' for i in range(3000)
+    ))
+    export = subprocess.Popen([sys.executable, "-m", "kvchat", "export"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    export.stdout.close()  # like `| head -0`
+    _, err = export.communicate(timeout=60)
+    assert b"error" not in err and b"Traceback" not in err
+
+
+def test_sqlite_urls_in_any_spelling_get_the_same_care(kvchat, tmp_path, monkeypatch):
+    import stat
+
+    path = tmp_path / "spelled" / "memory.db"
+    monkeypatch.setenv("KVCHAT_DB", f"sqlite+pysqlite:///{path}")
+    assert kvchat("facts", "set", "user.editor", "vim").exit_code == 0
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert "vim" in kvchat("facts", "vim").stdout
+
+
+def test_facts_json_before_the_query_still_means_json(kvchat):
+    import json
+
+    kvchat("facts", "set", "user.editor", "vim")
+    assert json.loads(kvchat("facts", "--json", "vim").stdout)[0]["key"] == "user.editor"

@@ -111,3 +111,28 @@ def test_a_bad_facts_file_imports_nothing(kvchat, tmp_path):
     done = kvchat("facts", "import", str(source))
     assert done.exit_code == 1 and "line 2" in done.stderr
     assert facts_json(kvchat) == {}
+
+
+def test_a_facts_file_with_a_secret_imports_nothing(kvchat, tmp_path):
+    source = tmp_path / "facts.jsonl"
+    source.write_text('{"key": "user.editor", "value": "vim"}\n{"key": "user.password", "value": "hunter2"}\n')
+    done = kvchat("facts", "import", str(source))
+    assert done.exit_code == 1 and "line 2" in done.stderr and "secret" in done.stderr
+    assert facts_json(kvchat) == {}
+
+
+def test_imported_keys_are_normalised_like_any_other(kvchat, tmp_path):
+    source = tmp_path / "facts.jsonl"
+    source.write_text('{"key": "User Favourite Editor ", "value": "vim"}\n')
+    kvchat("facts", "import", str(source))
+    assert facts_json(kvchat) == {"user_favourite_editor": "vim"}
+
+
+def test_extraction_is_shown_the_related_facts_and_a_token_limit(model, kvchat):
+    kvchat("facts", "set", "user.editor", "neovim")
+    kvchat("facts", "set", "user.pet", "a cat called Miso")
+    kvchat("ask", "Which editor plugins do you recommend?")
+    [request] = model.json_requests
+    sent = json.dumps(request["messages"])
+    assert "neovim" in sent and "Miso" not in sent
+    assert request.get("max_tokens") == 600 or request.get("max_completion_tokens") == 600

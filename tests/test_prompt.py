@@ -123,3 +123,38 @@ def test_the_reported_cost_is_what_tiktoken_counts_for_the_messages(store):
     prompt = build(store, "who said hello?", session_id=session.id)
     assert [m.get("name") for m in prompt.messages[1:4]] == ["Bart", "Lisa", "Maggie_Simpson"]
     assert prompt.tokens == tokens.messages_tokens(prompt.messages, MODEL)
+
+
+def test_a_long_last_answer_is_shortened_not_dropped(store):
+    session = store.open_session("s")
+    long_answer = "def parse():\n    pass\n" + "explanation line\n" * 1500 + "# the end of the code"
+    store.add_turns("s", [turn("user", "write me a parser"), turn("assistant", long_answer)])
+    prompt = build(store, "now add tests for it", session_id=session.id, memory_tokens=500)
+    [kept] = prompt.messages[1:-1]
+    assert kept["role"] == "assistant"
+    assert kept["content"].startswith("def parse():") and kept["content"].endswith("# the end of the code")
+    assert "left out here" in kept["content"]
+    assert prompt.sections[2].tokens <= 500
+    assert prompt.tokens == tokens.messages_tokens(prompt.messages, MODEL)
+
+
+def test_names_the_api_refuses_go_into_the_text(store):
+    session = store.open_session("s")
+    store.add_turns("s", [
+        NewTurn(role="user", name="Ada Lovelace", content="hello", tokens=1),
+        NewTurn(role="user", name="Bart", content="hi", tokens=1),
+    ])
+    prompt = build(store, "who spoke?", session_id=session.id)
+    assert prompt.messages[1] == {"role": "user", "content": "Ada Lovelace: hello"}
+    assert prompt.messages[2] == {"role": "user", "content": "hi", "name": "Bart"}
+    assert prompt.tokens == tokens.messages_tokens(prompt.messages, MODEL)
+
+
+def test_the_memory_block_with_its_headers_fits_the_context(store):
+    for i in range(40):
+        store.set_fact(f"project.service{i}.port", f"port {8000 + i} for the service", source="user")
+    context, answer = 1200, 600
+    prompt = build(store, "which port does each service use?", context_tokens=context, answer_tokens=answer,
+                   recall_tokens=10_000, recall_limit=40)
+    assert prompt.memories
+    assert tokens.messages_tokens(prompt.messages, MODEL) <= context - answer

@@ -72,3 +72,10 @@ def test_the_conversation_before_the_question_steers_recall(kvchat, tmp_path):
     assert [i["key"] for i in items] == ["project.backend.framework", "project.frontend.framework"]
     without_context = json.loads(kvchat("recall", "which framework do we use?", "--json").stdout)
     assert [i["key"] for i in without_context] == ["project.frontend.framework", "project.backend.framework"]
+
+
+def test_a_key_namespace_alone_does_not_recall_a_fact(kvchat):
+    kvchat("facts", "set", "user.name", "Ada")
+    kvchat("facts", "set", "user.editor", "helix")
+    assert json.loads(kvchat("recall", "add a user to the users table", "--json").stdout) == []
+    assert json.loads(kvchat("recall", "what is my name?", "--json").stdout)[0]["key"] == "user.name"

@@ -80,3 +80,24 @@ def test_import_of_ten_thousand_turns(kvchat, tmp_path, store):
     records = [{"session": f"s{i % 10}", "role": "user" if i % 2 == 0 else "assistant", "content": f"message {i} about databases and 数据库"} for i in range(10_000)]
     assert kvchat("import", str(write_lines(tmp_path / "big.jsonl", records))).exit_code == 0
     assert sum(s.turn_count for s in store.sessions()) == 10_000
+
+
+def test_importing_the_same_file_twice_adds_nothing_the_second_time(kvchat, tmp_path, store):
+    path = write_lines(tmp_path / "t.jsonl", [
+        {"session": "s", "role": "user", "content": "hi", "ref": "a"},
+        {"session": "s", "role": "assistant", "content": "hello", "ref": "b"},
+    ])
+    kvchat("import", str(path))
+    kvchat("import", str(path))
+    assert store.session("s").turn_count == 2
+
+
+def test_an_export_keeps_incomplete_answers_incomplete_through_import(model, kvchat, tmp_path, home, monkeypatch):
+    model.queue_cut_stream("half an ans")
+    kvchat("ask", "explain", "--no-extract")
+    exported = kvchat("export").stdout
+    assert '"status": "interrupted"' in exported
+    monkeypatch.setenv("KVCHAT_DB", str(tmp_path / "other.db"))
+    kvchat("import", "-", input=exported)
+    [turn] = [t for t in json.loads(kvchat("history", "--json").stdout) if t["role"] == "assistant"]
+    assert turn["status"] == "interrupted"

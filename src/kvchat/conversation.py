@@ -12,12 +12,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import extraction, tokens
+from . import extraction, textsearch, tokens
 from .model_client import ModelClient, ModelError, Reply
 from .prompt import Prompt, PromptOptions, PromptTooLarge, build_prompt
 from .store import NewTurn, Session, Store, Turn
 
 EXTRACT_MODES = ("model", "rules", "off")
+
+# Extraction answers with a short JSON object; a model that runs on must not
+# keep `ask` waiting after the answer is shown.
+EXTRACTION_ANSWER_TOKENS = 600
+KNOWN_FACTS_SHOWN = 40
 
 # How a finish reason is recorded; anything else (none at all, content_filter)
 # means the model did not finish its answer.
@@ -53,10 +58,15 @@ class AskFailed(Exception):
         self.question = question
 
 
+# Real API keys are long; a short "key" (local servers take "ollama", "lm-studio",
+# even "password") is a word the user may well type, and must not be rewritten.
+MIN_SECRET_LENGTH = 20
+
+
 def redact(text: str, secrets: list[str]) -> str:
     """Text with every configured secret (the API key) blanked out before storing."""
     for secret in secrets:
-        if secret and len(secret) >= 8:
+        if len(secret) >= MIN_SECRET_LENGTH:
             text = text.replace(secret, "[redacted]")
     return text
 
@@ -119,7 +129,7 @@ class Conversation:
             raise
 
         answer, prompt_tokens, completion_tokens, reported = self._store_answer(
-            asked, redact(reply.text, self.secrets), reply, prompt, model
+            asked, reply.text, reply, prompt, model
         )
         result = AskResult(
             session=session, question=asked, answer=answer, prompt=prompt,
@@ -130,10 +140,20 @@ class Conversation:
             self._learn(result, question, answer.content, options)
         return result
 
+    def _related_facts(self, question: str, answer: str) -> list[tuple[str, str]]:
+        """The stored facts this exchange may update or contradict, so the
+        model reuses their keys (or forgets them) instead of inventing new ones."""
+        query = textsearch.match_query(question + "\n" + answer, max_terms=64)
+        if query is None:
+            return []
+        hits = self.store.search_facts(query, limit=KNOWN_FACTS_SHOWN)
+        return [(hit.record.key, hit.record.value) for hit in hits]
+
     def _unanswered(self, question: Turn, error: str) -> None:
         self.store.update_turn(question.id, status="unanswered", error=redact(error, self.secrets))
 
     def _store_answer(self, question, text, reply: Reply | None, prompt, model, *, error=None):
+        text = redact(text, self.secrets)
         finish = reply.finish_reason if reply else None
         status = STATUS_BY_FINISH.get(finish, "interrupted")
         if error is None and status == "interrupted":
@@ -168,12 +188,12 @@ class Conversation:
             )
         if options.extract != "model":
             return
-        known = [(fact.key, fact.value) for fact in self.store.facts()[:200]]
         try:
             raw = self.client.complete_json(
-                extraction.extraction_messages(question, answer, known),
+                extraction.extraction_messages(question, answer, self._related_facts(question, answer)),
                 model=options.extract_model or options.prompt.model,
                 schema=extraction.EXTRACTION_SCHEMA, schema_name="facts",
+                max_tokens=EXTRACTION_ANSWER_TOKENS,
             )
             found = extraction.parse_extraction_reply(raw)
         except (ModelError, extraction.ExtractionError) as exc:

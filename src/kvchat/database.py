@@ -37,13 +37,21 @@ def resolve_url(value: str | None) -> str:
     return "sqlite:///" + str(Path(value).expanduser().resolve())
 
 
+def is_sqlite(url: str) -> bool:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).get_backend_name() == "sqlite"
+
+
 def sqlite_path(url: str) -> Path | None:
-    """The file behind an SQLite URL, or None for other engines and memory."""
-    prefix = "sqlite:///"
-    if not url.startswith(prefix):
+    """The file behind an SQLite URL (in any of its spellings), or None for
+    other engines and in-memory databases."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
-    path = url[len(prefix) :].split("?", 1)[0]
-    return None if path in ("", ":memory:") else Path(path)
+    return Path(parsed.database)
 
 
 def _create_private_file(path: Path) -> None:
@@ -66,6 +74,9 @@ def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record) -> None:
     dbapi_connection.create_function(
         "kvchat_index_text", 1, textsearch.index_text, deterministic=True
     )
+    dbapi_connection.create_function(
+        "kvchat_index_key", 1, textsearch.index_key, deterministic=True
+    )
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -85,9 +96,10 @@ def create_engine(url: str) -> Engine:
     import sqlalchemy
     from sqlalchemy import event
 
-    path = sqlite_path(url)
-    if path is not None:
-        _create_private_file(path)
+    if is_sqlite(url):
+        path = sqlite_path(url)
+        if path is not None:
+            _create_private_file(path)
         engine = sqlalchemy.create_engine(
             url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000}
         )

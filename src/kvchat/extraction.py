@@ -58,6 +58,7 @@ __all__ = [
     "FactChange",
     "extract_by_rules",
     "extraction_messages",
+    "is_storable",
     "looks_like_secret",
     "normalise_key",
     "parse_extraction_reply",
@@ -290,10 +291,11 @@ def looks_like_secret(text: str) -> bool:
     return any(_is_random_looking(m.group()) for m in _CANDIDATE.finditer(text))
 
 
-def _safe(change: FactChange) -> bool:
-    if looks_like_secret(change.key):
+def is_storable(key: str, value: str | None) -> bool:
+    """False when a fact would store a secret, in its key or its value."""
+    if looks_like_secret(key):
         return False
-    return change.value is None or not looks_like_secret(change.value)
+    return value is None or not looks_like_secret(value)
 
 
 # ==========================================================================
@@ -588,7 +590,7 @@ def _finalise(changes: Iterable[FactChange], limit: int) -> list[FactChange]:
     """Drop unsafe changes; for a repeated key keep the last change, in order."""
     latest: dict[str, FactChange] = {}
     for change in changes:
-        if _safe(change):
+        if is_storable(change.key, change.value):
             latest.pop(change.key, None)
             latest[change.key] = change
     return list(latest.values())[:limit]

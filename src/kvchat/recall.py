@@ -23,11 +23,8 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from . import textsearch, tokens
+from . import budgets, textsearch, tokens
 from .store import Fact, Store, TermStats, Turn
-
-DEFAULT_RECALL_TOKENS = 1000
-DEFAULT_RECALL_LIMIT = 8
 
 CONTEXT_TURNS = 8
 CONTEXT_DECAY = 0.85
@@ -149,7 +146,7 @@ def _facts(store: Store, query: Query, match) -> list[MemoryItem]:
     scored = []
     for hit in store.search_facts(match, limit=CANDIDATES):
         fact = hit.record
-        fields = [(textsearch.term_counts(fact.key), KEY_WEIGHT), (textsearch.term_counts(fact.value), 1.0)]
+        fields = [(textsearch.key_term_counts(fact.key), KEY_WEIGHT), (textsearch.term_counts(fact.value), 1.0)]
         score, parts, matched = score_of(fields, len(fact.key) + len(fact.value))
         item = MemoryItem(
             kind="fact", id=fact.id, text=fact_line(fact), score=score, parts=parts, matched=matched,
@@ -182,9 +179,8 @@ def recall(
     session_id: int | None,
     before_id: int | None,
     context: list[Turn] = (),
-    budget_tokens: int = DEFAULT_RECALL_TOKENS,
-    limit: int = DEFAULT_RECALL_LIMIT,
-    include_facts: bool = True,
+    budget_tokens: int = budgets.RECALL_TOKENS,
+    limit: int = budgets.RECALL_LIMIT,
 ) -> list[MemoryItem]:
     """The memories for `question`, best first, within `budget_tokens` and `limit`.
 
@@ -195,9 +191,7 @@ def recall(
     match = textsearch.weighted_query(query.weights)
     if match is None or limit <= 0 or budget_tokens <= 0:
         return []
-    candidates: list[MemoryItem] = []
-    if include_facts:
-        candidates += _facts(store, query, match)
+    candidates = _facts(store, query, match)
     if session_id is not None:
         candidates += _turns(store, query, match, session_id, before_id)
     return _fill_budget(store, _interleave(candidates), budget_tokens, limit, model, before_id)

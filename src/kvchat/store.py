@@ -134,7 +134,6 @@ class Hit:
 
     record: Turn | Fact
     score: float
-    extra: dict = field(default_factory=dict)
 
 
 def _turn(row) -> Turn:
@@ -360,6 +359,20 @@ class Store:
         with self._write() as db:
             db.execute(turns.update().where(turns.c.id == question.id).values(status="complete"))
             return self._insert_turns(db, question.session_id, [answer])[0]
+
+    def refs(self, session_name: str) -> set[str]:
+        """The external ids (`ref`) already stored in a session."""
+        from sqlalchemy import select
+
+        from .schema import sessions, turns
+
+        query = (
+            select(turns.c.ref)
+            .join(sessions, sessions.c.id == turns.c.session_id)
+            .where(sessions.c.name == session_name, turns.c.ref.is_not(None))
+        )
+        with self._read() as db:
+            return set(db.execute(query).scalars())
 
     def update_turn(self, turn_id: int, **values) -> None:
         """Change a stored turn's status, text or usage (e.g. a question answered)."""

@@ -92,6 +92,21 @@ def index_text(text: str) -> str:
     return " ".join(analyze(text))
 
 
+def index_key(key: str) -> str:
+    """What the index stores for a fact's key: its words without the first
+    level when there are several. That level is a namespace ("user",
+    "project", "note") shared by whole groups of keys; matching it would bring
+    every user.* fact to a question about "a user table"."""
+    levels = key.split(".")
+    return index_text(" ".join(levels[1:] if len(levels) > 1 else levels))
+
+
+@lru_cache(maxsize=8192)
+def key_term_counts(key: str) -> dict[str, int]:
+    """`term_counts` for a fact's key, as `index_key` sees it."""
+    return dict(Counter(index_key(key).split()))
+
+
 def terms(text: str) -> list[str]:
     """The distinct search terms of `text`, in order of first appearance."""
     return list(dict.fromkeys(analyze(text)))

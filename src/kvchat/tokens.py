@@ -278,6 +278,19 @@ def count_tokens(text: str, model: str) -> int:
     return len(encoding.encode(text, disallowed_special=()))
 
 
+def shorten_middle(text: str, max_tokens: int, model: str, *, mark: str) -> str:
+    """`text` cut to about `max_tokens` tokens by leaving out its middle,
+    where `mark` stands instead: the start and the end of a long answer (the
+    question it settles, the code it ends with) matter most."""
+    encoding = get_encoding(encoding_name_for_model(model))
+    ids = encoding.encode(text, disallowed_special=())
+    if len(ids) <= max_tokens:
+        return text
+    head = max_tokens // 2
+    tail = max_tokens - head
+    return encoding.decode(ids[:head]) + mark + encoding.decode(ids[len(ids) - tail :])
+
+
 # The chat format wraps every message in a few tokens of its own. OpenAI's
 # cookbook notebook "How to count tokens with tiktoken" (num_tokens_from_messages)
 # counts, for current chat models: 3 tokens per message for the start/end

@@ -12,8 +12,8 @@ import json
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 
-from . import tokens
-from .schema import TURN_ROLES
+from . import extraction, tokens
+from .schema import TURN_ROLES, TURN_STATUSES
 from .store import NewTurn, Store, StoreError, check_name
 
 
@@ -79,11 +79,15 @@ def parse_turns(lines: Iterable[str], *, model: str) -> dict[str, list[NewTurn]]
         role = record.get("role")
         if role not in TURN_ROLES:
             raise TransferError(f"{where}: role must be one of {', '.join(TURN_ROLES)}")
+        status = record.get("status", "complete")
+        if status not in TURN_STATUSES or status == "pending":
+            raise TransferError(f"{where}: status must be one of complete, unanswered, interrupted, length")
         content = _required_text(record, "content", where)
         by_session.setdefault(session, []).append(
             NewTurn(
-                role=role, content=content, tokens=tokens.count_tokens(content, model),
+                role=role, content=content, tokens=tokens.count_tokens(content, model), status=status,
                 name=_optional_text(record, "name", where), ref=_optional_text(record, "ref", where),
+                model=_optional_text(record, "model", where), error=_optional_text(record, "error", where),
                 created_at=_parse_time(record.get("created_at"), where),
             )
         )
@@ -91,22 +95,34 @@ def parse_turns(lines: Iterable[str], *, model: str) -> dict[str, list[NewTurn]]
 
 
 def import_turns(store: Store, lines: Iterable[str], *, model: str) -> dict[str, int]:
-    """Load a turns file; returns the number of turns added per session."""
+    """Load a turns file; returns the number of turns added per session.
+
+    A line whose `ref` is already stored in its session is skipped, so
+    importing the same file (or an export) twice adds nothing twice.
+    """
     parsed = parse_turns(lines, model=model)
-    return {name: store.add_turns(name, new) for name, new in parsed.items()}
+    added = {}
+    for name, new in parsed.items():
+        known = store.refs(name)
+        fresh = [turn for turn in new if turn.ref is None or turn.ref not in known]
+        added[name] = store.add_turns(name, fresh)
+    return added
 
 
 def parse_facts(lines: Iterable[str]) -> list[tuple[str, str, str | None, datetime | None]]:
     items = []
     for where, record in json_lines(lines):
-        try:
-            key = check_name("key", _required_text(record, "key", where))
-        except StoreError as exc:
-            raise TransferError(f"{where}: {exc}") from None
+        raw_key = _required_text(record, "key", where)
+        key = extraction.normalise_key(raw_key)
+        if key is None:
+            raise TransferError(f"{where}: {raw_key!r} is not a usable fact key")
+        value = _required_text(record, "value", where)
+        if not extraction.is_storable(key, value):
+            raise TransferError(f"{where}: looks like a secret (a key, token or password); kvchat does not store secrets")
         items.append(
             (
                 key,
-                _required_text(record, "value", where),
+                value,
                 _optional_text(record, "ref", where),
                 _parse_time(record.get("created_at"), where),
             )

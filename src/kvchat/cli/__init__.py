@@ -8,6 +8,7 @@ command needs is imported when it runs, so `kvchat --help` starts fast.
 from __future__ import annotations
 
 import os
+import sys
 
 import typer
 from typer._click.exceptions import ClickException  # Typer vendors Click; usage errors are these
@@ -21,10 +22,11 @@ def _known_errors() -> tuple[type[Exception], ...]:
     from ..conversation import AskFailed
     from ..database import DatabaseError
     from ..model_client import ModelError
+    from ..prompt import PromptTooLarge
     from ..store import StoreError
     from ..transfer import TransferError
 
-    return (CliError, AskFailed, DatabaseError, ModelError, StoreError, TransferError)
+    return (CliError, AskFailed, DatabaseError, ModelError, PromptTooLarge, StoreError, TransferError)
 
 
 class _OneLineErrors(TyperGroup):
@@ -38,6 +40,11 @@ class _OneLineErrors(TyperGroup):
             raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort, ClickException):
             raise
+        except BrokenPipeError:
+            # The reader went away (`kvchat export | head`): stop quietly, as
+            # command-line tools do, and keep Python from complaining at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
         except Exception as exc:
             if os.environ.get("KVCHAT_DEBUG"):
                 raise

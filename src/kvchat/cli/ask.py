@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from .. import budgets
 from .common import (
     DEFAULT_MODEL,
     DEFAULT_SESSION,
@@ -118,9 +119,9 @@ def ask(
     new: Annotated[bool, typer.Option("--new", help="Start a fresh session (named after the time).")] = False,
     model: ModelOption = DEFAULT_MODEL,
     system: SystemOption = None,
-    memory_tokens: MemoryTokensOption = 2000,
-    recall_tokens: RecallTokensOption = 1000,
-    answer_tokens: AnswerTokensOption = 2048,
+    memory_tokens: MemoryTokensOption = budgets.MEMORY_TOKENS,
+    recall_tokens: RecallTokensOption = budgets.RECALL_TOKENS,
+    answer_tokens: AnswerTokensOption = budgets.ANSWER_TOKENS,
     context_tokens: ContextTokensOption = None,
     no_stream: NoStreamOption = False,
     json_output: JsonOption = False,
@@ -155,9 +156,9 @@ def chat(
     new: Annotated[bool, typer.Option("--new", help="Start a fresh session (named after the time).")] = False,
     model: ModelOption = DEFAULT_MODEL,
     system: SystemOption = None,
-    memory_tokens: MemoryTokensOption = 2000,
-    recall_tokens: RecallTokensOption = 1000,
-    answer_tokens: AnswerTokensOption = 2048,
+    memory_tokens: MemoryTokensOption = budgets.MEMORY_TOKENS,
+    recall_tokens: RecallTokensOption = budgets.RECALL_TOKENS,
+    answer_tokens: AnswerTokensOption = budgets.ANSWER_TOKENS,
     context_tokens: ContextTokensOption = None,
     no_stream: NoStreamOption = False,
     extract: ExtractOption = "model",

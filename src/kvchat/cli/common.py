@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -135,3 +136,24 @@ def read_text_argument(value: str | None, what: str) -> str:
     if not value.strip():
         raise CliError(f"the {what} is empty")
     return value
+
+
+def _lines(path: Path):
+    if str(path) == "-":
+        return sys.stdin
+    try:
+        return path.open(encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def read_lines(path: Path) -> list[str]:
+    """All lines of a file (or stdin for -), as text, with a clear error if it is not UTF-8."""
+    source = _lines(path)
+    try:
+        return list(source)
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{path} is not valid UTF-8 (byte {exc.start})") from None
+    finally:
+        if source is not sys.stdin:
+            source.close()

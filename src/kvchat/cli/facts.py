@@ -11,19 +11,25 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from .common import CliError, JsonOption, console, local_time, on_terminal, open_store, print_json
+from .common import (
+    CliError,
+    JsonOption,
+    console,
+    local_time,
+    on_terminal,
+    open_store,
+    print_json,
+    read_lines,
+)
 
 
 class _FactsGroup(TyperGroup):
     """`kvchat facts WORDS` is short for `kvchat facts search WORDS`."""
 
     def parse_args(self, ctx, args):
-        for position, arg in enumerate(args):
-            if arg.startswith("-"):
-                continue
-            if arg not in self.commands:
-                args = [*args[:position], "search", *args[position:]]
-            break
+        first = next((arg for arg in args if not arg.startswith("-")), None)
+        if first is not None and first not in self.commands:
+            args = ["search", *args]  # options given before the words go to search too
         return super().parse_args(ctx, args)
 
 
@@ -59,6 +65,7 @@ def _show(found, json_output: bool, scores: dict[int, float] | None = None) -> N
         console().print("No facts." if scores is None else "No matching facts.")
         return
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(box=None, header_style="bold")
     table.add_column("key", style="cyan", no_wrap=True)
@@ -66,7 +73,8 @@ def _show(found, json_output: bool, scores: dict[int, float] | None = None) -> N
     table.add_column("updated", style="dim", no_wrap=True)
     table.add_column("from", style="dim")
     for fact in found:
-        table.add_row(fact.key, fact.value, local_time(fact.updated_at), fact.source)
+        # Text, not str: stored text is data, never Rich markup.
+        table.add_row(Text(fact.key), Text(fact.value), local_time(fact.updated_at), fact.source)
     console().print(table)
 
 
@@ -111,9 +119,9 @@ def set_fact(
     value: Annotated[str, typer.Argument(help="The value to remember.")],
 ) -> None:
     """Remember VALUE under KEY (the old value stays in the key's history)."""
-    from ..extraction import looks_like_secret
+    from ..extraction import is_storable
 
-    if looks_like_secret(value) or looks_like_secret(key):
+    if not is_storable(key, value):
         raise CliError("that looks like a secret (a key, token or password); kvchat does not store secrets")
     if "\x00" in value or not value.strip():
         raise CliError("the value must be non-empty text")
@@ -166,7 +174,6 @@ def import_facts(
 ) -> None:
     """Import facts from a JSON-lines file (all of it, or nothing if a line is bad)."""
     from .. import transfer
-    from .sessions import read_lines
 
     items = transfer.parse_facts(read_lines(file))
     with open_store() as store:

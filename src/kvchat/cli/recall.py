@@ -8,7 +8,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from .ask import ContextTokensOption, MemoryTokensOption, RecallTokensOption, SystemOption, prompt_options
+from .. import budgets
+from .ask import (
+    AnswerTokensOption,
+    ContextTokensOption,
+    MemoryTokensOption,
+    RecallTokensOption,
+    SystemOption,
+    prompt_options,
+)
 from .common import (
     DEFAULT_MODEL,
     DEFAULT_SESSION,
@@ -19,6 +27,7 @@ from .common import (
     console,
     open_store,
     print_json,
+    read_lines,
     read_text_argument,
 )
 
@@ -60,7 +69,6 @@ def _memories(store, question: str, session_name: str, options) -> list:
 
 def _queries(path: Path):
     from ..transfer import TransferError, json_lines
-    from .sessions import read_lines
 
     for where, record in json_lines(read_lines(path)):
         if not isinstance(record.get("query"), str):
@@ -73,9 +81,10 @@ def recall(
     session: SessionOption = DEFAULT_SESSION,
     model: ModelOption = DEFAULT_MODEL,
     system: SystemOption = None,
-    memory_tokens: MemoryTokensOption = 2000,
-    recall_tokens: RecallTokensOption = 1000,
-    limit: Annotated[int, typer.Option("--limit", "-k", min=1, help="At most this many memories.")] = 8,
+    memory_tokens: MemoryTokensOption = budgets.MEMORY_TOKENS,
+    recall_tokens: RecallTokensOption = budgets.RECALL_TOKENS,
+    limit: Annotated[int, typer.Option("--limit", "-k", min=1, help="At most this many memories.")] = budgets.RECALL_LIMIT,
+    answer_tokens: AnswerTokensOption = budgets.ANSWER_TOKENS,
     context_tokens: ContextTokensOption = None,
     queries: Annotated[
         Optional[Path],
@@ -84,7 +93,7 @@ def recall(
     json_output: JsonOption = False,
 ) -> None:
     """Show the facts and older turns `ask` would put into the prompt, without calling the model."""
-    options = prompt_options(model, system, memory_tokens, recall_tokens, 2048, context_tokens)
+    options = prompt_options(model, system, memory_tokens, recall_tokens, answer_tokens, context_tokens)
     options.recall_limit = limit
     if queries is not None:
         if question is not None:

@@ -21,6 +21,7 @@ from .common import (
     on_terminal,
     open_store,
     print_json,
+    read_lines,
 )
 
 
@@ -101,34 +102,14 @@ def sessions(json_output: JsonOption = False) -> None:
             sys.stdout.write(f"{s.name}\t{s.turn_count}\t{s.token_count}\t{local_time(s.last_active_at)}\n")
         return
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(box=None, header_style="bold")
     for column, justify in (("session", "left"), ("turns", "right"), ("tokens", "right"), ("last active", "left")):
         table.add_column(column, justify=justify)
     for s in found:
-        table.add_row(s.name, str(s.turn_count), str(s.token_count), local_time(s.last_active_at))
+        table.add_row(Text(s.name), str(s.turn_count), str(s.token_count), local_time(s.last_active_at))
     console().print(table if found else "No sessions yet. Start one with `kvchat ask` or `kvchat chat`.")
-
-
-def _lines(path: Path):
-    if str(path) == "-":
-        return sys.stdin
-    try:
-        return path.open(encoding="utf-8")
-    except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror}") from None
-
-
-def read_lines(path: Path) -> list[str]:
-    """All lines of a file (or stdin for -), as text, with a clear error if it is not UTF-8."""
-    source = _lines(path)
-    try:
-        return list(source)
-    except UnicodeDecodeError as exc:
-        raise CliError(f"{path} is not valid UTF-8 (byte {exc.start})") from None
-    finally:
-        if source is not sys.stdin:
-            source.close()
 
 
 def import_turns(
