@@ -186,3 +186,12 @@ def test_the_analyzer_stems_drops_stopwords_and_segments_cjk():
     assert analyze("The runners were running happily") == ["runner", "run", "happili"]
     assert analyze("我喜欢用Rust") == ["我喜", "喜欢", "欢用", "喜", "欢", "用", "rust"]
     assert analyze("Café ＡＢＣ") == ["café", "abc"]
+
+
+def test_turn_search_reads_only_the_asked_session(store):
+    mine = store.open_session("mine")
+    store.open_session("theirs")
+    store.add_turns("theirs", [NewTurn(role="user", content="the deploy password rotates weekly", tokens=6)] * 5)
+    store.add_turns("mine", [NewTurn(role="user", content="deploy on fridays is risky", tokens=6)])
+    hits = store.search_turns(mine.id, match_query("deploy"), before_id=None, limit=10)
+    assert [h.record.content for h in hits] == ["deploy on fridays is risky"]

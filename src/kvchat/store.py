@@ -475,7 +475,7 @@ class Store:
 
         sql = text(
             f"""
-            SELECT t.*, -bm25(turns_fts) AS score
+            SELECT t.*, -bm25(turns_fts, 0.0, 1.0) AS score
             FROM turns_fts JOIN turns AS t ON t.id = turns_fts.rowid
             WHERE turns_fts MATCH :match AND t.session_id = :session
               AND t.id < :before AND t.status IN {USABLE_STATUSES!r}
@@ -484,7 +484,8 @@ class Store:
             """
         ).columns(created_at=DateTime(timezone=True))
         params = dict(
-            match=query.expression,
+            # The session is a term of its own in the index (see migration 0002).
+            match=f'session_id : "s{int(session_id)}" AND content : ({query.expression})',
             session=session_id,
             before=before_id if before_id is not None else 2**62,
             limit=limit,
