@@ -136,3 +136,16 @@ def test_extraction_is_shown_the_related_facts_and_a_token_limit(model, kvchat):
     sent = json.dumps(request["messages"])
     assert "neovim" in sent and "Miso" not in sent
     assert request.get("max_tokens") == 600 or request.get("max_completion_tokens") == 600
+
+
+def test_an_explicit_statement_is_kept_even_when_the_answer_fails(model, kvchat):
+    for _ in range(3):
+        model.queue_error(500)
+    done = kvchat("ask", "Remember that the staging port is 6543")
+    assert done.exit_code == 1
+    assert facts_json(kvchat) == {"note.staging_port": "6543"}
+
+
+def test_a_statement_already_informs_its_own_question(model, kvchat):
+    kvchat("ask", "My name is Ada. What is my name?", "--extract", "rules")
+    assert "user.name: Ada" in model.chat_requests[0]["messages"][0]["content"]

@@ -94,6 +94,9 @@ class Conversation:
             NewTurn(role="user", content=question, tokens=tokens.count_tokens(question, model),
                     status="pending", model=model),
         )
+        # Explicit statements need no model: they are kept even if the answer
+        # fails, and this very question can already use them.
+        stated = self._learn_by_rules(asked, options)
         try:
             prompt = build_prompt(
                 self.store, question=question, question_tokens=asked.tokens,
@@ -134,11 +137,19 @@ class Conversation:
         result = AskResult(
             session=session, question=asked, answer=answer, prompt=prompt,
             prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-            usage_reported=reported,
+            usage_reported=reported, facts=stated,
         )
-        if options.extract != "off" and answer.status == "complete":
-            self._learn(result, question, answer.content, options)
+        if options.extract == "model" and answer.status == "complete":
+            self._learn_by_model(result, question, answer.content, options)
         return result
+
+    def _learn_by_rules(self, asked: Turn, options: AskOptions) -> dict[str, str]:
+        if options.extract == "off":
+            return {}
+        changes = [(c.key, c.value) for c in extraction.extract_by_rules(asked.content)]
+        if not changes:
+            return {}
+        return self.store.apply_facts(changes, source="rules", turn_id=asked.id)
 
     def _related_facts(self, question: str, answer: str) -> list[tuple[str, str]]:
         """The stored facts this exchange may update or contradict, so the
@@ -179,15 +190,8 @@ class Conversation:
         )
         return answer, prompt_tokens, completion_tokens, reported
 
-    def _learn(self, result: AskResult, question: str, answer: str, options: AskOptions) -> None:
-        """Facts from this exchange: explicit statements by rule, the rest by the model."""
-        changes = {c.key: c.value for c in extraction.extract_by_rules(question)}
-        if changes:
-            result.facts.update(
-                self.store.apply_facts(changes.items(), source="rules", turn_id=result.question.id)
-            )
-        if options.extract != "model":
-            return
+    def _learn_by_model(self, result: AskResult, question: str, answer: str, options: AskOptions) -> None:
+        """Facts the model finds in the exchange, beyond what the rules found."""
         try:
             raw = self.client.complete_json(
                 extraction.extraction_messages(question, answer, self._related_facts(question, answer)),
@@ -199,7 +203,7 @@ class Conversation:
         except (ModelError, extraction.ExtractionError) as exc:
             result.notes.append(f"fact extraction stored nothing: {exc}")
             return
-        model_changes = [(c.key, c.value) for c in found if c.key not in changes]
+        model_changes = [(c.key, c.value) for c in found if c.key not in result.facts]
         if model_changes:
             result.facts.update(
                 self.store.apply_facts(model_changes, source="model", turn_id=result.question.id)
