@@ -33,6 +33,7 @@ KEY_WEIGHT = 2.0
 BM25_K1 = 1.2
 BM25_B = 0.75
 CANDIDATES = 100
+SEEK_TERMS = 20
 
 
 @dataclass
@@ -95,10 +96,10 @@ class _Scorer:
     def __init__(self, query: Query, stats: TermStats):
         self.query = query
         self.average_length = stats.average_length
+        self.held = {term: stats.containing.get(term, 0) for term in query.weights}
         self.idf = {
             term: math.log(1 + (stats.documents - held + 0.5) / (held + 0.5))
-            for term in query.weights
-            for held in (stats.containing.get(term, 0),)
+            for term, held in self.held.items()
         }
 
     def __call__(self, fields: list[tuple[dict, float]], length: float):
@@ -141,10 +142,22 @@ def _exchange(store: Store, hit: Turn, before_id: int | None) -> list[Turn]:
     return sorted(pair, key=lambda turn: turn.id)
 
 
+def _seek(score_of: _Scorer, query: Query) -> textsearch.MatchQuery | None:
+    """The query that finds candidates: the SEEK_TERMS terms that say most
+    (weight times idf) among those the index holds. Ranking every row that
+    holds a common word is what makes a search slow in a large store, and such
+    rows score little anyway; all terms still count in the final score."""
+    present = {term: query.weights[term] * idf for term, idf in score_of.idf.items() if score_of.held[term]}
+    return textsearch.weighted_query(present, max_terms=SEEK_TERMS)
+
+
 def _facts(store: Store, query: Query, match) -> list[MemoryItem]:
     score_of = _Scorer(query, store.term_stats("facts", match.terms))
+    seek = _seek(score_of, query)
+    if seek is None:
+        return []
     scored = []
-    for hit in store.search_facts(match, limit=CANDIDATES):
+    for hit in store.search_facts(seek, limit=CANDIDATES):
         fact = hit.record
         fields = [(textsearch.key_term_counts(fact.key), KEY_WEIGHT), (textsearch.term_counts(fact.value), 1.0)]
         score, parts, matched = score_of(fields, len(fact.key) + len(fact.value))
@@ -158,8 +171,11 @@ def _facts(store: Store, query: Query, match) -> list[MemoryItem]:
 
 
 def _turns(store: Store, query: Query, match, session_id: int, before_id: int | None) -> list[MemoryItem]:
-    hits = [hit.record for hit in store.search_turns(session_id, match, before_id=before_id, limit=CANDIDATES)]
     score_of = _Scorer(query, store.term_stats("turns", match.terms))
+    seek = _seek(score_of, query)
+    if seek is None:
+        return []
+    hits = [hit.record for hit in store.search_turns(session_id, seek, before_id=before_id, limit=CANDIDATES)]
     items = []
     for turn in hits:
         score, parts, matched = score_of([(textsearch.term_counts(turn.content), 1.0)], turn.tokens)
