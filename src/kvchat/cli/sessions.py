@@ -12,7 +12,6 @@ import typer
 from .common import (
     DEFAULT_MODEL,
     DEFAULT_SESSION,
-    CliError,
     JsonOption,
     SessionOption,
     console,
