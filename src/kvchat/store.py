@@ -627,7 +627,7 @@ class Store:
         The totals are read once per Store: in one process they drift only by
         what that process writes, which moves a ranking not at all in practice.
         """
-        from sqlalchemy import bindparam, text
+        from sqlalchemy import text
 
         if kind not in ("facts", "turns"):
             raise ValueError(kind)
@@ -644,11 +644,18 @@ class Store:
                     )).one()
             self._totals[kind] = (int(row[0]), float(row[1]))
         count, average = self._totals[kind]
-        sql = text(f"SELECT term, doc FROM {kind}_terms WHERE term IN :terms").bindparams(
-            bindparam("terms", expanding=True)
-        )
+        # fts5vocab answers `term = ?` from the index but scans the whole
+        # vocabulary for `term IN (...)`: at 350,000 terms, 20 look-ups one by
+        # one took 0.8 ms against 7.7 ms for one IN. One by one, then, on the
+        # driver's connection, where a statement costs microseconds.
+        sql = f"SELECT doc FROM {kind}_terms WHERE term = ?"
+        found: dict[str, int] = {}
         with self._read() as db:
-            found = dict(db.execute(sql, {"terms": list(terms)}).all()) if terms else {}
+            raw = db.connection.driver_connection
+            for term in terms:
+                row = raw.execute(sql, (term,)).fetchone()
+                if row is not None:
+                    found[term] = row[0]
         return TermStats(documents=max(count, 1), average_length=average or 1.0, containing=found)
 
     def search_facts(self, query: MatchQuery, *, limit: int) -> list[Hit]:
