@@ -275,3 +275,9 @@ def test_the_key_is_redacted_from_a_partial_answer_too(model, kvchat, home):
     kvchat("ask", "echo my key", "--no-extract")
     for path in home.glob("kvchat.db*"):
         assert TEST_KEY.encode() not in path.read_bytes()
+
+
+def test_a_chat_with_nothing_asked_creates_no_session(model, kvchat, store):
+    done = kvchat("chat", "--new", input="exit\n")
+    assert done.exit_code == 0 and "no session was created" in done.stderr
+    assert store.sessions() == []

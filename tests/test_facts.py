@@ -149,3 +149,12 @@ def test_an_explicit_statement_is_kept_even_when_the_answer_fails(model, kvchat)
 def test_a_statement_already_informs_its_own_question(model, kvchat):
     kvchat("ask", "My name is Ada. What is my name?", "--extract", "rules")
     assert "user.name: Ada" in model.chat_requests[0]["messages"][0]["content"]
+
+
+def test_a_fact_too_long_to_ever_be_recalled_is_refused(kvchat, tmp_path):
+    done = kvchat("facts", "set", "user.essay", "word " * 1000)
+    assert done.exit_code == 1 and "longer than" in done.stderr
+    source = tmp_path / "facts.jsonl"
+    source.write_text(json.dumps({"key": "user.essay", "value": "word " * 1000}) + "\n")
+    done = kvchat("facts", "import", str(source))
+    assert done.exit_code == 1 and "line 1" in done.stderr

@@ -62,6 +62,21 @@ def check_name(kind: str, value: str) -> str:
     return cleaned
 
 
+# A fact is a short memory; a longer text could never fit the recall budget.
+MAX_FACT_VALUE = 2000
+
+
+def check_value(value: str) -> str:
+    """A fact value as stored, or StoreError saying what is wrong."""
+    if not value.strip():
+        raise StoreError("a fact value must not be empty")
+    if len(value) > MAX_FACT_VALUE:
+        raise StoreError(f"a fact value is longer than {MAX_FACT_VALUE} characters")
+    if "\x00" in value:
+        raise StoreError("a fact value must not contain NUL characters")
+    return value
+
+
 @dataclass
 class Session:
     id: int
@@ -524,8 +539,7 @@ class Store:
     ) -> str:
         """Store `value` under `key`: 'created', 'updated' or 'unchanged'."""
         key = check_name("a fact key", key)
-        if not value.strip():
-            raise StoreError("a fact value must not be empty")
+        check_value(value)
         with self._write() as db:
             return self._set_fact(db, key, value, source, turn_id, ref, at)
 
@@ -599,7 +613,8 @@ class Store:
         changed = 0
         with self._write() as db:
             for key, value, ref, at in items:
-                result = self._set_fact(db, check_name("a fact key", key), value, "import", None, ref, at)
+                key, value = check_name("a fact key", key), check_value(value)
+                result = self._set_fact(db, key, value, "import", None, ref, at)
                 changed += result != "unchanged"
         return changed
 

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 from . import extraction, tokens
 from .schema import TURN_ROLES, TURN_STATUSES
-from .store import NewTurn, Store, StoreError, check_name
+from .store import NewTurn, Store, StoreError, check_name, check_value
 
 
 class TransferError(Exception):
@@ -117,6 +117,10 @@ def parse_facts(lines: Iterable[str]) -> list[tuple[str, str, str | None, dateti
         if key is None:
             raise TransferError(f"{where}: {raw_key!r} is not a usable fact key")
         value = _required_text(record, "value", where)
+        try:
+            check_value(value)
+        except StoreError as exc:
+            raise TransferError(f"{where}: {exc}") from None
         if not extraction.is_storable(key, value):
             raise TransferError(f"{where}: looks like a secret (a key, token or password); kvchat does not store secrets")
         items.append(

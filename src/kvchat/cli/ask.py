@@ -208,7 +208,10 @@ def chat(
             if not result.answer.content.endswith("\n"):
                 _write("\n")
             _report(result, verbose)
-        typer.echo(f"Conversation saved: session {name!r} in {store.location}", err=True)
+        if store.session(name) is None:
+            typer.echo("Nothing was asked; no session was created.", err=True)
+        else:
+            typer.echo(f"Conversation saved: session {name!r} in {store.location}", err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -123,8 +123,6 @@ def set_fact(
 
     if not is_storable(key, value):
         raise CliError("that looks like a secret (a key, token or password); kvchat does not store secrets")
-    if "\x00" in value or not value.strip():
-        raise CliError("the value must be non-empty text")
     key = _key(key)
     with open_store() as store:
         outcome = store.set_fact(key, value.strip(), source="user")
