@@ -1,0 +1,50 @@
+"""Several kvchat processes on one database at once: every question and
+answer is stored exactly once, in order within its session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+SCRIPT = """
+import sys
+from kvchat.cli import app
+worker, count = sys.argv[1], int(sys.argv[2])
+for i in range(count):
+    session = "shared" if i % 2 else f"own-{worker}"
+    try:
+        app(["ask", f"worker {worker} question {i}", "-s", session, "--extract", "rules"], standalone_mode=False)
+    except SystemExit as done:
+        if done.code:
+            raise
+"""
+
+
+def test_processes_writing_at_once_lose_nothing(model, store):
+    workers, asks = 4, 6
+    children = [
+        subprocess.Popen([sys.executable, "-c", SCRIPT, str(w), str(asks)], env=dict(os.environ),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for w in range(workers)
+    ]
+    errors = [child.communicate(timeout=300)[1].decode() for child in children]
+    assert [child.returncode for child in children] == [0] * workers, errors
+    assert not any("locked" in e for e in errors)
+    questions = []
+    for session in store.sessions():
+        turns = store.history(session.id)
+        asked = [t for t in turns if t.role == "user"]
+        answered = {t.content: t for t in turns if t.role == "assistant"}
+        assert len(answered) == len(asked) == len(turns) // 2
+        for question in asked:
+            # In a shared session two processes' exchanges may interleave, but
+            # every answer comes after its own question.
+            answer = answered["echo: " + question.content]
+            assert answer.id > question.id
+            assert (question.status, answer.status) == ("complete", "complete")
+        if session.name.startswith("own-"):
+            assert [t.role for t in turns] == ["user", "assistant"] * len(asked)
+        questions += [t.content for t in asked]
+        assert session.turn_count == len(turns)
+    assert sorted(questions) == sorted(f"worker {w} question {i}" for w in range(workers) for i in range(asks))
