@@ -34,6 +34,8 @@ BM25_K1 = 1.2
 BM25_B = 0.75
 CANDIDATES = 100
 SEEK_TERMS = 20
+SEEK_MAX_ROWS = 2000
+SEEK_MIN_TERMS = 3
 
 
 @dataclass
@@ -143,12 +145,23 @@ def _exchange(store: Store, hit: Turn, before_id: int | None) -> list[Turn]:
 
 
 def _seek(score_of: _Scorer, query: Query) -> textsearch.MatchQuery | None:
-    """The query that finds candidates: the SEEK_TERMS terms that say most
-    (weight times idf) among those the index holds. Ranking every row that
-    holds a common word is what makes a search slow in a large store, and such
-    rows score little anyway; all terms still count in the final score."""
-    present = {term: query.weights[term] * idf for term, idf in score_of.idf.items() if score_of.held[term]}
-    return textsearch.weighted_query(present, max_terms=SEEK_TERMS)
+    """The query that finds candidates.
+
+    FTS5 ranks every row that holds any of the query's terms, so a common
+    word makes a search slow in a large store, while the rows it alone brings
+    score little. Candidates are therefore sought with the terms that say
+    most (weight times idf), at most SEEK_TERMS of them, and only terms held
+    by at most SEEK_MAX_ROWS rows, unless fewer than SEEK_MIN_TERMS are that
+    rare: then the rarest others make up the number. Every term still counts
+    in the final score.
+    """
+    held = {term: rows for term, rows in score_of.held.items() if rows}
+    telling = sorted(held, key=lambda term: -query.weights[term] * score_of.idf[term])
+    chosen = [term for term in telling if held[term] <= SEEK_MAX_ROWS][:SEEK_TERMS]
+    if len(chosen) < SEEK_MIN_TERMS:
+        common = sorted((term for term in held if term not in chosen), key=held.get)
+        chosen += common[: SEEK_MIN_TERMS - len(chosen)]
+    return textsearch.weighted_query({term: query.weights[term] for term in chosen}, max_terms=SEEK_TERMS)
 
 
 def _facts(store: Store, query: Query, match) -> list[MemoryItem]:
