@@ -158,3 +158,20 @@ def test_a_fact_too_long_to_ever_be_recalled_is_refused(kvchat, tmp_path):
     source.write_text(json.dumps({"key": "user.essay", "value": "word " * 1000}) + "\n")
     done = kvchat("facts", "import", str(source))
     assert done.exit_code == 1 and "line 1" in done.stderr
+
+
+def test_an_import_that_repeats_and_updates_keys_keeps_every_version(kvchat, tmp_path):
+    kvchat("facts", "set", "user.editor", "vim")
+    source = tmp_path / "facts.jsonl"
+    source.write_text(
+        '{"key": "user.shell", "value": "bash"}\n'
+        '{"key": "user.editor", "value": "helix"}\n'
+        '{"key": "user.shell", "value": "fish"}\n'
+        '{"key": "user.os", "value": "Debian"}\n'
+    )
+    done = kvchat("facts", "import", str(source), "--json")
+    assert json.loads(done.stdout) == {"imported": 4, "changed": 4}
+    assert facts_json(kvchat) == {"user.editor": "helix", "user.os": "Debian", "user.shell": "fish"}
+    shell = [v["value"] for v in json.loads(kvchat("facts", "history", "user.shell", "--json").stdout)]
+    assert shell == ["bash", "fish"]
+    assert "fish" in kvchat("facts", "fish").stdout and "bash" not in kvchat("facts", "bash").stdout

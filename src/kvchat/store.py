@@ -609,13 +609,43 @@ class Store:
         return outcome
 
     def import_facts(self, items: Iterable[tuple[str, str, str | None, datetime | None]]) -> int:
-        """Load (key, value, ref, created_at) items in one transaction; returns how many changed."""
-        changed = 0
+        """Load (key, value, ref, created_at) items in one transaction; returns how many changed.
+
+        Keys new to the store are written in bulk (an import is mostly those);
+        a key already stored, or repeated in the items, goes through the same
+        path as `set_fact`, history and all.
+        """
+        from sqlalchemy import select
+
+        from .schema import fact_history, facts
+
+        checked = [(check_name("a fact key", key), check_value(value), ref, at) for key, value, ref, at in items]
+        stamp = now()
         with self._write() as db:
-            for key, value, ref, at in items:
-                key, value = check_name("a fact key", key), check_value(value)
-                result = self._set_fact(db, key, value, "import", None, ref, at)
-                changed += result != "unchanged"
+            keys = list({key for key, *_ in checked})
+            stored: set[str] = set()
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                stored.update(db.execute(select(facts.c.key).where(facts.c.key.in_(chunk))).scalars())
+            fresh, later = [], []
+            for item in checked:
+                (later if item[0] in stored else fresh).append(item)
+                stored.add(item[0])
+            if fresh:
+                rows = [
+                    dict(key=key, value=value, turn_id=None, source="import", ref=ref,
+                         created_at=_naive_utc(at or stamp), updated_at=_naive_utc(at or stamp))
+                    for key, value, ref, at in fresh
+                ]
+                db.execute(facts.insert(), rows)
+                db.execute(
+                    fact_history.insert(),
+                    [dict(key=row["key"], value=row["value"], action="set", turn_id=None, source="import",
+                          created_at=row["created_at"]) for row in rows],
+                )
+            changed = len(fresh)
+            for key, value, ref, at in later:
+                changed += self._set_fact(db, key, value, "import", None, ref, at) != "unchanged"
         return changed
 
     def fact_history(self, key: str) -> list[FactVersion]:
