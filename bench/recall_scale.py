@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import statistics
@@ -30,21 +31,43 @@ def _texts(name: str) -> list[dict]:
     return [json.loads(line) for line in (DATA / name).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+NAMES = 50_000  # distinct names (projects, people, hosts) a large store mentions
+
+
+def name(rng: random.Random) -> str:
+    """A made-up proper name, drawn so that a few are frequent and most rare:
+    the chance of the name of rank r goes as 1/r (Zipf), as names in real
+    notes do."""
+    rank = int(math.exp(rng.random() * math.log(NAMES)))
+    syllables = ["ka", "lo", "mi", "ren", "sto", "vu", "tak", "zel", "qui", "bar"]
+    word = ""
+    while True:
+        word += syllables[rank % len(syllables)]
+        rank //= len(syllables)
+        if not rank:
+            return word
+
+
 def synthetic_facts(count: int, rng: random.Random):
     """(key, value, ref, created_at) items: each value splices two real memory
-    texts of one language, so word statistics stay like the real thing."""
+    texts of one language, so common-word statistics stay like the real
+    thing, and names one or two made-up things, as real memories name
+    projects, people and places the common words never cover."""
     pools = {lang: [m["event"] for m in _texts(f"{lang}/memories.jsonl")] for lang in ("en", "zh")}
     scenes = {lang: sorted({m["scene"] for m in _texts(f"{lang}/memories.jsonl")}) for lang in ("en", "zh")}
     for i in range(count):
         lang = "en" if i % 2 else "zh"
         first, second = rng.sample(pools[lang], 2)
         cut_a, cut_b = len(first) // 2, len(second) // 2
-        value = first[:cut_a] + second[cut_b:]
+        named = " ".join(name(rng) for _ in range(rng.randint(1, 2)))
+        value = f"{first[:cut_a]} ({named}) {second[cut_b:]}"
         key = f"memory.{rng.choice(scenes[lang]).lower()}.m{i}"
         yield key, value, str(i), None
 
 
 def questions(rng: random.Random, count: int) -> list[str]:
+    """Utterances of the MADial dialogues; every other one also names a
+    made-up thing, as a question about a particular project or person does."""
     found = []
     for lang in ("en", "zh"):
         for record in _texts(f"{lang}/dialogues.jsonl"):
@@ -53,7 +76,7 @@ def questions(rng: random.Random, count: int) -> list[str]:
                 if len(text) > 8:
                     found.append(text)
     rng.shuffle(found)
-    return found[:count]
+    return [f"{text} {name(rng)}" if i % 2 else text for i, text in enumerate(found[:count])]
 
 
 def main() -> int:
