@@ -231,12 +231,18 @@ def build_prompt(
     room -= recent_cost
     window_start = recent[0].id if recent else before_id
 
+    # The recent window, when it is long enough, already holds the turns that
+    # tell recall what the question is about.
+    if len(recent) >= recall_module.CONTEXT_TURNS:
+        context = recent[-recall_module.CONTEXT_TURNS :]
+    else:
+        context = _conversation_so_far(store, session_id, before_id)
     memories: list[MemoryItem] = []
     recall_budget = min(options.recall_tokens, room - tokens.count_tokens(memory_block([]), model))
     if recall_budget > 0:
         memories = recall_module.recall(
             store, question, model=model, session_id=session_id, before_id=window_start,
-            context=_conversation_so_far(store, session_id, before_id),
+            context=context,
             budget_tokens=recall_budget, limit=options.recall_limit,
         )
     system, memory_cost = _with_memory(role, memories, room, model)

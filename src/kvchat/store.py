@@ -690,17 +690,19 @@ class Store:
             self._totals[kind] = (int(row[0]), float(row[1]))
         count, average = self._totals[kind]
         # fts5vocab answers `term = ?` from the index but scans the whole
-        # vocabulary for `term IN (...)`: at 350,000 terms, 20 look-ups one by
-        # one took 0.8 ms against 7.7 ms for one IN. One by one, then, on the
-        # driver's connection, where a statement costs microseconds.
-        sql = f"SELECT doc FROM {kind}_terms WHERE term = ?"
+        # vocabulary for `term IN (...)`. Joining the terms as a list of values
+        # makes one statement of equality look-ups: for 48 terms, 0.26 ms on a
+        # 500-term vocabulary and 1.6 ms on 350,000 terms, against 0.4 and
+        # 4.2 ms for IN, and 0.9 and 2.1 ms for 48 separate statements.
         found: dict[str, int] = {}
-        with self._read() as db:
-            raw = db.connection.driver_connection
-            for term in terms:
-                row = raw.execute(sql, (term,)).fetchone()
-                if row is not None:
-                    found[term] = row[0]
+        if terms:
+            values = ", ".join("(?)" for _ in terms)
+            sql = (
+                f"WITH asked(term) AS (VALUES {values}) "
+                f"SELECT v.term, v.doc FROM asked JOIN {kind}_terms AS v ON v.term = asked.term"
+            )
+            with self._read() as db:
+                found = dict(db.connection.driver_connection.execute(sql, list(terms)).fetchall())
         return TermStats(documents=max(count, 1), average_length=average or 1.0, containing=found)
 
     def search_facts(self, query: MatchQuery, *, limit: int) -> list[Hit]:
