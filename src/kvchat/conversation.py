@@ -3,8 +3,9 @@ model, store the answer, then learn facts from it.
 
 The question is written before the model is called, so a failed call loses
 nothing; it stays marked unanswered. Whatever part of an answer arrived before
-a failure or Ctrl-C is kept and marked interrupted. Fact extraction runs after
-the answer is safely stored and can never fail it.
+a failure or Ctrl-C is kept and marked interrupted. Facts the question states
+outright are learned by rule as soon as it is stored; the model's extraction
+runs after the answer is safely stored and can never fail it.
 """
 
 from __future__ import annotations
@@ -119,16 +120,10 @@ class Conversation:
                 stream=options.stream, on_text=collect,
             )
         except ModelError as exc:
-            if received:
-                self._store_answer(asked, "".join(received), None, prompt, model, error=str(exc))
-            else:
-                self._unanswered(asked, str(exc))
+            self._keep_what_arrived(asked, received, prompt, model, str(exc))
             raise AskFailed(str(exc), asked) from None
         except KeyboardInterrupt:
-            if received:
-                self._store_answer(asked, "".join(received), None, prompt, model, error="interrupted by the user")
-            else:
-                self._unanswered(asked, "interrupted by the user")
+            self._keep_what_arrived(asked, received, prompt, model, "interrupted by the user")
             raise
 
         answer, prompt_tokens, completion_tokens, reported = self._store_answer(
@@ -159,6 +154,14 @@ class Conversation:
             return []
         hits = self.store.search_facts(query, limit=KNOWN_FACTS_SHOWN)
         return [(hit.record.key, hit.record.value) for hit in hits]
+
+    def _keep_what_arrived(self, asked: Turn, received: list[str], prompt, model: str, error: str) -> None:
+        """After a failed answer: the part that arrived, marked interrupted, or
+        the question marked unanswered when nothing did."""
+        if received:
+            self._store_answer(asked, "".join(received), None, prompt, model, error=error)
+        else:
+            self._unanswered(asked, error)
 
     def _unanswered(self, question: Turn, error: str) -> None:
         self.store.update_turn(question.id, status="unanswered", error=redact(error, self.secrets))

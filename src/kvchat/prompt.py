@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from . import budgets, tokens
 from . import recall as recall_module
 from .recall import MemoryItem
-from .store import Store, Turn
+from .store import USABLE_STATUSES, Store, Turn
 
 DEFAULT_ROLE = (
     "You are kvchat, a coding assistant in a developer's terminal. When the user asks "
@@ -121,12 +121,13 @@ def _message(turn: Turn) -> dict:
 
 
 def _cost(turn: Turn, model: str) -> int:
-    """What `_message(turn)` costs, from the stored count and only the extras counted now."""
+    """What `_message(turn)` costs: the count stored with the turn, unless the
+    message had to add to its text (a speaker's name, an incomplete mark)."""
     message = _message(turn)
-    extra = len(message["content"]) - len(turn.content)
-    content_tokens = turn.tokens
-    if extra:
-        content_tokens += tokens.count_tokens(message["content"], model) - tokens.count_tokens(turn.content, model)
+    if message["content"] == turn.content:
+        content_tokens = turn.tokens
+    else:
+        content_tokens = tokens.count_tokens(message["content"], model)
     if "name" in message:
         content_tokens += tokens.count_tokens(message["name"], model)
     return tokens.message_tokens(content_tokens, has_name="name" in message)
@@ -143,7 +144,7 @@ def _recent_turns(
     chosen: list[Turn] = []
     used = 0
     for turn in store.turns_newest_first(session_id, before_id=before_id):
-        if turn.status in ("pending", "unanswered"):
+        if turn.status not in USABLE_STATUSES:
             continue
         cost = _cost(turn, model)
         if not chosen and cost > budget:
@@ -174,7 +175,7 @@ def _conversation_so_far(store: Store, session_id: int | None, before_id: int | 
         return []
     found: list[Turn] = []
     for turn in store.turns_newest_first(session_id, before_id=before_id, batch=recall_module.CONTEXT_TURNS):
-        if turn.status not in ("pending", "unanswered"):
+        if turn.status in USABLE_STATUSES:
             found.append(turn)
         if len(found) == recall_module.CONTEXT_TURNS:
             break
@@ -182,10 +183,11 @@ def _conversation_so_far(store: Store, session_id: int | None, before_id: int | 
     return found
 
 
-def _with_memory(role: str, memories: list[MemoryItem], room: int, model: str) -> tuple[str, int]:
+def _with_memory(
+    role: str, role_tokens: int, memories: list[MemoryItem], room: int, model: str
+) -> tuple[str, int]:
     """The system message and what the memory block adds to it, dropping the
     weakest memories until the block (headers and all) fits `room`."""
-    role_tokens = tokens.count_tokens(role, model)
     while memories:
         system = role + "\n\n" + memory_block(memories)
         cost = tokens.count_tokens(system, model) - role_tokens
@@ -212,7 +214,8 @@ def build_prompt(
     model = options.model
     role = options.role or DEFAULT_ROLE
     limit = options.context_window - options.answer_tokens - tokens.REPLY_PRIMER
-    role_cost = tokens.message_tokens(tokens.count_tokens(role, model))
+    role_tokens = tokens.count_tokens(role, model)
+    role_cost = tokens.message_tokens(role_tokens)
     question_cost = tokens.message_tokens(question_tokens)
     if role_cost + question_cost > limit:
         raise PromptTooLarge(
@@ -245,7 +248,7 @@ def build_prompt(
             context=context,
             budget_tokens=recall_budget, limit=options.recall_limit,
         )
-    system, memory_cost = _with_memory(role, memories, room, model)
+    system, memory_cost = _with_memory(role, role_tokens, memories, room, model)
 
     messages = [{"role": "system", "content": system}]
     messages += [_message(turn) for turn in recent]

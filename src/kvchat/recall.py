@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from . import budgets, textsearch, tokens
-from .store import Fact, Store, TermStats, Turn
+from .store import USABLE_STATUSES, Fact, Store, TermStats, Turn
 
 CONTEXT_TURNS = 8
 CONTEXT_DECAY = 0.85
@@ -135,7 +135,7 @@ def _exchange(store: Store, hit: Turn, before_id: int | None) -> list[Turn]:
     partner_role = "assistant" if hit.role == "user" else "user"
     pair = [hit]
     for other in store.neighbours(hit):
-        if other.role != partner_role or other.status == "unanswered":
+        if other.role != partner_role or other.status not in USABLE_STATUSES:
             continue
         if before_id is not None and other.id >= before_id:
             continue
