@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -38,6 +39,7 @@ sessions = Table(
     Column("last_active_at", DateTime(timezone=True), nullable=False),
     Column("turn_count", Integer, nullable=False, server_default="0"),
     Column("token_count", Integer, nullable=False, server_default="0"),
+    Column("settings", Text),  # JSON: memory strategy and sizes, role, model
 )
 
 turns = Table(
@@ -96,4 +98,42 @@ fact_history = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     CheckConstraint("action IN ('set', 'forget')", name="fact_history_action"),
     Index("ix_fact_history_key_id", "key", "id"),
+)
+
+# The rolling summary of a session's turns up to and including last_turn_id.
+session_summaries = Table(
+    "session_summaries",
+    metadata,
+    Column("session_id", Integer, ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True),
+    Column("content", Text, nullable=False),
+    Column("tokens", Integer, nullable=False),
+    Column("last_turn_id", Integer, nullable=False),
+    Column("turn_count", Integer, nullable=False),  # how many turns it has folded in
+    Column("model", String(200)),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# System-role texts added by users; the built-in roles are in kvchat.roles.
+roles = Table(
+    "roles",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("content", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Vectors from the embeddings endpoint: float32, unit length, for the text
+# whose SHA-256 is `digest` (a changed fact gets a new vector).
+embeddings = Table(
+    "embeddings",
+    metadata,
+    Column("kind", String(8), primary_key=True),
+    Column("item_id", Integer, primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("digest", String(64), nullable=False),
+    Column("dimensions", Integer, nullable=False),
+    Column("vector", LargeBinary, nullable=False),
+    CheckConstraint("kind IN ('fact', 'turn')", name="embedding_kind"),
 )

@@ -8,10 +8,11 @@ up front, so concurrent kvchat processes queue instead of failing.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -85,6 +86,28 @@ class Session:
     last_active_at: datetime
     turn_count: int
     token_count: int
+    settings: dict = field(default_factory=dict)
+
+
+@dataclass
+class Summary:
+    """A session's rolling summary: what its turns up to `last_turn_id` said."""
+
+    session_id: int
+    content: str
+    tokens: int
+    last_turn_id: int
+    turn_count: int
+    updated_at: datetime
+    model: str | None = None
+
+
+@dataclass
+class Role:
+    name: str
+    content: str
+    created_at: datetime
+    updated_at: datetime
 
 
 @dataclass
@@ -184,6 +207,14 @@ def _fact(row) -> Fact:
     )
 
 
+def _role(row) -> Role:
+    m = row._mapping
+    return Role(
+        name=m["name"], content=m["content"],
+        created_at=_utc(m["created_at"]), updated_at=_utc(m["updated_at"]),
+    )
+
+
 def _session(row) -> Session:
     m = row._mapping
     return Session(
@@ -193,6 +224,7 @@ def _session(row) -> Session:
         last_active_at=_utc(m["last_active_at"]),
         turn_count=m["turn_count"],
         token_count=m["token_count"],
+        settings=json.loads(m["settings"]) if m["settings"] else {},
     )
 
 
@@ -306,6 +338,121 @@ class Store:
             n += 1
             name = f"{base}-{n}"
         return name
+
+    def update_settings(self, name: str, changes: dict) -> Session:
+        """Merge `changes` into the settings of session `name` (created if
+        missing); a value of None removes that setting."""
+        from sqlalchemy import select
+
+        from .schema import sessions
+
+        name = check_name("a session name", name)
+        with self._write() as db:
+            session = self._ensure_session(db, name)
+            settings = dict(session.settings)
+            for key, value in changes.items():
+                if value is None:
+                    settings.pop(key, None)
+                else:
+                    settings[key] = value
+            db.execute(
+                sessions.update().where(sessions.c.id == session.id)
+                .values(settings=json.dumps(settings, sort_keys=True) if settings else None)
+            )
+            return _session(db.execute(select(sessions).where(sessions.c.id == session.id)).one())
+
+    # -- summaries ----------------------------------------------------------
+
+    def summary(self, session_id: int) -> Summary | None:
+        from sqlalchemy import select
+
+        from .schema import session_summaries as table
+
+        with self._read() as db:
+            row = db.execute(select(table).where(table.c.session_id == session_id)).first()
+        if row is None:
+            return None
+        m = row._mapping
+        return Summary(
+            session_id=m["session_id"], content=m["content"], tokens=m["tokens"],
+            last_turn_id=m["last_turn_id"], turn_count=m["turn_count"],
+            updated_at=_utc(m["updated_at"]), model=m["model"],
+        )
+
+    def save_summary(
+        self, session_id: int, content: str, *, tokens: int, last_turn_id: int,
+        turn_count: int, model: str | None, covers_after: int | None,
+    ) -> bool:
+        """Store a session's new summary, unless another process has moved it
+        past `covers_after` (the last turn of the summary this one extends)
+        since it was read: the summary only ever moves forward, never twice
+        over the same turns. Returns whether it was stored."""
+        from sqlalchemy import select
+
+        from .schema import session_summaries as table
+
+        values = dict(
+            content=content, tokens=tokens, last_turn_id=last_turn_id,
+            turn_count=turn_count, model=model, updated_at=_naive_utc(now()),
+        )
+        with self._write() as db:
+            current = db.execute(
+                select(table.c.last_turn_id).where(table.c.session_id == session_id)
+            ).scalar()
+            if current != covers_after:
+                return False
+            if current is None:
+                db.execute(table.insert().values(session_id=session_id, **values))
+            else:
+                db.execute(table.update().where(table.c.session_id == session_id).values(**values))
+        return True
+
+    # -- roles --------------------------------------------------------------
+
+    def roles(self) -> list[Role]:
+        from sqlalchemy import select
+
+        from .schema import roles
+
+        with self._read() as db:
+            return [_role(row) for row in db.execute(select(roles).order_by(roles.c.name))]
+
+    def role(self, name: str) -> Role | None:
+        from sqlalchemy import select
+
+        from .schema import roles
+
+        with self._read() as db:
+            row = db.execute(select(roles).where(roles.c.name == name)).first()
+        return _role(row) if row else None
+
+    def set_role(self, name: str, content: str) -> bool:
+        """Add or replace a role; True when it is new."""
+        from sqlalchemy import select
+
+        from .schema import roles
+
+        name = check_name("a role name", name)
+        if "\x00" in content:
+            raise StoreError("a role's text must not contain NUL characters")
+        if not content.strip():
+            raise StoreError("a role's text must not be empty")
+        stamp = _naive_utc(now())
+        with self._write() as db:
+            exists = db.execute(select(roles.c.id).where(roles.c.name == name)).first()
+            if exists:
+                db.execute(
+                    roles.update().where(roles.c.name == name).values(content=content, updated_at=stamp)
+                )
+            else:
+                db.execute(roles.insert().values(name=name, content=content, created_at=stamp, updated_at=stamp))
+        return not exists
+
+    def remove_role(self, name: str) -> bool:
+        from .schema import roles
+
+        with self._write() as db:
+            return db.execute(roles.delete().where(roles.c.name == name)).rowcount > 0
 
     # -- turns ------------------------------------------------------------
 
@@ -435,6 +582,24 @@ class Store:
             if len(rows) < batch:
                 return
             before_id = rows[-1].id
+
+    def turns_between(
+        self, session_id: int, *, after_id: int | None, before_id: int | None, limit: int = 200
+    ) -> list[Turn]:
+        """Up to `limit` usable turns after `after_id` and before `before_id`, oldest first."""
+        from sqlalchemy import select
+
+        from .schema import turns
+
+        query = select(turns).where(
+            turns.c.session_id == session_id, turns.c.status.in_(USABLE_STATUSES)
+        )
+        if after_id is not None:
+            query = query.where(turns.c.id > after_id)
+        if before_id is not None:
+            query = query.where(turns.c.id < before_id)
+        with self._read() as db:
+            return [_turn(row) for row in db.execute(query.order_by(turns.c.id).limit(limit))]
 
     def history(self, session_id: int, limit: int | None = None) -> list[Turn]:
         """The session's last `limit` turns (all when None), oldest first."""
