@@ -5,7 +5,10 @@ The question is written before the model is called, so a failed call loses
 nothing; it stays marked unanswered. Whatever part of an answer arrived before
 a failure or Ctrl-C is kept and marked interrupted. Facts the question states
 outright are learned by rule as soon as it is stored; the model's extraction
-runs after the answer is safely stored and can never fail it.
+runs after the answer is safely stored and can never fail it. With the
+"summary" strategy the rolling summary is brought up to date before the prompt
+is built, and with vector recall on the embeddings are; either failing only
+leaves that part out (with a warning), never the answer.
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import extraction, textsearch, tokens
+from . import extraction, summaries, textsearch, tokens
 from .model_client import ModelClient, ModelError, Reply
-from .prompt import Prompt, PromptOptions, PromptTooLarge, build_prompt
+from .prompt import Prompt, PromptOptions, PromptTooLarge, build_prompt, window_start
 from .store import NewTurn, Session, Store, Turn
 
 EXTRACT_MODES = ("model", "rules", "off")
@@ -36,6 +39,8 @@ class AskOptions:
     stream: bool = True
     extract: str = "model"  # model: rules, then a model call; rules: rules only; off
     extract_model: str | None = None  # default: the answering model
+    vector: bool = False  # vector recall through the embeddings endpoint
+    embedding_model: str = "text-embedding-3-small"
 
 
 @dataclass
@@ -49,6 +54,7 @@ class AskResult:
     usage_reported: bool
     facts: dict[str, str] = field(default_factory=dict)  # key -> created/updated/forgotten
     notes: list[str] = field(default_factory=list)  # what extraction had to say, for --verbose
+    warnings: list[str] = field(default_factory=list)  # what the user should know regardless
 
 
 class AskFailed(Exception):
@@ -79,6 +85,9 @@ class Conversation:
         self.store = store
         self.client = client
         self.secrets = [s for s in secrets if s]
+        # After one failure of the embeddings endpoint this conversation
+        # recalls by keywords only, and says so once.
+        self.vectors_failed = False
 
     def ask(
         self,
@@ -98,14 +107,19 @@ class Conversation:
         # Explicit statements need no model: they are kept even if the answer
         # fails, and this very question can already use them.
         stated = self._learn_by_rules(asked, options)
+        warnings: list[str] = []
         try:
+            if options.prompt.memory == "summary":
+                warnings += self._update_summary(session.id, asked, options.prompt)
             prompt = build_prompt(
                 self.store, question=question, question_tokens=asked.tokens,
                 session_id=session.id, before_id=asked.id, options=options.prompt,
+                semantic=self.semantic_recall(options),
             )
         except PromptTooLarge as exc:
             self._unanswered(asked, str(exc))
             raise AskFailed(str(exc), asked) from None
+        warnings += prompt.notes
 
         received: list[str] = []
 
@@ -132,11 +146,46 @@ class Conversation:
         result = AskResult(
             session=session, question=asked, answer=answer, prompt=prompt,
             prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-            usage_reported=reported, facts=stated,
+            usage_reported=reported, facts=stated, warnings=warnings,
         )
         if options.extract == "model" and answer.status == "complete":
             self._learn_by_model(result, question, answer.content, options)
         return result
+
+    def _update_summary(self, session_id: int, asked: Turn, options: PromptOptions) -> list[str]:
+        start = window_start(
+            self.store, question_tokens=asked.tokens, session_id=session_id,
+            before_id=asked.id, options=options,
+        )
+        update = summaries.update_summary(
+            self.store, self.client, session_id, window_start=start,
+            model=options.model, summary_tokens=options.summary_tokens,
+        )
+        if update.error is None:
+            return []
+        return [f"the summary of older turns was not updated ({redact(update.error, self.secrets)}); "
+                "kvchat will try again on the next question"]
+
+    def semantic_recall(self, options: AskOptions):
+        """Vector recall for the prompt builder, or None when it is off."""
+        if not options.vector or self.vectors_failed:
+            return None
+        from .vectors import SemanticRecall
+
+        engine = SemanticRecall(self.store, self.client, options.embedding_model)
+
+        def recall(question, *, keyword, notes, **arguments):
+            try:
+                return engine.recall(question, keyword=keyword, **arguments)
+            except ModelError as exc:
+                self.vectors_failed = True
+                notes.append(
+                    f"vector recall is off for the rest of this run: the embeddings endpoint "
+                    f"failed ({redact(str(exc), self.secrets)}); using keyword recall"
+                )
+                return keyword
+
+        return recall
 
     def _learn_by_rules(self, asked: Turn, options: AskOptions) -> dict[str, str]:
         if options.extract == "off":

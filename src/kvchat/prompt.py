@@ -4,12 +4,16 @@ The messages sent to the model are, in order:
 
 1. one system message: the role (a code-generation role unless replaced),
    followed by a delimited memory block holding
-   - the key/value facts that match the question, and
+   - the key/value facts that match the question (unless facts are off),
+   - with the "summary" strategy, the session's rolling summary of the turns
+     before the recent window (kept up to date by kvchat.summaries), and
    - older turns of this session, outside the recent window, that match it
-   (both found by full-text search, see kvchat.recall), within their own
+   (facts and turns found by full-text search, see kvchat.recall, and with
+   vector recall on also by similarity, see kvchat.vectors), within their own
    token budget;
-2. the newest turns of the session that fit the recent-turn budget, oldest
-   first, counted with tiktoken from the counts stored with each turn;
+2. the recent turns of the session, oldest first, counted with tiktoken from
+   the counts stored with each turn: the last N turns ("window" strategy) or
+   the newest that fit the recent-turn budget ("token" and "summary");
 3. the question.
 
 Everything together stays within the model's context window minus the room
@@ -21,12 +25,15 @@ as incomplete, so the model never takes half an answer for a whole one.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from . import budgets, tokens
 from . import recall as recall_module
 from .recall import MemoryItem
-from .store import USABLE_STATUSES, Store, Turn
+from .store import USABLE_STATUSES, Store, Summary, Turn
+
+MEMORY_STRATEGIES = ("token", "window", "summary")
 
 DEFAULT_ROLE = (
     "You are kvchat, a coding assistant in a developer's terminal. When the user asks "
@@ -60,6 +67,10 @@ class PromptOptions:
     recall_limit: int = budgets.RECALL_LIMIT
     answer_tokens: int = budgets.ANSWER_TOKENS
     context_tokens: int | None = None
+    memory: str = "token"  # one of MEMORY_STRATEGIES
+    window: int = budgets.WINDOW_TURNS
+    summary_tokens: int = budgets.SUMMARY_TOKENS
+    facts: bool = True
 
     @property
     def context_window(self) -> int:
@@ -68,6 +79,10 @@ class PromptOptions:
 
 @dataclass
 class Section:
+    """One part of the prompt and what it costs. The sections of a prompt, in
+    order: role, memory frame (the preamble and tags around the memories),
+    facts, summary, older turns, recent turns, question."""
+
     name: str
     tokens: int
     items: int = 0
@@ -79,6 +94,11 @@ class Prompt:
     memories: list[MemoryItem]
     recent: list[Turn]
     sections: list[Section] = field(default_factory=list)
+    summary: Summary | None = None
+    notes: list[str] = field(default_factory=list)  # e.g. vector recall fell back to keywords
+
+    def section(self, name: str) -> Section:
+        return next(s for s in self.sections if s.name == name)
 
     @property
     def tokens(self) -> int:
@@ -90,16 +110,27 @@ def _fence(text: str) -> str:
     return text.replace("</memory>", "</memory\u200b>")
 
 
-def memory_block(items: list[MemoryItem]) -> str:
+FACTS_HEADER = "Facts about the user:"
+SUMMARY_HEADER = "Summary of this conversation before the recent turns:"
+TURNS_HEADER = "Earlier in this conversation:"
+
+
+def _memory_parts(items: list[MemoryItem], summary: str | None) -> dict[str, str]:
+    """The texts of the facts, summary and older-turns parts of the memory block."""
     facts = [_fence(item.text) for item in items if item.kind == "fact"]
     turns = [_fence(item.text) for item in items if item.kind == "turn"]
-    parts = [MEMORY_PREAMBLE, "<memory>"]
+    parts = {}
     if facts:
-        parts += ["Facts about the user:", *facts]
+        parts["facts"] = "\n".join([FACTS_HEADER, *facts])
+    if summary:
+        parts["summary"] = "\n".join([SUMMARY_HEADER, _fence(summary)])
     if turns:
-        parts += ["Earlier in this conversation:", *turns]
-    parts.append("</memory>")
-    return "\n".join(parts)
+        parts["older turns"] = "\n".join([TURNS_HEADER, *turns])
+    return parts
+
+
+def memory_block(items: list[MemoryItem], summary: str | None = None) -> str:
+    return "\n".join([MEMORY_PREAMBLE, "<memory>", *_memory_parts(items, summary).values(), "</memory>"])
 
 
 # The chat API accepts a speaker's name only in this form; any other name is
@@ -134,9 +165,11 @@ def _cost(turn: Turn, model: str) -> int:
 
 
 def _recent_turns(
-    store: Store, session_id: int, before_id: int | None, budget: int, model: str
+    store: Store, session_id: int, before_id: int | None, budget: int, model: str,
+    max_turns: int | None = None,
 ) -> tuple[list[Turn], int]:
-    """The newest usable turns within `budget` tokens, oldest first, and their cost.
+    """The newest usable turns (at most `max_turns`) within `budget` tokens,
+    oldest first, and their cost.
 
     The newest turn is always there, shortened in the middle when it alone is
     larger than the budget: a follow-up question needs the answer it follows.
@@ -146,6 +179,8 @@ def _recent_turns(
     for turn in store.turns_newest_first(session_id, before_id=before_id):
         if turn.status not in USABLE_STATUSES:
             continue
+        if max_turns is not None and len(chosen) == max_turns:
+            break
         cost = _cost(turn, model)
         if not chosen and cost > budget:
             turn = _shortened(turn, cost - budget, model)
@@ -183,18 +218,69 @@ def _conversation_so_far(store: Store, session_id: int | None, before_id: int | 
     return found
 
 
+def recent_window(
+    store: Store, session_id: int | None, before_id: int | None, options: PromptOptions, room: int
+) -> tuple[list[Turn], int]:
+    """The recent turns the strategy keeps, within `room` tokens, and their cost."""
+    if session_id is None:
+        return [], 0
+    if options.memory == "window":
+        if options.window <= 0:
+            return [], 0
+        return _recent_turns(store, session_id, before_id, room, options.model, max_turns=options.window)
+    if options.memory_tokens <= 0:
+        return [], 0
+    return _recent_turns(store, session_id, before_id, min(options.memory_tokens, room), options.model)
+
+
 def _with_memory(
-    role: str, role_tokens: int, memories: list[MemoryItem], room: int, model: str
-) -> tuple[str, int]:
-    """The system message and what the memory block adds to it, dropping the
-    weakest memories until the block (headers and all) fits `room`."""
-    while memories:
-        system = role + "\n\n" + memory_block(memories)
+    role: str, role_tokens: int, memories: list[MemoryItem], summary: str | None, room: int, model: str
+) -> tuple[str, dict[str, int]]:
+    """The system message and what each part of the memory block adds to it,
+    dropping the weakest memories until the block (headers and all) fits `room`."""
+    while memories or summary:
+        system = role + "\n\n" + memory_block(memories, summary)
         cost = tokens.count_tokens(system, model) - role_tokens
         if cost <= room:
-            return system, cost
-        memories.pop()
-    return role, 0
+            costs = {name: tokens.count_tokens(text, model)
+                     for name, text in _memory_parts(memories, summary).items()}
+            costs["memory frame"] = cost - sum(costs.values())
+            return system, costs
+        if memories:
+            memories.pop()
+        else:
+            summary = None
+    return role, {}
+
+
+# Vector recall, when on: given the question, the conversation so far, the
+# keyword results and the budget, the memories to use instead (see kvchat.vectors).
+SemanticRecall = Callable[..., list[MemoryItem]]
+
+
+def _room(options: PromptOptions, role_cost: int, question_tokens: int) -> int:
+    """Tokens left for memories and recent turns once the role, the question
+    and the answer have theirs."""
+    limit = options.context_window - options.answer_tokens - tokens.REPLY_PRIMER
+    question_cost = tokens.message_tokens(question_tokens)
+    if role_cost + question_cost > limit:
+        raise PromptTooLarge(
+            f"the question is {question_tokens} tokens; with the role "
+            f"it does not fit the {options.context_window}-token context of {options.model} "
+            f"(keeping {options.answer_tokens} for the answer)"
+        )
+    return limit - role_cost - question_cost
+
+
+def window_start(
+    store: Store, *, question_tokens: int, session_id: int, before_id: int | None, options: PromptOptions
+) -> int | None:
+    """The id of the oldest turn `build_prompt` will keep in the recent window
+    (`before_id` when it keeps none): turns before it are the summary's."""
+    role_cost = tokens.message_tokens(tokens.count_tokens(options.role or DEFAULT_ROLE, options.model))
+    room = _room(options, role_cost, question_tokens)
+    recent, _ = recent_window(store, session_id, before_id, options, room)
+    return recent[0].id if recent else before_id
 
 
 def build_prompt(
@@ -205,6 +291,7 @@ def build_prompt(
     session_id: int | None,
     before_id: int | None,
     options: PromptOptions,
+    semantic: SemanticRecall | None = None,
 ) -> Prompt:
     """The messages for `question`, with what went into them and what each part cost.
 
@@ -213,26 +300,20 @@ def build_prompt(
     """
     model = options.model
     role = options.role or DEFAULT_ROLE
-    limit = options.context_window - options.answer_tokens - tokens.REPLY_PRIMER
     role_tokens = tokens.count_tokens(role, model)
     role_cost = tokens.message_tokens(role_tokens)
     question_cost = tokens.message_tokens(question_tokens)
-    if role_cost + question_cost > limit:
-        raise PromptTooLarge(
-            f"the question is {question_tokens} tokens; with the role it does not fit "
-            f"the {options.context_window}-token context of {model} "
-            f"(keeping {options.answer_tokens} for the answer)"
-        )
-    room = limit - role_cost - question_cost
+    room = _room(options, role_cost, question_tokens)
 
-    recent: list[Turn] = []
-    recent_cost = 0
-    if session_id is not None and options.memory_tokens > 0:
-        recent, recent_cost = _recent_turns(
-            store, session_id, before_id, min(options.memory_tokens, room), model
-        )
+    recent, recent_cost = recent_window(store, session_id, before_id, options, room)
     room -= recent_cost
     window_start = recent[0].id if recent else before_id
+
+    summary = None
+    if options.memory == "summary" and session_id is not None:
+        summary = store.summary(session_id)
+        if summary is not None:
+            room -= summary.tokens
 
     # The recent window, when it is long enough, already holds the turns that
     # tell recall what the question is about.
@@ -242,21 +323,42 @@ def build_prompt(
         context = _conversation_so_far(store, session_id, before_id)
     memories: list[MemoryItem] = []
     recall_budget = min(options.recall_tokens, room - tokens.count_tokens(memory_block([]), model))
+    notes: list[str] = []
     if recall_budget > 0:
         memories = recall_module.recall(
             store, question, model=model, session_id=session_id, before_id=window_start,
             context=context,
             budget_tokens=recall_budget, limit=options.recall_limit,
         )
-    system, memory_cost = _with_memory(role, role_tokens, memories, room, model)
+        if semantic is not None:
+            memories = semantic(
+                question, context=context, session_id=session_id, before_id=window_start,
+                keyword=memories, budget_tokens=recall_budget, limit=options.recall_limit,
+                model=model, notes=notes,
+            )
+        if not options.facts:
+            memories = [item for item in memories if item.kind != "fact"]
+    if summary is not None:
+        room += summary.tokens
+    system, memory_costs = _with_memory(
+        role, role_tokens, memories, summary.content if summary else None, room, model
+    )
+    if summary is not None and "summary" not in memory_costs:
+        summary = None
 
     messages = [{"role": "system", "content": system}]
     messages += [_message(turn) for turn in recent]
     messages.append({"role": "user", "content": question})
     sections = [
         Section("role", role_cost),
-        Section("memory", memory_cost, len(memories)),
+        Section("memory frame", memory_costs.get("memory frame", 0)),
+        Section("facts", memory_costs.get("facts", 0), sum(i.kind == "fact" for i in memories)),
+        Section("summary", memory_costs.get("summary", 0), summary.turn_count if summary else 0),
+        Section("older turns", memory_costs.get("older turns", 0), sum(i.kind == "turn" for i in memories)),
         Section("recent turns", recent_cost, len(recent)),
         Section("question", question_cost),
     ]
-    return Prompt(messages=messages, memories=memories, recent=recent, sections=sections)
+    return Prompt(
+        messages=messages, memories=memories, recent=recent, sections=sections,
+        summary=summary, notes=notes,
+    )

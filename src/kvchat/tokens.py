@@ -291,6 +291,21 @@ def shorten_middle(text: str, max_tokens: int, model: str, *, mark: str) -> str:
     return encoding.decode(ids[:head]) + mark + encoding.decode(ids[len(ids) - tail :])
 
 
+def truncate(text: str, max_tokens: int, model: str) -> str:
+    """The start of `text` within `max_tokens` tokens (all of it if it fits)."""
+    encoding = get_encoding(encoding_name_for_model(model))
+    ids = encoding.encode(text, disallowed_special=())
+    keep = max_tokens
+    while len(ids) > max_tokens and keep > 0:
+        # A cut inside a multi-byte character decodes to U+FFFD; drop it, and
+        # re-check: decoded text does not always re-encode to the same count.
+        cut = encoding.decode(ids[:keep]).rstrip("\ufffd")
+        if count_tokens(cut, model) <= max_tokens:
+            return cut
+        keep -= 1
+    return text if len(ids) <= max_tokens else ""
+
+
 # The chat format wraps every message in a few tokens of its own. OpenAI's
 # cookbook notebook "How to count tokens with tiktoken" (num_tokens_from_messages)
 # counts, for current chat models: 3 tokens per message for the start/end
