@@ -14,7 +14,7 @@ leaves that part out (with a warning), never the answer.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import extraction, summaries, textsearch, tokens
 from .model_client import ModelClient, ModelError, Reply
@@ -153,12 +153,20 @@ class Conversation:
         return result
 
     def _update_summary(self, session_id: int, asked: Turn, options: PromptOptions) -> list[str]:
-        start = window_start(
-            self.store, question_tokens=asked.tokens, session_id=session_id,
-            before_id=asked.id, options=options,
-        )
+        """Fold turns into the summary once the unsummarised ones overflow the
+        recent-turn budget: then down to half of it, so that a summary request
+        comes once per half a window of conversation, not on every question."""
+        def start(budget: int) -> int | None:
+            return window_start(
+                self.store, question_tokens=asked.tokens, session_id=session_id,
+                before_id=asked.id, options=replace(options, memory_tokens=budget),
+            )
+
+        _, overflow = summaries.unsummarised(self.store, session_id, start(options.memory_tokens))
+        if not overflow:
+            return []
         update = summaries.update_summary(
-            self.store, self.client, session_id, window_start=start,
+            self.store, self.client, session_id, window_start=start(options.memory_tokens // 2),
             model=options.model, summary_tokens=options.summary_tokens,
         )
         if update.error is None:

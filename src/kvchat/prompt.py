@@ -166,10 +166,10 @@ def _cost(turn: Turn, model: str) -> int:
 
 def _recent_turns(
     store: Store, session_id: int, before_id: int | None, budget: int, model: str,
-    max_turns: int | None = None,
+    max_turns: int | None = None, after_id: int | None = None,
 ) -> tuple[list[Turn], int]:
-    """The newest usable turns (at most `max_turns`) within `budget` tokens,
-    oldest first, and their cost.
+    """The newest usable turns (at most `max_turns`, none up to `after_id`)
+    within `budget` tokens, oldest first, and their cost.
 
     The newest turn is always there, shortened in the middle when it alone is
     larger than the budget: a follow-up question needs the answer it follows.
@@ -177,6 +177,8 @@ def _recent_turns(
     chosen: list[Turn] = []
     used = 0
     for turn in store.turns_newest_first(session_id, before_id=before_id):
+        if after_id is not None and turn.id <= after_id:
+            break
         if turn.status not in USABLE_STATUSES:
             continue
         if max_turns is not None and len(chosen) == max_turns:
@@ -219,9 +221,11 @@ def _conversation_so_far(store: Store, session_id: int | None, before_id: int | 
 
 
 def recent_window(
-    store: Store, session_id: int | None, before_id: int | None, options: PromptOptions, room: int
+    store: Store, session_id: int | None, before_id: int | None, options: PromptOptions, room: int,
+    summary: Summary | None = None,
 ) -> tuple[list[Turn], int]:
-    """The recent turns the strategy keeps, within `room` tokens, and their cost."""
+    """The recent turns the strategy keeps, within `room` tokens, and their
+    cost; with a summary, only turns it does not cover yet."""
     if session_id is None:
         return [], 0
     if options.memory == "window":
@@ -230,7 +234,10 @@ def recent_window(
         return _recent_turns(store, session_id, before_id, room, options.model, max_turns=options.window)
     if options.memory_tokens <= 0:
         return [], 0
-    return _recent_turns(store, session_id, before_id, min(options.memory_tokens, room), options.model)
+    return _recent_turns(
+        store, session_id, before_id, min(options.memory_tokens, room), options.model,
+        after_id=summary.last_turn_id if summary else None,
+    )
 
 
 def _with_memory(
@@ -275,8 +282,8 @@ def _room(options: PromptOptions, role_cost: int, question_tokens: int) -> int:
 def window_start(
     store: Store, *, question_tokens: int, session_id: int, before_id: int | None, options: PromptOptions
 ) -> int | None:
-    """The id of the oldest turn `build_prompt` will keep in the recent window
-    (`before_id` when it keeps none): turns before it are the summary's."""
+    """The id of the oldest turn a recent window of `options` would hold for
+    this question, summary aside (`before_id` when it holds none)."""
     role_cost = tokens.message_tokens(tokens.count_tokens(options.role or DEFAULT_ROLE, options.model))
     room = _room(options, role_cost, question_tokens)
     recent, _ = recent_window(store, session_id, before_id, options, room)
@@ -305,15 +312,14 @@ def build_prompt(
     question_cost = tokens.message_tokens(question_tokens)
     room = _room(options, role_cost, question_tokens)
 
-    recent, recent_cost = recent_window(store, session_id, before_id, options, room)
-    room -= recent_cost
-    window_start = recent[0].id if recent else before_id
-
     summary = None
     if options.memory == "summary" and session_id is not None:
         summary = store.summary(session_id)
-        if summary is not None:
-            room -= summary.tokens
+    recent, recent_cost = recent_window(store, session_id, before_id, options, room, summary)
+    room -= recent_cost
+    window_start = recent[0].id if recent else before_id
+    if summary is not None:
+        room -= summary.tokens
 
     # The recent window, when it is long enough, already holds the turns that
     # tell recall what the question is about.
