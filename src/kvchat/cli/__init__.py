@@ -1,8 +1,9 @@
 """The `kvchat` command: Typer parses, the library does the work, we render.
 
 Commands live in modules by group (ask.py: ask and chat; sessions.py:
-history, sessions, import and export; facts.py; recall.py). Only what a
-command needs is imported when it runs, so `kvchat --help` starts fast.
+history, sessions, import and export; facts.py; recall.py; config.py;
+roles.py). Only what a command needs is imported when it runs, so
+`kvchat --help` starts fast.
 """
 
 from __future__ import annotations
@@ -14,19 +15,24 @@ import typer
 from typer._click.exceptions import ClickException  # Typer vendors Click; usage errors are these
 from typer.core import TyperGroup
 
-from . import ask, facts, recall, sessions
+from . import ask, config, facts, recall, roles, sessions
 from .common import CliError
 
 
 def _known_errors() -> tuple[type[Exception], ...]:
+    from ..config import ConfigError
     from ..conversation import AskFailed
     from ..database import DatabaseError
     from ..model_client import ModelError
     from ..prompt import PromptTooLarge
+    from ..roles import RoleError
     from ..store import StoreError
     from ..transfer import TransferError
 
-    return (CliError, AskFailed, DatabaseError, ModelError, PromptTooLarge, StoreError, TransferError)
+    return (
+        CliError, AskFailed, ConfigError, DatabaseError, ModelError, PromptTooLarge, RoleError,
+        StoreError, TransferError,
+    )
 
 
 class _OneLineErrors(TyperGroup):
@@ -95,6 +101,8 @@ ask.register(app)
 sessions.register(app)
 app.add_typer(facts.app, name="facts")
 recall.register(app)
+app.add_typer(config.app, name="config")
+app.add_typer(roles.app, name="roles")
 
 
 def main() -> None:

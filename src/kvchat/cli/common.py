@@ -12,12 +12,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ..config import SETTINGS
+
 if TYPE_CHECKING:
+    from ..config import Settings
     from ..conversation import Conversation
     from ..store import Session, Store
 
-DEFAULT_MODEL = "gpt-4o-mini"
-DEFAULT_SESSION = "default"
+DEFAULT_MODEL = SETTINGS["model"].default
+DEFAULT_SESSION = SETTINGS["session"].default
 
 SessionOption = Annotated[
     str,
@@ -74,24 +77,22 @@ def api_key(base_url: str | None) -> str:
 
 
 def timeout() -> float:
-    raw = os.environ.get("KVCHAT_TIMEOUT", "600")
-    try:
-        value = float(raw)
-    except ValueError:
-        raise CliError(f"KVCHAT_TIMEOUT must be a number of seconds, not {raw!r}") from None
-    if value <= 0:
-        raise CliError("KVCHAT_TIMEOUT must be a positive number of seconds")
-    return value
+    """Seconds to wait for the model: KVCHAT_TIMEOUT, the config file, or 600."""
+    from ..config import resolve
+
+    return resolve({}, None).timeout
 
 
-def conversation(store: Store) -> Conversation:
-    """A conversation over `store` with the configured model server."""
+def conversation(store: Store, settings: Settings | None = None) -> Conversation:
+    """A conversation over `store` with the model server of `settings`
+    (base_url, timeout; by default from the environment and config file)."""
+    from ..config import resolve
     from ..conversation import Conversation
     from ..model_client import ModelClient
 
-    base_url = os.environ.get("OPENAI_BASE_URL") or None
-    key = api_key(base_url)
-    client = ModelClient(api_key=key, base_url=base_url, timeout=timeout())
+    settings = resolve({}, None) if settings is None else settings
+    key = api_key(settings.base_url)
+    client = ModelClient(api_key=key, base_url=settings.base_url, timeout=settings.timeout)
     return Conversation(store, client, secrets=[key])
 
 

@@ -1,0 +1,78 @@
+"""`kvchat config`: every effective setting, its value and where it came from."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from .common import JsonOption, console, find_session, on_terminal, open_store, print_json
+
+app = typer.Typer(
+    invoke_without_command=True,
+    help="The effective settings and where each comes from. `kvchat config path` prints the config file's path.",
+    rich_markup_mode=None,
+)
+
+
+def show_value(value: object) -> str:
+    """A value as it is written in the config file or an environment variable."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+@app.callback()
+def config(
+    ctx: typer.Context,
+    session: Annotated[
+        Optional[str], typer.Option("--session", "-s", help="Include this session's own settings.")
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """The effective settings, each with its value and where it comes from:
+    a flag, the session, an environment variable, the config file or the default."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .. import config as settings_config
+
+    session_settings = None
+    if session is not None:
+        with open_store() as store:
+            found = find_session(store, session)
+        session, session_settings = found.name, found.settings
+    settings = settings_config.resolve({"session": session}, session_settings, session)
+    if json_output:
+        print_json({item.name: {"value": item.value, "source": item.source} for item in settings})
+        return
+    if not on_terminal():
+        for item in settings:
+            sys.stdout.write(f"{item.name}\t{show_value(item.value)}\t{item.source}\n")
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, header_style="bold")
+    table.add_column("setting", style="cyan", no_wrap=True)
+    table.add_column("value")
+    table.add_column("from", style="dim")
+    for item in settings:
+        # Text, not str: values are the user's text, never Rich markup.
+        table.add_row(item.name, Text(show_value(item.value)), Text(item.source))
+    out = console()
+    out.print(table)
+    path = settings_config.default_path()
+    out.print(Text(f"config file: {path}{'' if path.exists() else ' (none yet)'}", style="dim"))
+
+
+@app.command("path")
+def path() -> None:
+    """Print the config file's path ($KVCHAT_CONFIG, else config.toml in the config directory)."""
+    from .. import config as settings_config
+
+    sys.stdout.write(f"{settings_config.default_path()}\n")

@@ -1,0 +1,262 @@
+"""kvchat's settings, and where each value comes from.
+
+One table (`SETTINGS`) names every setting with its type, bounds, default and
+environment variable; everything else here reads that table. A value is
+taken from the first of these layers that has it:
+
+1. a flag on the command (`flags`, None meaning "not given");
+2. the session's own settings (stored in the database; only `SESSION_SETTINGS`);
+3. the environment variable (an empty variable counts as unset, as in Click);
+4. the config file: TOML at $KVCHAT_CONFIG, else config.toml in the config
+   directory (see paths.py);
+5. the built-in default.
+
+Every value is checked whichever layer it comes from, and a bad one is a
+`ConfigError` in one line that names where it was written.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import budgets, paths
+
+CONFIG_ENV = "KVCHAT_CONFIG"
+CONFIG_NAME = "config.toml"
+
+MEMORY_MODES = ("token", "window", "summary")
+EXTRACT_MODES = ("model", "rules", "off")
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+
+class ConfigError(Exception):
+    """A setting with a bad value, or a config file that cannot be used, in one line."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One setting: what it holds and where it is read from."""
+
+    name: str
+    kind: type  # str, int, float or bool
+    default: object
+    env: str
+    optional: bool = False  # None ("none") is a value
+    minimum: float | None = None
+    above: bool = False  # the minimum itself is not allowed
+    choices: tuple[str, ...] = ()
+    per_session: bool = True  # may be set for one session
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def expected(self) -> str:
+        """What a valid value looks like, for error messages."""
+        if self.choices:
+            text = "one of " + ", ".join(self.choices)
+        elif self.kind is bool:
+            text = "true or false"
+        elif self.kind in (int, float):
+            text = "an integer" if self.kind is int else "a number"
+            if self.minimum is not None:
+                text += f" {'>' if self.above else '>='} {self.minimum:g}"
+        else:
+            text = "a non-empty string"
+        return text + " or none" if self.optional else text
+
+
+SETTINGS: dict[str, Spec] = {
+    spec.name: spec
+    for spec in (
+        Spec("model", str, "gpt-4o-mini", "KVCHAT_MODEL"),
+        Spec("base_url", str, None, "OPENAI_BASE_URL", optional=True, per_session=False),
+        Spec("timeout", float, 600.0, "KVCHAT_TIMEOUT", minimum=0, above=True, per_session=False),
+        Spec("session", str, "default", "KVCHAT_SESSION", per_session=False),
+        Spec("memory", str, "token", "KVCHAT_MEMORY", choices=MEMORY_MODES),
+        Spec("window", int, 10, "KVCHAT_WINDOW", minimum=1),
+        Spec("memory_tokens", int, budgets.MEMORY_TOKENS, "KVCHAT_MEMORY_TOKENS", minimum=0),
+        Spec("summary_tokens", int, 400, "KVCHAT_SUMMARY_TOKENS", minimum=16),
+        Spec("recall_tokens", int, budgets.RECALL_TOKENS, "KVCHAT_RECALL_TOKENS", minimum=0),
+        Spec("answer_tokens", int, budgets.ANSWER_TOKENS, "KVCHAT_ANSWER_TOKENS", minimum=16),
+        Spec("context_tokens", int, None, "KVCHAT_CONTEXT_TOKENS", optional=True, minimum=256),
+        Spec("facts", bool, True, "KVCHAT_FACTS"),
+        Spec("vector", bool, False, "KVCHAT_VECTOR"),
+        Spec("embedding_model", str, "text-embedding-3-small", "KVCHAT_EMBEDDING_MODEL"),
+        Spec("role", str, "code", "KVCHAT_ROLE"),
+        Spec("extract", str, "model", "KVCHAT_EXTRACT", choices=EXTRACT_MODES),
+    )
+}
+
+SESSION_SETTINGS = frozenset(name for name, spec in SETTINGS.items() if spec.per_session)
+
+
+def _spec(name: str, where: str | None = None) -> Spec:
+    spec = SETTINGS.get(name)
+    if spec is None:
+        prefix = f"{where}: " if where else ""
+        raise ConfigError(f"{prefix}unknown setting {name!r} (the settings are: {', '.join(SETTINGS)})")
+    return spec
+
+
+def _check(spec: Spec, value: object, label: str) -> object:
+    """`value` as the setting holds it, or ConfigError naming `label`."""
+    if value is None and spec.optional:
+        return None
+    ok = False
+    if spec.kind is bool:
+        ok = isinstance(value, bool)
+    elif spec.kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif spec.kind is float:
+        # TOML and JSON write whole numbers as integers: 600 is a fine timeout.
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if ok:
+            value = float(value)
+    else:
+        ok = isinstance(value, str) and bool(value.strip())
+        if ok:
+            value = value.strip()
+    if ok and spec.minimum is not None:
+        ok = value > spec.minimum if spec.above else value >= spec.minimum
+    if ok and spec.choices:
+        ok = value in spec.choices
+    if not ok:
+        raise ConfigError(f"{label} must be {spec.expected()}, not {value!r}")
+    return value
+
+
+def check(name: str, value: object) -> object:
+    """`value` for setting `name` as kvchat uses it (a whole-number timeout
+    becomes a float, text is stripped), or ConfigError."""
+    return _check(_spec(name), value, name)
+
+
+def _parse(spec: Spec, text: str, label: str) -> object:
+    cleaned = text.strip()
+    lowered = cleaned.lower()
+    if spec.optional and lowered in ("", "none"):
+        return None
+    value: object = cleaned
+    if spec.kind is bool:
+        value = True if lowered in _TRUE else False if lowered in _FALSE else cleaned
+        if isinstance(value, str):
+            raise ConfigError(f"{label} must be true or false (or yes/no, on/off, 1/0), not {cleaned!r}")
+    elif spec.kind in (int, float):
+        try:
+            value = spec.kind(cleaned)
+        except ValueError:
+            pass  # _check says what was expected
+    return _check(spec, value, label)
+
+
+def parse_value(name: str, text: str) -> object:
+    """A setting's value from text, as typed in an environment variable or on
+    a command line: true/false/yes/no/on/off/1/0 for switches, "none" for
+    settings that may be unset."""
+    return _parse(_spec(name), text, name)
+
+
+def default_path(environ: Mapping[str, str] | None = None) -> Path:
+    """The config file: $KVCHAT_CONFIG, else config.toml in the config directory."""
+    environ = os.environ if environ is None else environ
+    value = environ.get(CONFIG_ENV)
+    return Path(value).expanduser() if value else paths.config_dir() / CONFIG_NAME
+
+
+def load(path: Path) -> dict[str, object]:
+    """The checked settings in a config file; {} when there is no file."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {path}: {exc.strerror or exc}") from None
+    import tomllib  # deferred: it costs ~10 ms, and most users have no config file
+
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not valid UTF-8 (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    settings = {}
+    for name, value in data.items():
+        settings[name] = _check(_spec(name, str(path)), value, f"{path}: {name}")
+    return settings
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    value: object
+    source: str  # "flag --model", "session 'work'", "env KVCHAT_MODEL", "config PATH", "default"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting's effective value (as an attribute: `settings.model`) and
+    where it came from (`settings.source("model")`)."""
+
+    items: dict[str, Setting]
+
+    def __getattr__(self, name: str) -> object:
+        # Only reached for names that are not real attributes; copy and pickle
+        # probe before `items` exists, so never look it up through self here.
+        items = self.__dict__.get("items")
+        if items is None or name not in items:
+            raise AttributeError(name)
+        return items[name].value
+
+    def source(self, name: str) -> str:
+        return self.items[name].source
+
+    def values(self) -> dict[str, object]:
+        return {name: item.value for name, item in self.items.items()}
+
+    def __iter__(self) -> Iterator[Setting]:
+        return iter(self.items.values())
+
+
+def resolve(
+    flags: Mapping[str, object],
+    session_settings: Mapping[str, object] | None,
+    session_name: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_path: Path | None = None,
+) -> Settings:
+    """The effective settings: flag > session > environment > file > default.
+
+    `flags` maps setting names to what the command line gave (None: not
+    given). `session_settings` is `Session.settings` (None or {}: no session
+    yet); keys that are not session settings are ignored, so a newer kvchat's
+    settings do not break an older one. The config file is always read, so a
+    broken one is reported even while flags cover everything it sets."""
+    unknown = set(flags) - set(SETTINGS)
+    if unknown:
+        _spec(min(unknown))  # raises, naming it: a caller's mistake, said plainly
+    environ = os.environ if environ is None else environ
+    path = default_path(environ) if config_path is None else config_path
+    file = load(path)
+    session_settings = session_settings or {}
+    where = f"session {session_name!r}" if session_name is not None else "session"
+    items = {}
+    for name, spec in SETTINGS.items():
+        if flags.get(name) is not None:
+            value, source = _check(spec, flags[name], spec.flag), f"flag {spec.flag}"
+        elif spec.per_session and name in session_settings:
+            value, source = _check(spec, session_settings[name], f"{where}: {name}"), where
+        elif environ.get(spec.env):
+            value, source = _parse(spec, environ[spec.env], spec.env), f"env {spec.env}"
+        elif name in file:
+            value, source = file[name], f"config {path}"
+        else:
+            value, source = spec.default, "default"
+        items[name] = Setting(name, value, source)
+    return Settings(items)
