@@ -5,6 +5,7 @@ thread. It speaks just enough of the chat-completions API for kvchat's tests
 to go through the real `openai` client over real HTTP:
 
 * ``POST /v1/chat/completions``, streamed (SSE, chunked transfer) or not;
+* ``POST /v1/embeddings``, with deterministic vectors (see `fake_embedding`);
 * ``GET /v1/models``.
 
 By default a chat request is answered ``"echo: <last user message>"`` and a
@@ -16,15 +17,22 @@ Requests rejected by a quirk do not use up a queued item. JSON-mode requests
 have their own script (`queue_json_reply`, and ``json_mode=True`` on the other
 ``queue_*`` methods); a request without ``response_format`` -- including a
 JSON request that fell back to plain text -- is answered from the chat script.
+Embeddings requests have a script of their own too (`queue_embeddings`, and
+``embeddings=True`` on `queue_error` and `queue_malformed`).
 
 Every request is recorded in `requests`, rejected ones included.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import itertools
 import json
+import math
+import re
+import struct
 import socket
 import threading
 import time
@@ -35,6 +43,65 @@ from typing import Any
 
 DEFAULT_JSON_REPLY = '{"facts": [], "forget": []}'
 DEFAULT_MODELS = ("fake-model", "fake-mini")
+
+# The fake embedding model's "meaning": words that say the same thing share a
+# concept, so a paraphrase lands near the original although no word is shared.
+CONCEPTS = {
+    "car": ("car", "cars", "automobile", "automobiles", "vehicle", "vehicles", "sedan", "汽车", "轿车"),
+    "drive": ("drive", "drives", "driving", "commute", "commutes", "commuting", "开车", "通勤"),
+    "dog": ("dog", "dogs", "puppy", "canine", "hound", "狗", "小狗"),
+    "cat": ("cat", "cats", "kitten", "feline", "猫", "小猫"),
+    "pet": ("pet", "pets", "animal", "animals", "宠物"),
+    "editor": ("editor", "editors", "ide", "neovim", "vim", "emacs", "编辑器"),
+    "database": ("database", "databases", "db", "postgres", "postgresql", "sqlite", "数据库"),
+    "deploy": ("deploy", "deploys", "deployment", "release", "releases", "ship", "shipping", "发布", "部署"),
+    "weekly": ("weekly", "tuesday", "tuesdays", "week", "每周", "星期二"),
+    "home": ("home", "house", "apartment", "flat", "live", "lives", "住", "家"),
+    "city": ("city", "town", "berlin", "paris", "shanghai", "城市", "上海"),
+}
+_CONCEPT_OF = {word: concept for concept, words in CONCEPTS.items() for word in words}
+# Longest first, so 小狗 is found before 狗.
+_CJK_CONCEPT_WORDS = sorted((w for w in _CONCEPT_OF if not w.isascii()), key=len, reverse=True)
+_FAKE_STOPWORDS = frozenset(
+    "a an and are as at be do does did for from has have how i in is it my of on or our the to "
+    "we what where which who with you your me own use uses used".split()
+)
+_CJK_CHAR = re.compile(r"[\u3400-\u9fff]")
+_CJK_STOP_CHARS = frozenset("的了是在我你他她吗呢吧一个么什怎样有和")
+# A Chinese character alone says less than a word: it weighs this much.
+_CJK_CHAR_WEIGHT = 0.3
+
+
+def fake_embedding(text: str, model: str, dimensions: int) -> list[float]:
+    """The fake server's vector for `text`: a weighted bag of concepts, unit length.
+
+    Each word (lower-cased; English stopwords dropped) counts as its concept
+    when `CONCEPTS` has one and as itself otherwise; Chinese text counts the
+    concept words it contains, then its other characters one by one (lightly,
+    and not the grammatical ones). Every feature is hashed, with the model's
+    name, to one of `dimensions` slots and a sign: different models give
+    unrelated vectors, as real ones do.
+    """
+    features: list[tuple[str, float]] = []
+    lowered = text.lower()
+    for word in _CJK_CONCEPT_WORDS:
+        while word in lowered:
+            features.append((_CONCEPT_OF[word], 1.0))
+            lowered = lowered.replace(word, " ", 1)
+    features += [(char, _CJK_CHAR_WEIGHT) for char in _CJK_CHAR.findall(lowered) if char not in _CJK_STOP_CHARS]
+    for word in re.findall(r"[a-z0-9]+", lowered):
+        if word not in _FAKE_STOPWORDS:
+            features.append((_CONCEPT_OF.get(word, word), 1.0))
+    vector = [0.0] * dimensions
+    for feature, weight in features:
+        digest = hashlib.sha256(f"{model}\0{feature}".encode()).digest()
+        slot = int.from_bytes(digest[:4], "big") % dimensions
+        vector[slot] += weight if digest[4] & 1 else -weight
+    norm = math.sqrt(sum(value * value for value in vector))
+    if norm == 0:  # no features, or they cancelled out: real servers never send zeros
+        vector[0], norm = 1.0, 1.0
+    return [value / norm for value in vector]
+
 
 @dataclass
 class RecordedRequest:
@@ -147,6 +214,7 @@ class FakeOpenAIServer:
     stream_delay: float = 0.0  # seconds between two streamed content chunks
     serial: bool = False  # one chat request at a time (llama.cpp with one slot)
     chunk_chars: int = 8  # characters of answer text per streamed chunk
+    embedding_dimensions: int = 256  # length of every embedding vector
     _SETTINGS = tuple(__annotations__)  # the names above
 
     def __init__(self) -> None:
@@ -154,6 +222,7 @@ class FakeOpenAIServer:
         self.models: list[str] = list(DEFAULT_MODELS)
         self._chat_script: deque[Any] = deque()
         self._json_script: deque[Any] = deque()
+        self._embeddings_script: deque[Any] = deque()
         self._lock = threading.Lock()
         self._serial_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -198,6 +267,7 @@ class FakeOpenAIServer:
             self.requests.clear()
             self._chat_script.clear()
             self._json_script.clear()
+            self._embeddings_script.clear()
         self.models = list(DEFAULT_MODELS)
         for name in self._SETTINGS:
             self.__dict__.pop(name, None)
@@ -226,6 +296,22 @@ class FakeOpenAIServer:
         """Bodies of chat-completion requests with response_format (extraction)."""
         return self._completion_bodies(json_mode=True)
 
+    @property
+    def embedding_requests(self) -> list[dict]:
+        """Bodies of embeddings requests (each with its "input" list)."""
+        with self._lock:
+            recorded = list(self.requests)
+        return [r.body for r in recorded if r.method == "POST" and r.path == "/v1/embeddings"]
+
+    @property
+    def embedded_texts(self) -> list[str]:
+        """Every text sent for embedding, in order, over all requests."""
+        texts: list[str] = []
+        for body in self.embedding_requests:
+            given = body.get("input") if isinstance(body, dict) else None
+            texts += [given] if isinstance(given, str) else list(given or ())
+        return texts
+
     # -- scripting ---------------------------------------------------------
 
     def queue_answer(self, text: str, finish_reason: str | None = "stop") -> None:
@@ -246,12 +332,19 @@ class FakeOpenAIServer:
         param: str | None = None,
         body: Any = None,
         json_mode: bool = False,
+        embeddings: bool = False,
     ) -> None:
-        """The next chat request (JSON-mode one with `json_mode`) fails with an
-        OpenAI-style error body (or `body`, e.g. FastAPI's {"detail": [...]}) and,
-        with `retry_after`, a Retry-After header."""
+        """The next chat request (JSON-mode one with `json_mode`, embeddings
+        request with `embeddings`) fails with an OpenAI-style error body (or
+        `body`, e.g. FastAPI's {"detail": [...]}) and, with `retry_after`, a
+        Retry-After header."""
         retry = None if retry_after is None else str(retry_after)
-        self._script(json_mode).append(_Error(status, message, retry, code, param, body))
+        self._script(json_mode, embeddings).append(_Error(status, message, retry, code, param, body))
+
+    def queue_embeddings(self, count: int = 1) -> None:
+        """The next `count` embeddings requests are answered as usual: to
+        script a failure after them."""
+        self._embeddings_script.extend(_Answer("") for _ in range(count))
 
     def queue_cut_stream(
         self, partial: str, *, graceful: bool = False, after_finish: bool = False, json_mode: bool = False
@@ -267,13 +360,20 @@ class FakeOpenAIServer:
         self._script(json_mode).append(_Cut(partial, graceful, after_finish))
 
     def queue_malformed(
-        self, body: str = '{"choices": [', *, content_type: str = "application/json", json_mode: bool = False
+        self,
+        body: str = '{"choices": [',
+        *,
+        content_type: str = "application/json",
+        json_mode: bool = False,
+        embeddings: bool = False,
     ) -> None:
-        """The next answer is status 200 with a body that is not valid JSON
+        """The next answer is status 200 with `body`, by default not valid JSON
         (for a stream: one SSE event whose data is `body`)."""
-        self._script(json_mode).append(_Malformed(body, content_type))
+        self._script(json_mode, embeddings).append(_Malformed(body, content_type))
 
-    def _script(self, json_mode: bool) -> deque[Any]:
+    def _script(self, json_mode: bool, embeddings: bool = False) -> deque[Any]:
+        if embeddings:
+            return self._embeddings_script
         return self._json_script if json_mode else self._chat_script
 
     # -- request handling --------------------------------------------------
@@ -301,6 +401,8 @@ class FakeOpenAIServer:
         elif h.command == "POST" and path == "/v1/chat/completions":
             with self._serial_lock if self.serial else contextlib.nullcontext():
                 self._chat(h, body)
+        elif h.command == "POST" and path == "/v1/embeddings":
+            self._embeddings(h, body)
         else:
             self._send_error(h, _Error(404, f"Unknown request URL: {h.command} {path}.", code="unknown_url"))
 
@@ -329,6 +431,39 @@ class FakeOpenAIServer:
             h.close_connection = True
         else:
             self._send_json(h, 200, self._completion(body, item))
+
+    def _embeddings(self, h: _Handler, body: Any) -> None:
+        given = body.get("input") if isinstance(body, dict) else None
+        texts = [given] if isinstance(given, str) else given
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
+            self._send_error(h, _Error(400, "'input' must be a non-empty string or list of non-empty strings.",
+                                       param="input"))
+            return
+        model = str(body.get("model", ""))
+        item = None
+        if self.reject_unknown_models and model not in self.models:
+            item = _Error(404, f"The model `{model}` does not exist.", code="model_not_found", param="model")
+        if item is None:
+            with self._lock:
+                item = self._embeddings_script.popleft() if self._embeddings_script else None
+        if isinstance(item, _Error):
+            self._send_error(h, item)
+            return
+        if isinstance(item, _Malformed):
+            self._send_raw(h, 200, item.content_type, item.body.encode())
+            return
+        as_base64 = body.get("encoding_format") == "base64"
+        data = []
+        for index, text in enumerate(texts):
+            vector: Any = fake_embedding(text, model, max(1, int(self.embedding_dimensions)))
+            if as_base64:  # what OpenAI sends: little-endian float32
+                vector = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": vector})
+        used = sum(_rough_tokens(text) for text in texts)
+        self._send_json(h, 200, {
+            "object": "list", "data": data, "model": model,
+            "usage": {"prompt_tokens": used, "total_tokens": used},
+        })
 
     def _rejection(self, body: dict) -> _Error | None:
         fmt = body.get("response_format")

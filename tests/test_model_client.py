@@ -457,6 +457,108 @@ def test_a_malformed_stream_is_a_bad_response(server, client):
     expect_error("bad_response", chat_collecting, client)
 
 
+# -- embeddings ----------------------------------------------------------------
+
+
+def test_embed_returns_one_unit_vector_per_text_in_order(server, client):
+    texts = ["drives an old automobile", "what car do I own?", "a cat called Tom", "每天开车去公司"]
+    vectors = client.embed(texts, model="fake-embed")
+    assert len(vectors) == 4 and {len(v) for v in vectors} == {server.embedding_dimensions}
+    assert all(abs(sum(x * x for x in v) - 1) < 1e-6 for v in vectors)
+    assert client.embed(texts[1:2], model="fake-embed") == vectors[1:2]  # deterministic
+    [body, _] = server.embedding_requests
+    # Plain floats: not every imitation of OpenAI decodes the client's default base64.
+    assert body == {"model": "fake-embed", "input": texts, "encoding_format": "float"}
+
+
+def test_embed_sends_at_most_64_texts_a_request(server, client):
+    texts = [f"note number {n}" for n in range(130)]
+    vectors = client.embed(texts, model="fake-embed")
+    assert [len(body["input"]) for body in server.embedding_requests] == [64, 64, 2]
+    assert server.embedded_texts == texts
+    assert vectors[129] == client.embed(["note number 129"], model="fake-embed")[0]
+
+
+def test_embed_of_nothing_sends_nothing(server, client):
+    assert client.embed([], model="fake-embed") == []
+    assert server.requests == []
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "shown"),
+    [(500, "server", "failed (HTTP 500)"), (501, "server", "start it with --embeddings"),
+     (400, "bad_request", "input is too large"), (429, "rate_limit", "HTTP 429")],
+)
+def test_embed_maps_failures_like_chat(server, client, status, kind, shown):
+    message = {501: "This server does not support embeddings. Start it with --embeddings",
+               400: "input is too large to process"}.get(status, "fake failure")
+    server.queue_error(status, message, embeddings=True)
+    err = expect_error(kind, client.embed, ["hello"], model="fake-embed")
+    assert shown.lower() in str(err).lower() and err.status == status
+    assert client.chat(USER, model="fake-model", stream=False).text == "echo: hello there"  # not the chat script
+
+
+def test_embed_with_an_unknown_model_names_it(server, client):
+    server.reject_unknown_models = True
+    err = expect_error("not_found", client.embed, ["hello"], model="no-such-embedder")
+    assert "'no-such-embedder'" in str(err) and server.base_url in str(err)
+
+
+def test_embed_with_a_rejected_key_never_shows_it(server, make_client):
+    server.require_api_key = "the-right-key"
+    err = expect_error("auth", make_client().embed, ["hello"], model="fake-embed")
+    assert err.__cause__ is None
+
+
+def test_embed_from_an_unreachable_server_is_a_connection_error():
+    with FakeOpenAIServer() as gone:
+        url = gone.base_url
+    err = expect_error("connection", ModelClient(api_key=KEY, base_url=url, max_retries=0).embed,
+                       ["hello"], model="fake-embed")
+    assert url in str(err)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"data": [',  # not JSON
+        '{"object": "list"}',  # no data
+        '{"data": [{"index": 0, "embedding": [0.6, 0.8]}]}',  # one vector for two texts
+        '{"data": [{"index": 0, "embedding": [1.0, 0.0]}, {"index": 1, "embedding": [1.0]}]}',  # two lengths
+        '{"data": [{"index": 0, "embedding": []}, {"index": 1, "embedding": []}]}',  # empty
+        '{"data": [{"index": 0, "embedding": "AACAPw=="}, {"index": 1, "embedding": "AACAPw=="}]}',  # base64
+        '{"data": [{"index": 0, "embedding": [1, "x"]}, {"index": 1, "embedding": [1, 2]}]}',  # text
+        '{"data": [{"index": 0, "embedding": [NaN, 1]}, {"index": 1, "embedding": [1, 2]}]}',  # not a number
+    ],
+)
+def test_a_malformed_embeddings_response_is_a_bad_response(server, client, body):
+    server.queue_malformed(body, embeddings=True)
+    expect_error("bad_response", client.embed, ["one", "two"], model="fake-embed")
+
+
+def test_embed_puts_vectors_in_the_order_of_their_index(server, client):
+    server.queue_malformed(
+        '{"data": [{"index": 1, "embedding": [0.0, 1.0]}, {"index": 0, "embedding": [1.0, 0.0]}]}', embeddings=True
+    )
+    assert client.embed(["first", "second"], model="fake-embed") == [[1.0, 0.0], [0.0, 1.0]]
+
+
+def test_the_fake_embeddings_make_paraphrases_close_and_answer_base64_too(server):
+    import openai
+    from fake_openai import fake_embedding
+
+    def cosine(a, b):
+        return sum(x * y for x, y in zip(a, b))
+
+    car, auto, cat = (fake_embedding(t, "m", 256) for t in ("what car do I own?", "an old automobile", "a cat"))
+    assert cosine(car, auto) > 0.6 and abs(cosine(car, cat)) < 0.1
+    assert cosine(car, fake_embedding("what car do I own?", "other-model", 256)) < 0.5
+    raw = openai.OpenAI(api_key=KEY, base_url=server.base_url, max_retries=0).embeddings.create(
+        model="m", input="an old automobile"
+    )  # the client asks for base64 and decodes it
+    assert [round(x, 5) for x in raw.data[0].embedding] == [round(x, 5) for x in auto]
+
+
 # -- the fake server's own knobs --------------------------------------------
 
 

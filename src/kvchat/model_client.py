@@ -21,6 +21,7 @@ is imported only when a request is made, so importing this module is cheap.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -31,6 +32,10 @@ if TYPE_CHECKING:
     import openai
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+# Texts per embeddings request (OpenAI takes up to 2,048; local servers
+# process a request as one batch, so a modest size keeps each one quick).
+EMBED_BATCH = 64
 
 KINDS = ("auth", "not_found", "connection", "timeout", "rate_limit", "server", "bad_request", "bad_response")
 
@@ -204,6 +209,31 @@ class ModelClient:
             self._json_level, self._json_level_works = level, True
             return text
 
+    def embed(self, texts: list[str], *, model: str) -> list[list[float]]:
+        """One vector per text, in order, from the server's embeddings endpoint.
+
+        Texts go EMBED_BATCH to a request, so a large backlog is never one
+        huge body. Vectors are asked for as plain floats: servers that imitate
+        OpenAI do not all decode the client's default base64 request. A
+        response with the wrong number of vectors, or vectors of differing or
+        no length, is malformed. Raises `ModelError`.
+        """
+        import openai
+
+        client = self._openai(probe=False)
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), EMBED_BATCH):
+            batch = texts[start : start + EMBED_BATCH]
+            try:
+                response = client.embeddings.create(model=model, input=batch, encoding_format="float")
+            except (openai.OpenAIError, ValueError) as err:  # ValueError: a body that is not JSON
+                hide = isinstance(err, openai.APIStatusError) and err.status_code in (401, 403)
+                raise self._error(err, model) from (None if hide else err)
+            vectors += self._vectors_from(response, len(batch))
+        if len({len(vector) for vector in vectors}) > 1:
+            raise self._malformed()
+        return vectors
+
     # -- requests ----------------------------------------------------------
 
     def _openai(self, probe: bool) -> openai.OpenAI:
@@ -337,6 +367,27 @@ class ModelClient:
                     finish = getattr(choice, "finish_reason", None) or finish
         finally:
             stream.close()
+
+    def _vectors_from(self, response: Any, expected: int) -> list[list[float]]:
+        data = getattr(response, "data", None)
+        if not isinstance(data, list) or len(data) != expected:
+            raise self._malformed()
+        # OpenAI answers in input order, but each item says its index: trust that.
+        ordered = sorted(data, key=lambda item: _int_or_none(getattr(item, "index", None)) or 0)
+        vectors = []
+        for item in ordered:
+            raw = getattr(item, "embedding", None)
+            if not isinstance(raw, list):  # None, or a base64 string we did not ask for
+                raise self._malformed()
+            try:
+                vector = [float(value) for value in raw]
+            except (TypeError, ValueError):  # a list holding text or null
+                raise self._malformed() from None
+            # The sum is not finite when any value is NaN or infinite.
+            if not vector or not math.isfinite(sum(vector)):
+                raise self._malformed()
+            vectors.append(vector)
+        return vectors
 
     def _reply_from(self, completion: Any, model: str) -> Reply:
         choices = getattr(completion, "choices", None)
