@@ -6,8 +6,8 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kvchat.store import NewTurn
-from kvchat.textsearch import analyze, match_query
+from kvchat.store import NewTurn, Store
+from kvchat.textsearch import QueryCounts, analyze, key_term_counts, match_query, term_counts
 
 FTS_SYNTAX = st.sampled_from(['"', "*", "NEAR(", "AND", "OR", "NOT", "-", ":", "(", ")", "^", "{", "}", "+"])
 TEXT = st.lists(st.one_of(st.text(max_size=20), FTS_SYNTAX), max_size=12).map(" ".join)
@@ -30,3 +30,26 @@ def test_any_text_searches_facts_and_turns_without_error(store, text):
 def test_the_analyzer_takes_any_text(text):
     for term in analyze(text):
         assert term and not term.isspace()
+
+
+@given(text=st.text(max_size=200), extra=st.lists(st.text(max_size=8), max_size=6))
+def test_counting_a_query_s_terms_agrees_with_the_analyzer(text, extra):
+    """recall counts only the query's terms in a candidate (QueryCounts): the
+    counts must be the analyzer's."""
+    full = term_counts(text)
+    asked = list(full)[::2] + [term for word in extra for term in analyze(word)]
+    assert QueryCounts(asked)(text) == {term: n for term, n in full.items() if term in set(asked)}
+    assert QueryCounts(list(key_term_counts(text))).key(text) == key_term_counts(text)
+
+
+def test_term_counts_follow_writes_from_any_connection(store, tmp_path):
+    """The counts of terms are kept between questions, but never outlive a
+    change to the index, whoever makes it."""
+    store.set_fact("user.editor", "vim", source="user")
+    assert store.term_stats("facts", ("vim", "helix")).containing == {"vim": 1}
+    store.set_fact("user.other", "helix and vim", source="user")
+    assert store.term_stats("facts", ("vim", "helix")).containing == {"vim": 2, "helix": 1}
+    other = Store(store.url)  # another process, as far as the first Store knows
+    other.forget_fact("user.editor", source="user")
+    other.close()
+    assert store.term_stats("facts", ("vim", "helix")).containing == {"vim": 1, "helix": 1}

@@ -103,10 +103,13 @@ class _Scorer:
             term: math.log(1 + (stats.documents - held + 0.5) / (held + 0.5))
             for term, held in self.held.items()
         }
+        # Candidates are read for the query's terms only.
+        self.counts = textsearch.QueryCounts(query.weights)
 
     def __call__(self, fields: list[tuple[dict, float]], length: float):
         """Score, score parts and matched terms of one candidate; `fields` are
-        (term counts, weight) pairs: a fact's key and value, or a turn."""
+        (term counts, weight) pairs: a fact's key and value, or a turn. Counts
+        of terms outside the query are ignored."""
         norm = 1 - BM25_B + BM25_B * length / self.average_length
         weights, asked = self.query.weights, self.query.question
         tf: dict[str, float] = {}
@@ -172,7 +175,7 @@ def _facts(store: Store, query: Query, match) -> list[MemoryItem]:
     scored = []
     for hit in store.search_facts(seek, limit=CANDIDATES):
         fact = hit.record
-        fields = [(textsearch.key_term_counts(fact.key), KEY_WEIGHT), (textsearch.term_counts(fact.value), 1.0)]
+        fields = [(score_of.counts.key(fact.key), KEY_WEIGHT), (score_of.counts(fact.value), 1.0)]
         score, parts, matched = score_of(fields, len(fact.key) + len(fact.value))
         item = MemoryItem(
             kind="fact", id=fact.id, text=fact_line(fact), score=score, parts=parts, matched=matched,
@@ -191,7 +194,7 @@ def _turns(store: Store, query: Query, match, session_id: int, before_id: int | 
     hits = [hit.record for hit in store.search_turns(session_id, seek, before_id=before_id, limit=CANDIDATES)]
     items = []
     for turn in hits:
-        score, parts, matched = score_of([(textsearch.term_counts(turn.content), 1.0)], turn.tokens)
+        score, parts, matched = score_of([(score_of.counts(turn.content), 1.0)], turn.tokens)
         items.append(MemoryItem(
             kind="turn", id=turn.id, text=turn_line(turn), score=score, parts=parts,
             matched=matched, tokens=0, ref=turn.ref, turns=[turn],
@@ -259,3 +262,13 @@ def _fill_budget(
             chosen.append(item)
             used += item.tokens
     return chosen
+
+
+def fill_budget(
+    store: Store, ranked: list[MemoryItem], *, budget_tokens: int, limit: int, model: str, before_id: int | None
+) -> list[MemoryItem]:
+    """The best of `ranked` within `budget_tokens` and `limit`, chosen as
+    `recall` chooses its own, for rankings made elsewhere (kvchat.vectors fuses
+    keyword and vector results). Items are changed in place: each chosen turn
+    is completed into its exchange, and every item's tokens are counted."""
+    return _fill_budget(store, ranked, budget_tokens, limit, model, before_id)

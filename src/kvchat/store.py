@@ -633,45 +633,36 @@ class Store:
 
     def neighbours(self, turn: Turn) -> list[Turn]:
         """The turn just before and just after `turn` in its session."""
-        from sqlalchemy import select
-
-        from .schema import turns
-
-        same = turns.c.session_id == turn.session_id
-        with self._read() as db:
-            before = db.execute(
-                select(turns).where(same, turns.c.id < turn.id).order_by(turns.c.id.desc()).limit(1)
-            ).first()
-            after = db.execute(
-                select(turns).where(same, turns.c.id > turn.id).order_by(turns.c.id).limit(1)
-            ).first()
-        return [_turn(row) for row in (before, after) if row is not None]
+        sql = (
+            f"SELECT * FROM (SELECT {_TURN_COLUMNS} FROM turns WHERE session_id = ?1 AND id < ?2 "
+            "ORDER BY id DESC LIMIT 1) "
+            f"UNION ALL SELECT * FROM (SELECT {_TURN_COLUMNS} FROM turns WHERE session_id = ?1 AND id > ?2 "
+            "ORDER BY id LIMIT 1)"
+        )
+        with self._raw() as db:
+            return [_raw_turn(row) for row in db.execute(sql, (turn.session_id, turn.id))]
 
     def search_turns(
         self, session_id: int, query: MatchQuery, *, before_id: int | None, limit: int
     ) -> list[Hit]:
         """Turns of a session older than `before_id` that match, best first."""
-        from sqlalchemy import DateTime, text
-
-        sql = text(
-            f"""
-            SELECT t.*, -bm25(turns_fts, 0.0, 1.0) AS score
-            FROM turns_fts JOIN turns AS t ON t.id = turns_fts.rowid
-            WHERE turns_fts MATCH :match AND t.session_id = :session
-              AND t.id < :before AND t.status IN {USABLE_STATUSES!r}
-            ORDER BY score DESC, t.id DESC
-            LIMIT :limit
+        sql = f"""
+            SELECT {_TURN_COLUMNS}, -bm25(turns_fts, 0.0, 1.0) AS score
+            FROM turns_fts JOIN turns ON turns.id = turns_fts.rowid
+            WHERE turns_fts MATCH ? AND turns.session_id = ?
+              AND turns.id < ? AND turns.status IN {USABLE_STATUSES!r}
+            ORDER BY score DESC, turns.id DESC
+            LIMIT ?
             """
-        ).columns(created_at=DateTime(timezone=True))
-        params = dict(
+        params = (
             # The session is a term of its own in the index (see migration 0002).
-            match=f'session_id : "s{int(session_id)}" AND content : ({query.expression})',
-            session=session_id,
-            before=before_id if before_id is not None else 2**62,
-            limit=limit,
+            f'session_id : "s{int(session_id)}" AND content : ({query.expression})',
+            session_id,
+            before_id if before_id is not None else 2**62,
+            limit,
         )
-        with self._read() as db:
-            return [Hit(_turn(row), row.score) for row in db.execute(sql, params)]
+        with self._raw() as db:
+            return [Hit(_raw_turn(row), row[-1]) for row in db.execute(sql, params)]
 
     # -- facts ------------------------------------------------------------
 
@@ -836,6 +827,8 @@ class Store:
 
         The totals are read once per Store: in one process they drift only by
         what that process writes, which moves a ranking not at all in practice.
+        The counts of each term are kept while the index stays the same (see
+        `_frequencies`): only the terms not asked for since are looked up.
         """
         from sqlalchemy import text
 
@@ -854,40 +847,120 @@ class Store:
                     )).one()
             self._totals[kind] = (int(row[0]), float(row[1]))
         count, average = self._totals[kind]
-        # fts5vocab answers `term = ?` from the index but scans the whole
-        # vocabulary for `term IN (...)`. Joining the terms as a list of values
-        # makes one statement of equality look-ups: for 48 terms, 0.26 ms on a
-        # 500-term vocabulary and 1.6 ms on 350,000 terms, against 0.4 and
-        # 4.2 ms for IN, and 0.9 and 2.1 ms for 48 separate statements.
         found: dict[str, int] = {}
         if terms:
-            values = ", ".join("(?)" for _ in terms)
-            sql = (
-                f"WITH asked(term) AS (VALUES {values}) "
-                f"SELECT v.term, v.doc FROM asked JOIN {kind}_terms AS v ON v.term = asked.term"
-            )
-            with self._read() as db:
-                found = dict(db.connection.driver_connection.execute(sql, list(terms)).fetchall())
+            with self._raw() as db:
+                known = self._frequencies(db, kind)
+                missing = [term for term in dict.fromkeys(terms) if term not in known]
+                if missing:
+                    # fts5vocab answers `term = ?` from the index but scans the
+                    # whole vocabulary for `term IN (...)`. Joining the terms as a
+                    # list of values makes one statement of equality look-ups: for
+                    # 48 terms, 0.26 ms on a 500-term vocabulary and 1.6 ms on
+                    # 350,000 terms, against 0.4 and 4.2 ms for IN, and 0.9 and
+                    # 2.1 ms for 48 separate statements.
+                    values = ", ".join("(?)" for _ in missing)
+                    sql = (
+                        f"WITH asked(term) AS (VALUES {values}) "
+                        f"SELECT v.term, v.doc FROM asked JOIN {kind}_terms AS v ON v.term = asked.term"
+                    )
+                    looked_up = dict(db.execute(sql, missing).fetchall())
+                    for term in missing:
+                        known[term] = looked_up.get(term, 0)
+            found = {term: known[term] for term in terms if known.get(term)}
         return TermStats(documents=max(count, 1), average_length=average or 1.0, containing=found)
+
+    # Terms whose counts are kept, per index, before the memo starts afresh.
+    MAX_KNOWN_TERMS = 200_000
+
+    def _frequencies(self, db, kind: str) -> dict[str, int]:
+        """The memo of how many rows of `kind` hold each term, valid for the
+        index as it is now.
+
+        Counting the rows that hold a term walks the term's whole list of rows
+        (1-2 ms a question at 100,000 facts), while a question's words recur
+        from one question to the next. The memo lasts while FTS5's own
+        structure and totals records (rows 10 and 1 of the index's data table)
+        stay as they are: every write to the index, by this process or
+        another, changes the structure record, since it lists the segments
+        that hold the index and every committed write adds one.
+        """
+        stamp = tuple(db.execute(f"SELECT block FROM {kind}_fts_data WHERE id IN (1, 10) ORDER BY id").fetchall())
+        memos = self.__dict__.setdefault("_known_terms", {})
+        memo = memos.get(kind)
+        if memo is None or memo[0] != stamp or len(memo[1]) > self.MAX_KNOWN_TERMS:
+            memo = memos[kind] = (stamp, {})
+        return memo[1]
 
     def search_facts(self, query: MatchQuery, *, limit: int) -> list[Hit]:
         """Facts whose key or value match, best first; a key match weighs double."""
-        from sqlalchemy import DateTime, text
+        # Ranked inside the index first: joining every match to its fact
+        # before the LIMIT reads a row of facts per match.
+        sql = f"""
+            SELECT {_FACT_COLUMNS}, hit.score
+            FROM (SELECT rowid AS id, -bm25(facts_fts, 2.0, 1.0) AS score FROM facts_fts
+                  WHERE facts_fts MATCH ? ORDER BY score DESC LIMIT ?) AS hit
+            JOIN facts ON facts.id = hit.id
+            ORDER BY hit.score DESC, facts.updated_at DESC
+            """
+        with self._raw() as db:
+            return [Hit(_raw_fact(row), row[-1]) for row in db.execute(sql, (query.expression, limit))]
 
-        sql = text(
-            """
-            SELECT f.*, -bm25(facts_fts, 2.0, 1.0) AS score
-            FROM facts_fts JOIN facts AS f ON f.id = facts_fts.rowid
-            WHERE facts_fts MATCH :match
-            ORDER BY score DESC, f.updated_at DESC
-            LIMIT :limit
-            """
-        ).columns(created_at=DateTime(timezone=True), updated_at=DateTime(timezone=True))
-        with self._read() as db:
-            return [
-                Hit(_fact(row), row.score)
-                for row in db.execute(sql, dict(match=query.expression, limit=limit))
-            ]
+    @contextmanager
+    def _raw(self) -> Iterator:
+        """The DBAPI connection itself, for the statements recall runs on every
+        prompt: SQLAlchemy's statement handling (about 0.5 ms a statement)
+        costs more than SQLite's own work on them. Each statement is its own
+        read transaction (pysqlite is in autocommit mode, see database.py)."""
+        import sqlite3
+
+        from sqlalchemy.exc import DatabaseError as SQLError
+
+        try:
+            pooled = self.engine.raw_connection()
+        except SQLError as exc:
+            raise database.DatabaseError(database.describe_error(exc, self.engine.url)) from None
+        try:
+            yield pooled.driver_connection
+        except sqlite3.DatabaseError as exc:
+            raise database.DatabaseError(database.describe_error(exc, self.engine.url)) from None
+        finally:
+            pooled.close()
+
+
+# Explicit columns (not *) for the statements on the raw connection, which
+# turn rows into records by position.
+_TURN_COLUMNS = ", ".join(
+    f"turns.{name}" for name in (
+        "id", "session_id", "role", "content", "tokens", "status", "created_at", "name",
+        "model", "error", "prompt_tokens", "completion_tokens", "ref",
+    )
+)
+_FACT_COLUMNS = ", ".join(
+    f"facts.{name}" for name in ("id", "key", "value", "source", "created_at", "updated_at", "turn_id", "ref")
+)
+
+
+def _stored_time(value) -> datetime | None:
+    """A time as SQLAlchemy's SQLite dialect stores it (ISO 8601 text, UTC)."""
+    if value is None or isinstance(value, datetime):
+        return _utc(value)
+    return _utc(datetime.fromisoformat(value))
+
+
+def _raw_turn(row) -> Turn:
+    return Turn(
+        id=row[0], session_id=row[1], role=row[2], content=row[3], tokens=row[4], status=row[5],
+        created_at=_stored_time(row[6]), name=row[7], model=row[8], error=row[9],
+        prompt_tokens=row[10], completion_tokens=row[11], ref=row[12],
+    )
+
+
+def _raw_fact(row) -> Fact:
+    return Fact(
+        id=row[0], key=row[1], value=row[2], source=row[3], created_at=_stored_time(row[4]),
+        updated_at=_stored_time(row[5]), turn_id=row[6], ref=row[7],
+    )
 
 
 def _later_of(column, value: datetime):

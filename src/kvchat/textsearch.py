@@ -119,6 +119,60 @@ def term_counts(text: str) -> dict[str, int]:
     return dict(Counter(analyze(text)))
 
 
+_WORD = re.compile(f"[^\\W_{_CJK}]+")
+
+
+class QueryCounts:
+    """How often each of a query's terms occurs in a text: `term_counts`
+    restricted to those terms, without analyzing the whole text.
+
+    Scoring a candidate needs nothing else, and this is several times cheaper
+    than `analyze`, which builds every bigram and character of a Chinese text.
+    The counts are the same: a query's CJK term (a bigram, or a single
+    character that is not a stop character) occurs as a term exactly where it
+    occurs in the normalised text, and the words are stemmed as `analyze`
+    stems them.
+    """
+
+    def __init__(self, terms):
+        self.words = frozenset(term for term in terms if not _CJK_RUN.match(term))
+        self.cjk = tuple(term for term in terms if _CJK_RUN.match(term))
+
+    def __call__(self, text: str) -> dict[str, int]:
+        text = unicodedata.normalize("NFKC", text).lower()
+        counts: dict[str, int] = {}
+        if self.words:
+            words = [
+                word for word in _WORD.findall(text)
+                if word not in ENGLISH_STOPWORDS and (len(word) > 1 or word.isdigit())
+            ]
+            if words:
+                wanted = self.words
+                for stem in _stemmer().stemWords(words):
+                    if stem in wanted:
+                        counts[stem] = counts.get(stem, 0) + 1
+        for term in self.cjk:
+            count = text.count(term)
+            if count and len(term) == 2 and term[0] == term[1]:
+                count = _overlapping(text, term)
+            if count:
+                counts[term] = count
+        return counts
+
+    def key(self, key: str) -> dict[str, int]:
+        """The counts for a fact's key, as `index_key` sees it."""
+        levels = key.split(".")
+        return self(" ".join(levels[1:] if len(levels) > 1 else levels))
+
+
+def _overlapping(text: str, term: str) -> int:
+    count, start = 0, text.find(term)
+    while start >= 0:
+        count += 1
+        start = text.find(term, start + 1)
+    return count
+
+
 @dataclass(frozen=True)
 class MatchQuery:
     """An FTS5 MATCH expression, the terms it was made from, and their weights."""
