@@ -14,12 +14,13 @@ import pytest
 from typer.testing import CliRunner
 
 from fake_openai import FakeOpenAIServer
+from kvchat.config import SETTINGS
 
 TEST_KEY = "sk-test-kvchat-0123456789abcdefghijklmnop"
 
 _ISOLATED_VARIABLES = (
-    "OPENAI_API_KEY", "OPENAI_BASE_URL", "KVCHAT_DB", "KVCHAT_MODEL", "KVCHAT_SESSION",
-    "KVCHAT_EXTRACT", "KVCHAT_TIMEOUT", "KVCHAT_DEBUG", "TIKTOKEN_CACHE_DIR",
+    "OPENAI_API_KEY", "KVCHAT_DB", "KVCHAT_DEBUG", "KVCHAT_CONFIG", "TIKTOKEN_CACHE_DIR",
+    *(spec.env for spec in SETTINGS.values()),
 )
 
 

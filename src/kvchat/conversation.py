@@ -18,10 +18,8 @@ from dataclasses import dataclass, field, replace
 
 from . import extraction, summaries, textsearch, tokens
 from .model_client import ModelClient, ModelError, Reply
-from .prompt import Prompt, PromptOptions, PromptTooLarge, build_prompt, window_start
+from .prompt import Prompt, PromptOptions, PromptTooLarge, SemanticRecall, build_prompt, window_start
 from .store import NewTurn, Session, Store, Turn
-
-EXTRACT_MODES = ("model", "rules", "off")
 
 # Extraction answers with a short JSON object; a model that runs on must not
 # keep `ask` waiting after the answer is shown.
@@ -95,6 +93,7 @@ class Conversation:
         question: str,
         options: AskOptions,
         on_text: Callable[[str], None] | None = None,
+        on_prompt: Callable[[Prompt], None] | None = None,
     ) -> AskResult:
         model = options.prompt.model
         question = redact(question, self.secrets)
@@ -120,6 +119,8 @@ class Conversation:
             self._unanswered(asked, str(exc))
             raise AskFailed(str(exc), asked) from None
         warnings += prompt.notes
+        if on_prompt is not None:
+            on_prompt(prompt)
 
         received: list[str] = []
 
@@ -174,7 +175,7 @@ class Conversation:
         return [f"the summary of older turns was not updated ({redact(update.error, self.secrets)}); "
                 "kvchat will try again on the next question"]
 
-    def semantic_recall(self, options: AskOptions):
+    def semantic_recall(self, options: AskOptions) -> SemanticRecall | None:
         """Vector recall for the prompt builder, or None when it is off."""
         if not options.vector or self.vectors_failed:
             return None

@@ -31,17 +31,11 @@ from dataclasses import dataclass, field, replace
 from . import budgets, tokens
 from . import recall as recall_module
 from .recall import MemoryItem
+from .roles import BUILTIN_ROLES, DEFAULT_ROLE_NAME
 from .store import USABLE_STATUSES, Store, Summary, Turn
 
-MEMORY_STRATEGIES = ("token", "window", "summary")
-
-DEFAULT_ROLE = (
-    "You are kvchat, a coding assistant in a developer's terminal. When the user asks "
-    "for code, write complete, runnable code in fenced code blocks tagged with their "
-    "language, prefer the standard library and well-kept packages, and state briefly "
-    "any assumption you make (versions, platform, inputs). Keep explanations short and "
-    "to the point; say so plainly when you are unsure."
-)
+# The role used unless the session or the call names another (see kvchat.roles).
+DEFAULT_ROLE = BUILTIN_ROLES[DEFAULT_ROLE_NAME]
 
 MEMORY_PREAMBLE = (
     "The block below holds kvchat's memory of this user: facts they told you "
@@ -67,7 +61,7 @@ class PromptOptions:
     recall_limit: int = budgets.RECALL_LIMIT
     answer_tokens: int = budgets.ANSWER_TOKENS
     context_tokens: int | None = None
-    memory: str = "token"  # one of MEMORY_STRATEGIES
+    memory: str = "token"  # one of config.MEMORY_MODES
     window: int = budgets.WINDOW_TURNS
     summary_tokens: int = budgets.SUMMARY_TOKENS
     facts: bool = True
@@ -86,6 +80,7 @@ class Section:
     name: str
     tokens: int
     items: int = 0
+    text: str = ""  # what the section holds, as the model reads it
 
 
 @dataclass
@@ -353,16 +348,23 @@ def build_prompt(
         summary = None
 
     messages = [{"role": "system", "content": system}]
-    messages += [_message(turn) for turn in recent]
+    recent_messages = [_message(turn) for turn in recent]
+    messages += recent_messages
     messages.append({"role": "user", "content": question})
+    parts = _memory_parts(memories, summary.content if summary else None)
     sections = [
-        Section("role", role_cost),
-        Section("memory frame", memory_costs.get("memory frame", 0)),
-        Section("facts", memory_costs.get("facts", 0), sum(i.kind == "fact" for i in memories)),
-        Section("summary", memory_costs.get("summary", 0), summary.turn_count if summary else 0),
-        Section("older turns", memory_costs.get("older turns", 0), sum(i.kind == "turn" for i in memories)),
-        Section("recent turns", recent_cost, len(recent)),
-        Section("question", question_cost),
+        Section("role", role_cost, text=role),
+        Section("memory frame", memory_costs.get("memory frame", 0),
+                text=f"{MEMORY_PREAMBLE}\n<memory> ... </memory>" if memory_costs else ""),
+        Section("facts", memory_costs.get("facts", 0), sum(i.kind == "fact" for i in memories),
+                text=parts.get("facts", "")),
+        Section("summary", memory_costs.get("summary", 0), summary.turn_count if summary else 0,
+                text=parts.get("summary", "")),
+        Section("older turns", memory_costs.get("older turns", 0), sum(i.kind == "turn" for i in memories),
+                text=parts.get("older turns", "")),
+        Section("recent turns", recent_cost, len(recent),
+                text="\n\n".join(f"[{m['role']}] {m['content']}" for m in recent_messages)),
+        Section("question", question_cost, text=question),
     ]
     return Prompt(
         messages=messages, memories=memories, recent=recent, sections=sections,

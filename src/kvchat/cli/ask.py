@@ -7,10 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import budgets
 from .common import (
-    DEFAULT_MODEL,
-    DEFAULT_SESSION,
     CliError,
     JsonOption,
     ModelOption,
@@ -21,49 +18,101 @@ from .common import (
     read_text_argument,
 )
 
+# Every option that is also a setting defaults to None ("not given"), so the
+# session's own setting, the environment and the config file can apply (see
+# kvchat.config for the order).
 SystemOption = Annotated[
-    Optional[str], typer.Option("--system", help="System role text, replacing the default code role.")
+    Optional[str], typer.Option("--system", help="System role text for this call, instead of the role.")
+]
+RoleOption = Annotated[
+    Optional[str], typer.Option("--role", "-r", help="Named role (see `kvchat roles list`); default: code.")
+]
+MemoryOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--memory",
+        help="Recent-turn strategy: token (newest turns within --memory-tokens; the default), "
+        "window (the last --window turns), or summary (token, plus a rolling summary of older turns).",
+    ),
+]
+WindowOption = Annotated[
+    Optional[int], typer.Option("--window", min=1, help="Turns kept by the window strategy (default 10).")
 ]
 MemoryTokensOption = Annotated[
-    int, typer.Option("--memory-tokens", min=0, help="Token budget for the recent turns of the session.")
+    Optional[int], typer.Option("--memory-tokens", min=0, help="Token budget for the recent turns (default 4000).")
+]
+SummaryTokensOption = Annotated[
+    Optional[int], typer.Option("--summary-tokens", min=16, help="Largest size of the rolling summary (default 400).")
 ]
 RecallTokensOption = Annotated[
-    int, typer.Option("--recall-tokens", min=0, help="Token budget for recalled facts and older turns.")
+    Optional[int], typer.Option("--recall-tokens", min=0, help="Token budget for recalled facts and older turns (default 1000).")
+]
+FactsOption = Annotated[
+    Optional[bool], typer.Option("--facts/--no-facts", help="Put matching key/value facts into the prompt (default: on).")
+]
+VectorOption = Annotated[
+    Optional[bool],
+    typer.Option("--vector/--no-vector", help="Also recall by embedding similarity, through the server's /v1/embeddings (default: off)."),
+]
+EmbeddingModelOption = Annotated[
+    Optional[str], typer.Option("--embedding-model", help="Model for --vector (default text-embedding-3-small).")
 ]
 ContextTokensOption = Annotated[
     Optional[int],
     typer.Option("--context-tokens", min=256, help="The model's context window, for models kvchat does not know."),
 ]
 AnswerTokensOption = Annotated[
-    int, typer.Option("--answer-tokens", min=16, help="Most tokens the answer may use.")
+    Optional[int], typer.Option("--answer-tokens", min=16, help="Most tokens the answer may use (default 2048).")
 ]
 ExtractOption = Annotated[
-    str,
-    typer.Option(
-        "--extract", envvar="KVCHAT_EXTRACT", show_envvar=True,
-        help="How facts are learned after each answer: model (rules plus a model call), rules, or off.",
-    ),
+    Optional[str],
+    typer.Option("--extract", help="How facts are learned after each answer: model (rules plus a model call; the default), rules, or off."),
 ]
 NoExtractOption = Annotated[bool, typer.Option("--no-extract", help="Learn no facts from this exchange.")]
 NoStreamOption = Annotated[bool, typer.Option("--no-stream", help="Wait for the whole answer.")]
+ShowPromptOption = Annotated[
+    bool, typer.Option("--show-prompt", help="Show the prompt, section by section with token counts, before the answer (on stderr).")
+]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Say what went into the prompt and what was learned.")]
 
 
-def prompt_options(model, system, memory_tokens, recall_tokens, answer_tokens, context_tokens):
+def resolve_settings(store, flags: dict, *, new: bool = False):
+    """The session to use, and the effective settings for this call: flags,
+    then the session's own settings, the environment, the config file."""
+    from .. import config
+
+    name = store.fresh_session_name() if new else config.resolve(flags, None).session
+    session = store.session(name)
+    settings = config.resolve(flags, session.settings if session else None, name)
+    if session is None:
+        # A session remembers the settings it was started with.
+        chosen = {key: value for key, value in flags.items()
+                  if value is not None and key in config.SESSION_SETTINGS}
+        if chosen:
+            store.update_settings(name, chosen)
+    return name, settings
+
+
+def prompt_options(store, settings, system: str | None):
     from ..prompt import PromptOptions
+    from ..roles import role_text
 
     return PromptOptions(
-        model=model, role=system, memory_tokens=memory_tokens, recall_tokens=recall_tokens,
-        answer_tokens=answer_tokens, context_tokens=context_tokens,
+        model=settings.model, role=system or role_text(store, settings.role),
+        memory=settings.memory, window=settings.window, memory_tokens=settings.memory_tokens,
+        summary_tokens=settings.summary_tokens, recall_tokens=settings.recall_tokens,
+        answer_tokens=settings.answer_tokens, context_tokens=settings.context_tokens, facts=settings.facts,
     )
 
 
-def _ask_options(prompt, *, stream: bool, extract: str, no_extract: bool):
-    from ..conversation import EXTRACT_MODES, AskOptions
+def ask_options(store, settings, *, system: str | None, stream: bool, no_extract: bool):
+    from ..conversation import AskOptions
 
-    if extract not in EXTRACT_MODES:
-        raise CliError(f"--extract must be one of {', '.join(EXTRACT_MODES)}, not {extract!r}")
-    return AskOptions(prompt=prompt, stream=stream, extract="off" if no_extract else extract)
+    return AskOptions(
+        prompt=prompt_options(store, settings, system), stream=stream,
+        extract="off" if no_extract else settings.extract,
+        vector=settings.vector, embedding_model=settings.embedding_model,
+    )
 
 
 def _write(piece: str) -> None:
@@ -71,14 +120,35 @@ def _write(piece: str) -> None:
     sys.stdout.flush()
 
 
+def show_prompt(prompt, *, err: bool = True) -> None:
+    """The prompt as the model gets it, section by section with token counts."""
+    from rich.rule import Rule
+    from rich.text import Text
+
+    from .common import console
+
+    out = console(stderr=err)
+    for section in prompt.sections:
+        if not section.tokens:
+            continue
+        count = f", {section.items} {'turns' if section.name == 'summary' else 'items'}" if section.items else ""
+        out.print(Rule(f"{section.name} ({section.tokens} tokens{count})", align="left", style="dim"))
+        out.print(Text(section.text))
+    out.print(Rule(f"total {prompt.tokens} tokens", align="left", style="dim"))
+
+
 def _report(result, verbose: bool) -> None:
     """Warnings about the answer, and with --verbose what went into the prompt."""
     answer = result.answer
     if answer is not None and answer.status == "length":
         typer.echo("kvchat: warning: the answer was cut off at the token limit (--answer-tokens)", err=True)
+    for warning in result.warnings:
+        typer.echo(f"kvchat: warning: {warning}", err=True)
     if not verbose:
         return
     for section in result.prompt.sections:
+        if not section.tokens:
+            continue
         count = f" ({section.items} items)" if section.items else ""
         typer.echo(f"kvchat: prompt {section.name}: {section.tokens} tokens{count}", err=True)
     usage = "reported by the server" if result.usage_reported else "counted with tiktoken"
@@ -115,30 +185,48 @@ def result_json(result) -> dict:
 
 def ask(
     question: Annotated[Optional[str], typer.Argument(help="The question; - (or a pipe) reads it from standard input.")] = None,
-    session: SessionOption = DEFAULT_SESSION,
+    session: SessionOption = None,
     new: Annotated[bool, typer.Option("--new", help="Start a fresh session (named after the time).")] = False,
-    model: ModelOption = DEFAULT_MODEL,
+    model: ModelOption = None,
+    role: RoleOption = None,
     system: SystemOption = None,
-    memory_tokens: MemoryTokensOption = budgets.MEMORY_TOKENS,
-    recall_tokens: RecallTokensOption = budgets.RECALL_TOKENS,
-    answer_tokens: AnswerTokensOption = budgets.ANSWER_TOKENS,
+    memory: MemoryOption = None,
+    window: WindowOption = None,
+    memory_tokens: MemoryTokensOption = None,
+    summary_tokens: SummaryTokensOption = None,
+    recall_tokens: RecallTokensOption = None,
+    facts: FactsOption = None,
+    vector: VectorOption = None,
+    embedding_model: EmbeddingModelOption = None,
+    answer_tokens: AnswerTokensOption = None,
     context_tokens: ContextTokensOption = None,
     no_stream: NoStreamOption = False,
     json_output: JsonOption = False,
-    extract: ExtractOption = "model",
+    extract: ExtractOption = None,
     no_extract: NoExtractOption = False,
+    show_prompt_first: ShowPromptOption = False,
     verbose: VerboseOption = False,
 ) -> None:
-    """Ask one question in a session; the answer streams to the terminal."""
+    """Ask one question in a session; the answer streams to the terminal.
+
+    Settings given with --new (or for a session that does not exist yet) stay
+    with the session; for an existing session they apply to this call only.
+    """
     text = read_text_argument(question, "question")
-    options = _ask_options(
-        prompt_options(model, system, memory_tokens, recall_tokens, answer_tokens, context_tokens),
-        stream=not no_stream, extract=extract, no_extract=no_extract,
+    flags = dict(
+        session=session, model=model, role=role, memory=memory, window=window,
+        memory_tokens=memory_tokens, summary_tokens=summary_tokens, recall_tokens=recall_tokens,
+        facts=facts, vector=vector, embedding_model=embedding_model, answer_tokens=answer_tokens,
+        context_tokens=context_tokens, extract=extract,
     )
     with open_store() as store:
-        name = store.fresh_session_name() if new else session
-        conversation = make_conversation(store)
-        result = conversation.ask(name, text, options, on_text=None if json_output else _write)
+        name, settings = resolve_settings(store, flags, new=new)
+        options = ask_options(store, settings, system=system, stream=not no_stream, no_extract=no_extract)
+        conversation = make_conversation(store, settings)
+        result = conversation.ask(
+            name, text, options, on_text=None if json_output else _write,
+            on_prompt=show_prompt if show_prompt_first else None,
+        )
     if json_output:
         print_json(result_json(result))
     elif result.answer is not None and not result.answer.content.endswith("\n"):
@@ -152,25 +240,35 @@ EXIT_WORDS = {"exit", "quit", "/exit", "/quit", "退出"}
 
 
 def chat(
-    session: SessionOption = DEFAULT_SESSION,
+    session: SessionOption = None,
     new: Annotated[bool, typer.Option("--new", help="Start a fresh session (named after the time).")] = False,
-    model: ModelOption = DEFAULT_MODEL,
+    model: ModelOption = None,
+    role: RoleOption = None,
     system: SystemOption = None,
-    memory_tokens: MemoryTokensOption = budgets.MEMORY_TOKENS,
-    recall_tokens: RecallTokensOption = budgets.RECALL_TOKENS,
-    answer_tokens: AnswerTokensOption = budgets.ANSWER_TOKENS,
+    memory: MemoryOption = None,
+    window: WindowOption = None,
+    memory_tokens: MemoryTokensOption = None,
+    summary_tokens: SummaryTokensOption = None,
+    recall_tokens: RecallTokensOption = None,
+    facts: FactsOption = None,
+    vector: VectorOption = None,
+    embedding_model: EmbeddingModelOption = None,
+    answer_tokens: AnswerTokensOption = None,
     context_tokens: ContextTokensOption = None,
     no_stream: NoStreamOption = False,
-    extract: ExtractOption = "model",
+    extract: ExtractOption = None,
     no_extract: NoExtractOption = False,
+    show_prompt_first: ShowPromptOption = False,
     verbose: VerboseOption = False,
 ) -> None:
     """An interactive dialog in a session. Type exit or quit (or press Ctrl-D) to end it."""
     from ..conversation import AskFailed
 
-    options = _ask_options(
-        prompt_options(model, system, memory_tokens, recall_tokens, answer_tokens, context_tokens),
-        stream=not no_stream, extract=extract, no_extract=no_extract,
+    flags = dict(
+        session=session, model=model, role=role, memory=memory, window=window,
+        memory_tokens=memory_tokens, summary_tokens=summary_tokens, recall_tokens=recall_tokens,
+        facts=facts, vector=vector, embedding_model=embedding_model, answer_tokens=answer_tokens,
+        context_tokens=context_tokens, extract=extract,
     )
     interactive = sys.stdin.isatty()
     if interactive:
@@ -179,10 +277,12 @@ def chat(
         except ImportError:
             pass
     with open_store() as store:
-        name = store.fresh_session_name() if new else session
-        conversation = make_conversation(store)
+        name, settings = resolve_settings(store, flags, new=new)
+        options = ask_options(store, settings, system=system, stream=not no_stream, no_extract=no_extract)
+        conversation = make_conversation(store, settings)
         typer.echo(
-            f"kvchat chat: session {name!r}, model {model}. Type exit or quit (or Ctrl-D) to end.",
+            f"kvchat chat: session {name!r}, model {settings.model}, memory {settings.memory}. "
+            "Type exit or quit (or Ctrl-D) to end.",
             err=True,
         )
         while True:
@@ -198,7 +298,10 @@ def chat(
             if not line.strip():
                 continue
             try:
-                result = conversation.ask(name, line, options, on_text=_write)
+                result = conversation.ask(
+                    name, line, options, on_text=_write,
+                    on_prompt=show_prompt if show_prompt_first else None,
+                )
             except AskFailed as exc:
                 typer.echo(f"kvchat: error: {exc} (your question is kept)", err=True)
                 continue

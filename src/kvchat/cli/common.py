@@ -8,7 +8,7 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -22,17 +22,26 @@ if TYPE_CHECKING:
 DEFAULT_MODEL = SETTINGS["model"].default
 DEFAULT_SESSION = SETTINGS["session"].default
 
+# Defaults None: the value then comes from the environment, the config file
+# (and for ask and chat the session), in the order kvchat.config gives.
 SessionOption = Annotated[
-    str,
-    typer.Option(
-        "--session", "-s", envvar="KVCHAT_SESSION", help="Session name.", show_envvar=True
-    ),
+    Optional[str],
+    typer.Option("--session", "-s", help="Session name (default: KVCHAT_SESSION, the config file, or default)."),
 ]
 ModelOption = Annotated[
-    str,
-    typer.Option("--model", "-m", envvar="KVCHAT_MODEL", help="Model name.", show_envvar=True),
+    Optional[str],
+    typer.Option("--model", "-m", help="Model name (default: KVCHAT_MODEL, the config file, or gpt-4o-mini)."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+def setting(name: str, given):
+    """`given` if the command line gave it, else the configured value."""
+    if given is not None:
+        return given
+    from ..config import resolve
+
+    return getattr(resolve({}, None), name)
 
 
 class CliError(Exception):
@@ -112,10 +121,10 @@ def on_terminal() -> bool:
     return sys.stdout.isatty()
 
 
-def console():
+def console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=False)
+    return Console(highlight=False, soft_wrap=False, stderr=stderr)
 
 
 def local_time(value: datetime) -> str:

@@ -9,17 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from .. import budgets
-from .ask import (
-    AnswerTokensOption,
-    ContextTokensOption,
-    MemoryTokensOption,
-    RecallTokensOption,
-    SystemOption,
-    prompt_options,
-)
+from . import ask
 from .common import (
-    DEFAULT_MODEL,
-    DEFAULT_SESSION,
     CliError,
     JsonOption,
     ModelOption,
@@ -55,16 +46,31 @@ def item_json(item) -> dict:
     return data
 
 
-def _memories(store, question: str, session_name: str, options) -> list:
-    from .. import tokens
+def _prompt(store, question: str, session_name: str | None, flags: dict, system: str | None, limit: int,
+            semantic_for=None):
+    """The prompt `ask` would build for `question` in the session, as it
+    stands (nothing is stored, and the summary is not brought up to date)."""
+    from .. import config, tokens
     from ..prompt import build_prompt
 
-    session = store.session(session_name)
-    prompt = build_prompt(
-        store, question=question, question_tokens=tokens.count_tokens(question, options.model),
-        session_id=session.id if session else None, before_id=None, options=options,
+    name = session_name or config.resolve(flags, None).session
+    session = store.session(name)
+    settings = config.resolve(flags, session.settings if session else None, name)
+    options = ask.ask_options(store, settings, system=system, stream=False, no_extract=True)
+    options.prompt.recall_limit = limit
+    return build_prompt(
+        store, question=question, question_tokens=tokens.count_tokens(question, settings.model),
+        session_id=session.id if session else None, before_id=None, options=options.prompt,
+        semantic=semantic_for(store, settings, options) if semantic_for else None,
     )
-    return prompt.memories
+
+
+def _semantic(store, settings, options):
+    if not settings.vector:
+        return None
+    from .common import conversation
+
+    return conversation(store, settings).semantic_recall(options)
 
 
 def _queries(path: Path):
@@ -78,34 +84,64 @@ def _queries(path: Path):
 
 def recall(
     question: Annotated[Optional[str], typer.Argument(help="The question; - reads it from standard input.")] = None,
-    session: SessionOption = DEFAULT_SESSION,
-    model: ModelOption = DEFAULT_MODEL,
-    system: SystemOption = None,
-    memory_tokens: MemoryTokensOption = budgets.MEMORY_TOKENS,
-    recall_tokens: RecallTokensOption = budgets.RECALL_TOKENS,
+    session: SessionOption = None,
+    model: ModelOption = None,
+    role: ask.RoleOption = None,
+    system: ask.SystemOption = None,
+    memory: ask.MemoryOption = None,
+    window: ask.WindowOption = None,
+    memory_tokens: ask.MemoryTokensOption = None,
+    recall_tokens: ask.RecallTokensOption = None,
+    facts: ask.FactsOption = None,
+    vector: ask.VectorOption = None,
+    embedding_model: ask.EmbeddingModelOption = None,
     limit: Annotated[int, typer.Option("--limit", "-k", min=1, help="At most this many memories.")] = budgets.RECALL_LIMIT,
-    answer_tokens: AnswerTokensOption = budgets.ANSWER_TOKENS,
-    context_tokens: ContextTokensOption = None,
+    answer_tokens: ask.AnswerTokensOption = None,
+    context_tokens: ask.ContextTokensOption = None,
     queries: Annotated[
         Optional[Path],
         typer.Option("--queries", help='JSON lines {"id", "query", "session"?}: one result line each.'),
     ] = None,
+    show_whole_prompt: Annotated[
+        bool, typer.Option("--show-prompt", help="Show the whole prompt section by section, with token counts.")
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Show the facts and older turns `ask` would put into the prompt, without calling the model."""
-    options = prompt_options(model, system, memory_tokens, recall_tokens, answer_tokens, context_tokens)
-    options.recall_limit = limit
+    """Show the facts and older turns `ask` would put into the prompt, without calling the model.
+
+    On a terminal the prompt's sections and their token counts come first.
+    """
+    flags = dict(
+        model=model, role=role, memory=memory, window=window, memory_tokens=memory_tokens,
+        recall_tokens=recall_tokens, facts=facts, vector=vector, embedding_model=embedding_model,
+        answer_tokens=answer_tokens, context_tokens=context_tokens,
+    )
     if queries is not None:
         if question is not None:
             raise CliError("give either a question or --queries, not both")
         with open_store() as store:
             for record in _queries(queries):
-                items = _memories(store, record["query"], str(record.get("session") or session), options)
-                print_json({"id": record.get("id"), "items": [item_json(item) for item in items]})
+                prompt = _prompt(store, record["query"], record.get("session") or session, flags, system, limit,
+                                 _semantic)
+                print_json({"id": record.get("id"), "items": [item_json(item) for item in prompt.memories]})
         return
     text = read_text_argument(question, "question")
     with open_store() as store:
-        items = _memories(store, text, session, options)
+        prompt = _prompt(store, text, session, flags, system, limit, _semantic)
+    for note in prompt.notes:
+        typer.echo(f"kvchat: warning: {note}", err=True)
+    items = prompt.memories
+    if show_whole_prompt:
+        if json_output:
+            print_json({
+                "tokens": prompt.tokens,
+                "sections": [{"name": s.name, "tokens": s.tokens, "items": s.items, "text": s.text}
+                             for s in prompt.sections],
+                "messages": prompt.messages,
+            })
+        else:
+            ask.show_prompt(prompt, err=False)
+        return
     if json_output:
         print_json([item_json(item) for item in items])
         return
@@ -122,6 +158,9 @@ def recall(
     from rich.text import Text
 
     out = console()
+    sizes = ", ".join(f"{s.name} {s.tokens}" for s in prompt.sections if s.tokens)
+    out.print(Text(f"prompt: {prompt.tokens} tokens ({sizes})", style="dim"))
+    out.print()
     for item in items:
         head = Text()
         head.append(item.kind, style="bold cyan" if item.kind == "fact" else "bold green")
