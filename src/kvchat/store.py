@@ -111,6 +111,19 @@ class Role:
 
 
 @dataclass
+class Embedded:
+    """A fact or turn with the vector one embedding model made of it, if any.
+
+    `digest` is the SHA-256 (hex) of the text that vector was made from: when
+    it differs from the record's text now, the vector is stale."""
+
+    record: Turn | Fact
+    digest: str | None
+    dimensions: int | None
+    vector: bytes | None  # float32, little-endian, unit length
+
+
+@dataclass
 class Turn:
     id: int
     session_id: int
@@ -213,6 +226,12 @@ def _role(row) -> Role:
         name=m["name"], content=m["content"],
         created_at=_utc(m["created_at"]), updated_at=_utc(m["updated_at"]),
     )
+
+
+def _embedded(record: Turn | Fact, row) -> Embedded:
+    # PostgreSQL drivers may hand binary columns back as memoryview.
+    vector = bytes(row.vector) if row.vector is not None else None
+    return Embedded(record, row.digest, row.dimensions, vector)
 
 
 def _session(row) -> Session:
@@ -453,6 +472,78 @@ class Store:
 
         with self._write() as db:
             return db.execute(roles.delete().where(roles.c.name == name)).rowcount > 0
+
+    # -- embeddings ---------------------------------------------------------
+
+    def embedded_facts(self, model: str) -> list[Embedded]:
+        """Every fact, with its vector from `model` where it has one."""
+        from sqlalchemy import and_, select
+
+        from .schema import embeddings, facts
+
+        stored = and_(embeddings.c.kind == "fact", embeddings.c.item_id == facts.c.id, embeddings.c.model == model)
+        query = (
+            select(facts, embeddings.c.digest, embeddings.c.dimensions, embeddings.c.vector)
+            .select_from(facts.outerjoin(embeddings, stored))
+            .order_by(facts.c.id)
+        )
+        with self._read() as db:
+            return [_embedded(_fact(row), row) for row in db.execute(query)]
+
+    def embedded_turns(self, session_id: int, model: str, *, before_id: int | None) -> list[Embedded]:
+        """The session's usable turns older than `before_id` (all when None),
+        oldest first, with their vectors from `model` where they have one."""
+        from sqlalchemy import and_, select
+
+        from .schema import embeddings, turns
+
+        stored = and_(embeddings.c.kind == "turn", embeddings.c.item_id == turns.c.id, embeddings.c.model == model)
+        query = (
+            select(turns, embeddings.c.digest, embeddings.c.dimensions, embeddings.c.vector)
+            .select_from(turns.outerjoin(embeddings, stored))
+            .where(turns.c.session_id == session_id, turns.c.status.in_(USABLE_STATUSES))
+            .order_by(turns.c.id)
+        )
+        if before_id is not None:
+            query = query.where(turns.c.id < before_id)
+        with self._read() as db:
+            return [_embedded(_turn(row), row) for row in db.execute(query)]
+
+    def save_embeddings(self, model: str, vectors: Iterable[tuple[str, int, str, int, bytes]]) -> int:
+        """Store (kind, item id, digest, dimensions, vector) rows made by
+        `model`, replacing the vectors those items had from it; returns how many.
+
+        Replacing is a delete and an insert in one transaction: the same on
+        SQLite and PostgreSQL, which spell an upsert differently."""
+        from .schema import embeddings
+
+        rows = [
+            dict(kind=kind, item_id=item_id, model=model, digest=digest, dimensions=dimensions, vector=vector)
+            for kind, item_id, digest, dimensions, vector in vectors
+        ]
+        with self._write() as db:
+            for kind in {row["kind"] for row in rows}:
+                ids = [row["item_id"] for row in rows if row["kind"] == kind]
+                for start in range(0, len(ids), 500):  # well under any engine's limit on parameters
+                    db.execute(embeddings.delete().where(
+                        embeddings.c.kind == kind, embeddings.c.model == model,
+                        embeddings.c.item_id.in_(ids[start : start + 500]),
+                    ))
+            if rows:
+                db.execute(embeddings.insert(), rows)
+        return len(rows)
+
+    def prune_embeddings(self) -> int:
+        """Delete the vectors of facts that no longer exist (from any model);
+        returns how many. They are never read (vectors are read joined to
+        their facts): this only gives the space back."""
+        from sqlalchemy import exists
+
+        from .schema import embeddings, facts
+
+        orphan = ~exists().where(facts.c.id == embeddings.c.item_id)
+        with self._write() as db:
+            return db.execute(embeddings.delete().where(embeddings.c.kind == "fact", orphan)).rowcount
 
     # -- turns ------------------------------------------------------------
 
