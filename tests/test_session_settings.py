@@ -122,3 +122,24 @@ def test_sessions_show_reports_settings_and_the_summary(kvchat, model, store):
     assert shown["settings"] == {"memory": "summary", "memory_tokens": 200}
     assert shown["summary"]["content"] == "They talked about words."
     assert shown["summary"]["turns"] > 0
+
+
+def test_vector_recall_from_the_command_line_puts_a_paraphrase_into_the_prompt(kvchat, model, store):
+    store.set_fact("user.vehicle", "drives an old automobile", source="user")
+    kvchat("ask", "what car do I own?", "--no-extract")
+    assert "automobile" not in model.chat_requests[-1]["messages"][0]["content"], "keywords alone miss it"
+    done = kvchat("ask", "what car do I own?", "--vector", "--no-extract")
+    assert done.exit_code == 0, done.stderr
+    assert "user.vehicle: drives an old automobile" in model.chat_requests[-1]["messages"][0]["content"]
+    assert model.embedding_requests, "through the server's embeddings endpoint"
+
+
+def test_a_failing_embeddings_endpoint_falls_back_to_keywords_and_says_so_once(kvchat, model, store):
+    store.set_fact("user.editor", "helix", source="user")
+    for _ in range(3):
+        model.queue_error(500, "embeddings are down", embeddings=True)
+    done = kvchat("chat", "--vector", "--no-extract", input="which editor do I use?\nand again?\nexit\n")
+    assert done.exit_code == 0, done.stderr
+    assert done.stderr.count("vector recall is off") == 1
+    assert "user.editor: helix" in model.chat_requests[0]["messages"][0]["content"]
+    assert len(model.chat_requests) == 2, "both questions were answered"
