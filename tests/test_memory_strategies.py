@@ -212,3 +212,15 @@ def test_a_summary_written_meanwhile_by_another_process_is_not_overwritten(store
     assert not store.save_summary(session.id, "stale", tokens=1, last_turn_id=7, turn_count=7,
                                   model=None, covers_after=None)
     assert store.summary(session.id).content == "one"
+
+
+def test_without_facts_the_recall_budget_goes_to_older_turns(store, model, conversation):
+    store.set_fact("project.database", "PostgreSQL 16 with pgvector", source="user")
+    store.add_turns("s", [turn(0, "turn 0: we picked PostgreSQL for the database"), turn(1, "turn 1: ok")]
+                    + [turn(i) for i in range(2, 30)])
+    with_facts = ask(conversation, "which database did we pick?", memory="window", window=2).prompt
+    assert [item.kind for item in with_facts.memories][:1] == ["fact"]
+    without = ask(conversation, "which database did we pick?", memory="window", window=2, facts=False).prompt
+    assert without.memories and all(item.kind == "turn" for item in without.memories)
+    assert "pgvector" not in answer_request(model)["messages"][0]["content"]
+    assert "we picked PostgreSQL" in answer_request(model)["messages"][0]["content"]

@@ -329,7 +329,7 @@ def build_prompt(
         memories = recall_module.recall(
             store, question, model=model, session_id=session_id, before_id=window_start,
             context=context,
-            budget_tokens=recall_budget, limit=options.recall_limit,
+            budget_tokens=recall_budget, limit=options.recall_limit, facts=options.facts,
         )
         if semantic is not None:
             memories = semantic(
@@ -337,7 +337,7 @@ def build_prompt(
                 keyword=memories, budget_tokens=recall_budget, limit=options.recall_limit,
                 model=model, notes=notes,
             )
-        if not options.facts:
+        if not options.facts:  # vector recall searches facts as well
             memories = [item for item in memories if item.kind != "fact"]
     if summary is not None:
         room += summary.tokens

@@ -213,17 +213,18 @@ def recall(
     context: list[Turn] = (),
     budget_tokens: int = budgets.RECALL_TOKENS,
     limit: int = budgets.RECALL_LIMIT,
+    facts: bool = True,
 ) -> list[MemoryItem]:
     """The memories for `question`, best first, within `budget_tokens` and `limit`.
 
     `context` is the conversation just before the question (oldest first);
-    only turns older than `before_id` are recalled.
+    only turns older than `before_id` are recalled, and facts only with `facts`.
     """
     query = build_query(question, list(context))
     match = textsearch.weighted_query(query.weights)
     if match is None or limit <= 0 or budget_tokens <= 0:
         return []
-    candidates = _facts(store, query, match)
+    candidates = _facts(store, query, match) if facts else []
     if session_id is not None:
         candidates += _turns(store, query, match, session_id, before_id)
     return _fill_budget(store, _interleave(candidates), budget_tokens, limit, model, before_id)
