@@ -224,3 +224,49 @@ def test_without_facts_the_recall_budget_goes_to_older_turns(store, model, conve
     assert without.memories and all(item.kind == "turn" for item in without.memories)
     assert "pgvector" not in answer_request(model)["messages"][0]["content"]
     assert "we picked PostgreSQL" in answer_request(model)["messages"][0]["content"]
+
+
+def test_with_a_small_context_the_summary_still_fits_and_no_turn_falls_between(store, model, conversation):
+    """The recent turns leave room for a whole summary, so with a 4k-context
+    local model and the default budgets every turn is either summarised or
+    sent, and a summary request comes only every few questions."""
+    store.add_turns("s", [turn(i, f"turn {i}: " + "some words " * 40) for i in range(6)])
+    for n in range(12):
+        # Long answers push turns out of the window. (A summary request, when
+        # one comes, takes the queued text instead: either way turns pile up.)
+        model.queue_answer(f"answer {n}: " + "more words " * 40)
+        result = ask(conversation, f"question {n}: " + "words " * 30, memory="summary",
+                     context_tokens=4096, summary_tokens=300)
+        prompt = result.prompt
+        assert prompt.tokens <= 4096 - 2048
+        assert (prompt.summary is None) == (store.summary(result.session.id) is None), "a stored summary is sent"
+        if prompt.summary is not None:
+            unsent = store.turns_between(result.session.id, after_id=prompt.summary.last_turn_id,
+                                         before_id=prompt.recent[0].id)
+            assert unsent == [], "a turn neither summarised nor sent"
+        assert not result.warnings
+    assert store.summary(result.session.id) is not None
+    assert 0 < len(summary_requests(model)) <= 6
+
+
+def test_a_summary_cut_off_by_the_token_limit_is_asked_for_again_shorter(store, model, conversation):
+    store.add_turns("s", [turn(i) for i in range(16)])
+    model.queue_answer("A summary that ran out of room and stopped in the mid", finish_reason="length")
+    model.queue_answer("A shorter, whole summary.")
+    result = ask(conversation, "q", memory="summary", memory_tokens=50, summary_tokens=200)
+    first, second = summary_requests(model)
+    assert "at most 100 words" in first["messages"][0]["content"]
+    assert "at most 50 words" in second["messages"][0]["content"]
+    assert store.summary(result.session.id).content == "A shorter, whole summary."
+    assert not result.warnings
+
+
+def test_a_summary_cut_off_twice_is_not_stored_and_the_answer_still_comes(store, model, conversation):
+    store.add_turns("s", [turn(i) for i in range(16)])
+    model.queue_answer("cut", finish_reason="length")
+    model.queue_answer("cut again", finish_reason="length")
+    model.queue_answer("the answer")
+    result = ask(conversation, "q", memory="summary", memory_tokens=50)
+    assert result.answer.content == "the answer"
+    assert store.summary(result.session.id) is None
+    assert any("cut off" in warning for warning in result.warnings)

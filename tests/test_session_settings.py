@@ -143,3 +143,53 @@ def test_a_failing_embeddings_endpoint_falls_back_to_keywords_and_says_so_once(k
     assert done.stderr.count("vector recall is off") == 1
     assert "user.editor: helix" in model.chat_requests[0]["messages"][0]["content"]
     assert len(model.chat_requests) == 2, "both questions were answered"
+
+
+def test_a_mistyped_role_on_a_new_session_is_refused_and_not_kept(kvchat, model, store):
+    done = kvchat("ask", "-s", "s1", "--role", "nosuch", "hi")
+    assert done.exit_code == 1 and done.stderr.startswith("kvchat: error: no role named 'nosuch'")
+    assert store.session("s1") is None
+    assert kvchat("ask", "-s", "s1", "hi again", "--no-extract").exit_code == 0
+    assert store.session("s1").settings == {}
+
+
+def test_settings_of_a_failed_first_question_are_not_kept(kvchat, model, store):
+    model.queue_error(404, "model 'gpt4o' not found", code="model_not_found")
+    assert kvchat("ask", "-s", "s1", "--model", "gpt4o", "hi", "--no-extract").exit_code == 1
+    assert store.session("s1").settings == {}
+
+
+def test_a_removed_role_still_named_by_a_session_says_how_to_mend_it(kvchat, model, store):
+    kvchat("roles", "add", "mine", "My own role.")
+    kvchat("sessions", "set", "s2", "--role", "mine")
+    kvchat("roles", "remove", "mine")
+    done = kvchat("ask", "-s", "s2", "hi")
+    assert done.exit_code == 1
+    assert "kvchat sessions set s2 --role NAME" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_unreadable_session_settings_are_reported_and_reset_clears_them(kvchat, model, store):
+    store.open_session("broken")
+    store.open_session("fine")
+    with store.engine.begin() as db:
+        db.exec_driver_sql("UPDATE sessions SET settings = 'not json' WHERE name = 'broken'")
+    assert kvchat("sessions").exit_code == 0, "one damaged session does not hide the others"
+    done = kvchat("ask", "-s", "broken", "hi")
+    assert done.exit_code == 1 and "--reset" in done.stderr
+    assert kvchat("sessions", "set", "broken", "--reset").exit_code == 0
+    assert kvchat("ask", "-s", "broken", "hi", "--no-extract").exit_code == 0
+
+
+def test_a_chat_that_asks_nothing_creates_no_session(kvchat, model, store):
+    done = kvchat("chat", "--new", "--memory", "window", input="exit\n")
+    assert done.exit_code == 0
+    assert store.sessions() == []
+
+
+def test_vector_recall_without_facts_neither_embeds_nor_sends_them(kvchat, model, store):
+    store.set_fact("user.vehicle", "drives an old automobile", source="user")
+    done = kvchat("ask", "what car do I own?", "--vector", "--no-facts", "--no-extract")
+    assert done.exit_code == 0, done.stderr
+    assert "automobile" not in model.chat_requests[-1]["messages"][0]["content"]
+    assert not any("automobile" in text for text in model.embedded_texts)

@@ -14,11 +14,11 @@ leaves that part out (with a warning), never the answer.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from . import extraction, summaries, textsearch, tokens
 from .model_client import ModelClient, ModelError, Reply
-from .prompt import Prompt, PromptOptions, PromptTooLarge, SemanticRecall, build_prompt, window_start
+from .prompt import Prompt, PromptOptions, PromptTooLarge, SemanticRecall, build_prompt, summary_fold_points
 from .store import NewTurn, Session, Store, Turn
 
 # Extraction answers with a short JSON object; a model that runs on must not
@@ -155,19 +155,16 @@ class Conversation:
 
     def _update_summary(self, session_id: int, asked: Turn, options: PromptOptions) -> list[str]:
         """Fold turns into the summary once the unsummarised ones overflow the
-        recent-turn budget: then down to half of it, so that a summary request
-        comes once per half a window of conversation, not on every question."""
-        def start(budget: int) -> int | None:
-            return window_start(
-                self.store, question_tokens=asked.tokens, session_id=session_id,
-                before_id=asked.id, options=replace(options, memory_tokens=budget),
-            )
-
-        _, overflow = summaries.unsummarised(self.store, session_id, start(options.memory_tokens))
+        recent-turn budget: then down to half of it (see summary_fold_points)."""
+        overdue_before, fold_before = summary_fold_points(
+            self.store, question_tokens=asked.tokens, session_id=session_id,
+            before_id=asked.id, options=options,
+        )
+        _, overflow = summaries.unsummarised(self.store, session_id, overdue_before)
         if not overflow:
             return []
         update = summaries.update_summary(
-            self.store, self.client, session_id, window_start=start(options.memory_tokens // 2),
+            self.store, self.client, session_id, window_start=fold_before,
             model=options.model, summary_tokens=options.summary_tokens,
         )
         if update.error is None:

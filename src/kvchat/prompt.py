@@ -227,12 +227,22 @@ def recent_window(
         if options.window <= 0:
             return [], 0
         return _recent_turns(store, session_id, before_id, room, options.model, max_turns=options.window)
-    if options.memory_tokens <= 0:
+    budget = recent_token_budget(options, room)
+    if budget <= 0:
         return [], 0
     return _recent_turns(
-        store, session_id, before_id, min(options.memory_tokens, room), options.model,
+        store, session_id, before_id, budget, options.model,
         after_id=summary.last_turn_id if summary else None,
     )
+
+
+def recent_token_budget(options: PromptOptions, room: int) -> int:
+    """Tokens the recent turns may use out of `room`: `memory_tokens`, less
+    whatever the summary may need, so that a full summary always fits."""
+    if options.memory != "summary":
+        return min(options.memory_tokens, room)
+    reserve = options.summary_tokens + tokens.count_tokens(memory_block([], "-"), options.model)
+    return min(options.memory_tokens, room - reserve)
 
 
 def _with_memory(
@@ -274,15 +284,23 @@ def _room(options: PromptOptions, role_cost: int, question_tokens: int) -> int:
     return limit - role_cost - question_cost
 
 
-def window_start(
+def summary_fold_points(
     store: Store, *, question_tokens: int, session_id: int, before_id: int | None, options: PromptOptions
-) -> int | None:
-    """The id of the oldest turn a recent window of `options` would hold for
-    this question, summary aside (`before_id` when it holds none)."""
+) -> tuple[int | None, int | None]:
+    """Where the summary strategy's recent window would start for this
+    question, summary aside, with its whole token budget and with half of it
+    (ids of the oldest turns kept; `before_id` when none is). Turns before the
+    first are overdue for the summary; folding goes on up to the second, so
+    that a summary request comes once per half a window of conversation."""
     role_cost = tokens.message_tokens(tokens.count_tokens(options.role or DEFAULT_ROLE, options.model))
     room = _room(options, role_cost, question_tokens)
-    recent, _ = recent_window(store, session_id, before_id, options, room)
-    return recent[0].id if recent else before_id
+    budget = recent_token_budget(options, room)
+
+    def start(limit: int) -> int | None:
+        recent, _ = recent_window(store, session_id, before_id, replace(options, memory_tokens=limit), room)
+        return recent[0].id if recent else before_id
+
+    return start(budget), start(budget // 2)
 
 
 def build_prompt(
@@ -335,16 +353,18 @@ def build_prompt(
             memories = semantic(
                 question, context=context, session_id=session_id, before_id=window_start,
                 keyword=memories, budget_tokens=recall_budget, limit=options.recall_limit,
-                model=model, notes=notes,
+                model=model, notes=notes, facts=options.facts,
             )
-        if not options.facts:  # vector recall searches facts as well
-            memories = [item for item in memories if item.kind != "fact"]
     if summary is not None:
         room += summary.tokens
     system, memory_costs = _with_memory(
         role, role_tokens, memories, summary.content if summary else None, room, model
     )
     if summary is not None and "summary" not in memory_costs:
+        notes.append(
+            f"the session's summary ({summary.tokens} tokens) does not fit the "
+            f"{options.context_window}-token context with this question; it was left out"
+        )
         summary = None
 
     messages = [{"role": "system", "content": system}]

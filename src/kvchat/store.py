@@ -243,8 +243,22 @@ def _session(row) -> Session:
         last_active_at=_utc(m["last_active_at"]),
         turn_count=m["turn_count"],
         token_count=m["token_count"],
-        settings=json.loads(m["settings"]) if m["settings"] else {},
+        settings=_settings(m["name"], m["settings"]),
     )
+
+
+def _settings(session_name: str, raw: str | None) -> dict:
+    if not raw:
+        return {}
+    try:
+        settings = json.loads(raw)
+    except ValueError:
+        settings = None
+    if not isinstance(settings, dict):
+        # Only a hand-edited or damaged database gets here: say how to mend
+        # it when the settings are used, and keep listing sessions meanwhile.
+        return {"_unreadable": raw[:200]}
+    return settings
 
 
 @dataclass
@@ -358,9 +372,9 @@ class Store:
             name = f"{base}-{n}"
         return name
 
-    def update_settings(self, name: str, changes: dict) -> Session:
+    def update_settings(self, name: str, changes: dict, *, reset: bool = False) -> Session:
         """Merge `changes` into the settings of session `name` (created if
-        missing); a value of None removes that setting."""
+        missing), or into none with `reset`; a value of None removes that setting."""
         from sqlalchemy import select
 
         from .schema import sessions
@@ -368,7 +382,7 @@ class Store:
         name = check_name("a session name", name)
         with self._write() as db:
             session = self._ensure_session(db, name)
-            settings = dict(session.settings)
+            settings = {} if reset else dict(session.settings)
             for key, value in changes.items():
                 if value is None:
                     settings.pop(key, None)

@@ -62,9 +62,10 @@ def _turn_text(turn: Turn, model: str) -> str:
 
 def summary_messages(previous: str | None, turns: list[str], summary_tokens: int) -> list[dict]:
     """The request that folds `turns` (already rendered) into `previous`."""
-    # Words run at roughly three quarters of a token in English; the reply is
-    # also capped at summary_tokens, and trimmed if a model runs over.
-    words = max(10, summary_tokens * 3 // 4)
+    # An English word is about 1.3 tokens, code and Chinese cost more: asking
+    # for half as many words as tokens leaves the cap (max_tokens) as a net
+    # that a summary rarely reaches.
+    words = max(8, summary_tokens // 2)
     body = "Summary so far:\n" + (previous or "(none yet)") + "\n\nNew turns:\n" + "\n\n".join(turns)
     return [
         {"role": "system", "content": INSTRUCTIONS.format(words=words)},
@@ -85,6 +86,23 @@ def _chunks(turns: list[Turn], model: str) -> list[tuple[list[Turn], list[str]]]
         chunks[-1][1].append(text)
         size += cost
     return chunks
+
+
+def _summarise(
+    client: ModelClient, previous: str | None, texts: list[str], model: str, summary_tokens: int,
+    update: SummaryUpdate,
+) -> tuple[str | None, str]:
+    """The new summary text (None if the model gave no whole one) and the
+    model that wrote it. A summary cut off by the token limit would lose its
+    end, which holds the newest turns, so it is asked for again, shorter."""
+    for limit in (summary_tokens, summary_tokens // 2):
+        messages = summary_messages(previous, texts, limit)
+        reply = client.chat(messages, model=model, max_tokens=summary_tokens, stream=False)
+        update.calls += 1
+        text = tokens.truncate(reply.text.strip(), summary_tokens, model)
+        if reply.finish_reason == "stop" and text:
+            return text, reply.model or model
+    return None, model
 
 
 def unsummarised(store: Store, session_id: int, window_start: int | None) -> tuple[Summary | None, list[Turn]]:
@@ -111,22 +129,21 @@ def update_summary(
     summary, pending = unsummarised(store, session_id, window_start)
     update = SummaryUpdate(summary=summary)
     for chunk, texts in _chunks(pending, model)[:max_calls]:
-        messages = summary_messages(summary.content if summary else None, texts, summary_tokens)
         try:
-            reply = client.chat(messages, model=model, max_tokens=summary_tokens, stream=False)
+            text, reply_model = _summarise(
+                client, summary.content if summary else None, texts, model, summary_tokens, update
+            )
         except ModelError as exc:
             update.error = str(exc)
             break
-        update.calls += 1
-        text = tokens.truncate(reply.text.strip(), summary_tokens, model)
-        if not text or reply.finish_reason is None:
+        if text is None:
             update.error = "the model's summary came back empty or cut off"
             break
         stored = store.save_summary(
             session_id, text, tokens=tokens.count_tokens(text, model),
             last_turn_id=chunk[-1].id,
             turn_count=(summary.turn_count if summary else 0) + len(chunk),
-            model=reply.model or model,
+            model=reply_model,
             covers_after=summary.last_turn_id if summary else None,
         )
         summary = store.summary(session_id)

@@ -106,10 +106,12 @@ class SemanticRecall:
         budget_tokens: int,
         limit: int,
         model: str,
+        facts: bool = True,
     ) -> list[MemoryItem]:
         """The memories for `question`: `keyword` (keyword recall's result for
-        it) fused with the nearest facts and older turns, best first, within
-        `budget_tokens` and `limit` (tokens counted for the chat `model`).
+        it) fused with the nearest facts (unless `facts` is off) and older
+        turns, best first, within `budget_tokens` and `limit` (tokens counted
+        for the chat `model`).
 
         Embeds new and changed items and the question first. Raises
         `ModelError` when the embeddings endpoint fails; `keyword` is left as
@@ -117,7 +119,7 @@ class SemanticRecall:
         """
         if limit <= 0 or budget_tokens <= 0:
             return []
-        items = self.store.embedded_facts(self.embedding_model)
+        items = self.store.embedded_facts(self.embedding_model) if facts else []
         if session_id is not None:
             items += self.store.embedded_turns(session_id, self.embedding_model, before_id=before_id)
         queries = query_texts(question, context)

@@ -77,28 +77,51 @@ VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Say what w
 
 
 def resolve_settings(store, flags: dict, *, new: bool = False):
-    """The session to use, and the effective settings for this call: flags,
-    then the session's own settings, the environment, the config file."""
+    """The session to use, the effective settings for this call (flags, then
+    the session's own settings, the environment, the config file), and the
+    flags a new session should keep (see remember_settings)."""
     from .. import config
 
     name = store.fresh_session_name() if new else config.resolve(flags, None).session
     session = store.session(name)
+    if session is not None and "_unreadable" in session.settings:
+        raise CliError(
+            f"the settings of session {name!r} cannot be read (the database was changed by hand?); "
+            f"`kvchat sessions set {name} --reset` clears them"
+        )
     settings = config.resolve(flags, session.settings if session else None, name)
+    keep = {}
     if session is None:
-        # A session remembers the settings it was started with.
-        chosen = {key: value for key, value in flags.items()
-                  if value is not None and key in config.SESSION_SETTINGS}
-        if chosen:
-            store.update_settings(name, chosen)
-    return name, settings
+        keep = {key: value for key, value in flags.items()
+                if value is not None and key in config.SESSION_SETTINGS}
+    return name, settings, keep
+
+
+def remember_settings(store, name: str, keep: dict, result) -> None:
+    """A new session keeps the settings it was started with, once its first
+    exchange has an answer: a mistyped model or role is not made permanent."""
+    if keep and result.answer is not None:
+        store.update_settings(name, keep)
 
 
 def prompt_options(store, settings, system: str | None):
     from ..prompt import PromptOptions
-    from ..roles import role_text
+    from ..roles import RoleError, role_text
 
+    try:
+        role = system or role_text(store, settings.role)
+    except RoleError as exc:
+        source = settings.source("role")
+        if source.startswith("session "):
+            import ast
+            import shlex
+
+            name = shlex.quote(ast.literal_eval(source.split(" ", 1)[1]))  # the source reads "session 'NAME'"
+            raise RoleError(f"{exc}; {source} uses it: `kvchat sessions set {name} --role NAME` "
+                            "(or --unset role) changes that") from None
+        raise
     return PromptOptions(
-        model=settings.model, role=system or role_text(store, settings.role),
+        model=settings.model, role=role,
         memory=settings.memory, window=settings.window, memory_tokens=settings.memory_tokens,
         summary_tokens=settings.summary_tokens, recall_tokens=settings.recall_tokens,
         answer_tokens=settings.answer_tokens, context_tokens=settings.context_tokens, facts=settings.facts,
@@ -220,13 +243,14 @@ def ask(
         context_tokens=context_tokens, extract=extract,
     )
     with open_store() as store:
-        name, settings = resolve_settings(store, flags, new=new)
+        name, settings, keep = resolve_settings(store, flags, new=new)
         options = ask_options(store, settings, system=system, stream=not no_stream, no_extract=no_extract)
         conversation = make_conversation(store, settings)
         result = conversation.ask(
             name, text, options, on_text=None if json_output else _write,
             on_prompt=show_prompt if show_prompt_first else None,
         )
+        remember_settings(store, name, keep, result)
     if json_output:
         print_json(result_json(result))
     elif result.answer is not None and not result.answer.content.endswith("\n"):
@@ -277,7 +301,7 @@ def chat(
         except ImportError:
             pass
     with open_store() as store:
-        name, settings = resolve_settings(store, flags, new=new)
+        name, settings, keep = resolve_settings(store, flags, new=new)
         options = ask_options(store, settings, system=system, stream=not no_stream, no_extract=no_extract)
         conversation = make_conversation(store, settings)
         typer.echo(
@@ -308,6 +332,8 @@ def chat(
             except KeyboardInterrupt:
                 typer.echo("\nkvchat: answer interrupted (the partial answer is kept)", err=True)
                 continue
+            remember_settings(store, name, keep, result)
+            keep = {}
             if not result.answer.content.endswith("\n"):
                 _write("\n")
             _report(result, verbose)

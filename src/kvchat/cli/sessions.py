@@ -184,6 +184,7 @@ def set_settings(
     unset: Annotated[
         Optional[list[str]], typer.Option("--unset", help="Forget this setting of the session (repeatable).")
     ] = None,
+    reset: Annotated[bool, typer.Option("--reset", help="Forget all the session's settings first.")] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Keep settings with a session: every later ask or chat in it uses them
@@ -205,12 +206,12 @@ def set_settings(
         if key in changes:
             raise CliError(f"--unset {key} and --{key.replace('_', '-')} contradict each other")
         changes[key] = None
-    if not changes:
-        raise CliError("nothing to set: give settings such as --memory summary, or --unset NAME")
+    if not changes and not reset:
+        raise CliError("nothing to set: give settings such as --memory summary, --unset NAME, or --reset")
     with open_store() as store:
         if role is not None:
             role_text(store, role)  # an unknown role is refused now, not at the next ask
-        session = store.update_settings(name, changes)
+        session = store.update_settings(name, changes, reset=reset)
     if json_output:
         print_json({"session": session.name, "settings": session.settings})
         return
