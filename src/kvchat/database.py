@@ -55,11 +55,16 @@ def sqlite_path(url: str) -> Path | None:
 
 
 def _create_private_file(path: Path) -> None:
-    """Create the database file readable by its owner only, if it is missing."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError as exc:
-        raise DatabaseError(f"cannot create the directory {path.parent}: {exc.strerror}") from None
+    """Create the database file readable by its owner only, if it is missing,
+    and every missing directory above it likewise (it holds the user's
+    conversations; Path.mkdir(parents=True) would give the parents the umask's
+    permissions instead)."""
+    missing = [parent for parent in (path.parent, *path.parent.parents) if not parent.exists()]
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseError(f"cannot create the directory {directory}: {exc.strerror}") from None
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except FileExistsError:
@@ -80,7 +85,14 @@ def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        # Switching to WAL rewrites the file's header: do it only to a new
+        # database or kvchat's own, never to another program's (which
+        # current_revision then refuses untouched).
+        cursor.execute(
+            "SELECT count(*) = 0 OR sum(name = 'alembic_version') > 0 FROM sqlite_master WHERE type = 'table'"
+        )
+        if cursor.fetchone()[0]:
+            cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
     finally:
@@ -110,38 +122,84 @@ def create_engine(url: str) -> Engine:
 
 
 def current_revision(engine: Engine) -> str | None:
-    from sqlalchemy import text
+    """The database's schema revision; None for a new, empty database.
+
+    An SQLite file with tables but no kvchat revision belongs to some other
+    program: kvchat refuses it rather than add its own tables to it. (A
+    PostgreSQL database is often shared by several programs, each with its own
+    tables, so there other tables are no sign of a mistake.)"""
+    from sqlalchemy import inspect, text
     from sqlalchemy.exc import DatabaseError as SQLError
 
     try:
         with engine.connect() as connection:
-            has_table = engine.dialect.has_table(connection, "alembic_version")
-            if not has_table:
-                return None
-            return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            tables = inspect(connection).get_table_names()
+            if "alembic_version" in tables:
+                return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except SQLError as exc:
         raise DatabaseError(describe_error(exc, engine.url)) from None
+    if tables and is_sqlite(str(engine.url)):
+        raise DatabaseError(
+            f"{_where(engine.url)} is not a kvchat database (it holds other tables: "
+            f"{', '.join(sorted(tables)[:3])}); kvchat left it untouched"
+        )
+    return None
+
+
+def _where(url) -> str:
+    return str(sqlite_path(str(url)) or url.render_as_string(hide_password=True))
+
+
+# SQLite's result codes (sqlite3 exceptions carry them as `sqlite_errorname`)
+# for I/O failures while writing; the others happen while reading.
+_WRITE_IO_ERRORS = {
+    "SQLITE_IOERR_WRITE", "SQLITE_IOERR_FSYNC", "SQLITE_IOERR_DIR_FSYNC", "SQLITE_IOERR_TRUNCATE",
+    "SQLITE_IOERR_SHMSIZE", "SQLITE_IOERR_SHMMAP", "SQLITE_IOERR_DELETE",
+}
 
 
 def describe_error(exc: Exception, url) -> str:
-    """One line about a database failure, without internals."""
-    original = getattr(exc, "orig", exc)
+    """One line about a database failure, without internals: what happened to
+    which file, and what the user can do about it. Every failure it describes
+    rolled back, so the line never suggests data was changed."""
+    original = getattr(exc, "orig", None) or exc
     message = str(original).strip().splitlines()[0] if str(original).strip() else type(original).__name__
-    where = sqlite_path(str(url)) or url.render_as_string(hide_password=True)
-    if "file is not a database" in message or "malformed" in message:
-        return f"{where} is not a kvchat database (or it is damaged): {message}"
-    if "readonly" in message or "read-only" in message:
+    code = getattr(original, "sqlite_errorname", "") or ""
+    where = _where(url)
+    if code == "SQLITE_NOTADB" or "file is not a database" in message:
+        return f"{where} is not a kvchat database (not an SQLite file at all); kvchat left it untouched"
+    if code.startswith("SQLITE_CORRUPT") or "malformed" in message or "vtable constructor failed" in message:
+        # A damaged full-text index shows as a failing virtual-table constructor.
+        return (
+            f"{where} is damaged ({message}); kvchat left it untouched: "
+            f"`sqlite3 {where} .recover` can rescue what is readable"
+        )
+    if code.startswith("SQLITE_READONLY") or "readonly" in message or "read-only" in message:
+        path = sqlite_path(str(url))
+        if path is not None and os.access(path, os.W_OK) and not os.access(path.parent, os.W_OK):
+            return (
+                f"cannot write to {where}: its directory is read-only "
+                "(SQLite keeps its write-ahead log next to the database)"
+            )
         return f"cannot write to {where}: it is read-only"
-    if "disk is full" in message or "database or disk is full" in message:
+    if code == "SQLITE_FULL" or "database or disk is full" in message:
         return f"cannot write to {where}: the disk is full"
+    if code in _WRITE_IO_ERRORS:
+        return f"cannot write to {where}: disk I/O error (is the disk full, or the file over a size limit?)"
+    if code.startswith("SQLITE_IOERR") or "disk I/O error" in message:
+        return f"cannot read {where}: disk I/O error (is the disk failing?)"
+    if code == "SQLITE_CANTOPEN" or "unable to open database file" in message:
+        return f"cannot open {where}: check that it and its directory are readable and writable"
+    if code.startswith("SQLITE_BUSY") or "database is locked" in message:
+        return (
+            f"{where} is locked: another program has held it for over "
+            f"{BUSY_TIMEOUT_MS // 1000} s; try again when it is done"
+        )
     return f"database error on {where}: {message}"
 
 
-def ensure_schema(engine: Engine) -> None:
-    """Bring the database up to this kvchat's schema, refusing a newer one."""
-    revision = current_revision(engine)
-    if revision == SCHEMA_HEAD:
-        return
+def migration_scripts():
+    """Alembic's config for kvchat's own migrations, and their script directory."""
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
@@ -149,11 +207,22 @@ def ensure_schema(engine: Engine) -> None:
 
     config = Config()
     config.set_main_option("script_location", str(Path(migrations.__file__).parent))
-    script = ScriptDirectory.from_config(config)
+    return config, ScriptDirectory.from_config(config)
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Bring the database up to this kvchat's schema, refusing a newer one.
+
+    Every migration runs in one transaction (SQLite's DDL is transactional): an
+    upgrade that fails part-way leaves the database as it was."""
+    revision = current_revision(engine)
+    if revision == SCHEMA_HEAD:
+        return
+    config, script = migration_scripts()
     if revision is not None and revision not in {rev.revision for rev in script.walk_revisions()}:
         raise DatabaseError(
-            f"the database was written by a newer kvchat (schema {revision}); "
-            "upgrade kvchat to use it"
+            f"{_where(engine.url)} was written by a newer kvchat (schema {revision}); "
+            "upgrade kvchat to use it (kvchat left it untouched)"
         )
     from alembic import command
     from sqlalchemy.exc import DatabaseError as SQLError
@@ -165,4 +234,9 @@ def ensure_schema(engine: Engine) -> None:
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
     except SQLError as exc:
-        raise DatabaseError(describe_error(exc, engine.url)) from None
+        if revision is None:
+            raise DatabaseError(describe_error(exc, engine.url)) from None
+        raise DatabaseError(
+            f"{describe_error(exc, engine.url)} (while upgrading it from schema {revision} "
+            f"to {SCHEMA_HEAD}; it is left as it was)"
+        ) from None
