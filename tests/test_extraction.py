@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -10,11 +11,14 @@ from kvchat.extraction import (
     MAX_VALUE_LENGTH,
     ExtractionError,
     FactChange,
+    Skipped,
     extract_by_rules,
     extraction_messages,
     looks_like_secret,
     normalise_key,
+    parse_extraction,
     parse_extraction_reply,
+    rule_extraction,
 )
 
 # Credential-shaped strings are assembled at run time so that no literal in
@@ -506,3 +510,39 @@ def test_parse_repeated_key_keeps_the_last_value():
 def test_parse_collapses_whitespace_in_values():
     reply = '{"facts": [{"key": "user.editor", "value": "  Neovim\\n  0.10 "}], "forget": []}'
     assert parse_extraction_reply(reply) == [FactChange("user.editor", "Neovim 0.10")]
+
+
+# ------------------------------------------------------- skipped secrets
+
+
+def test_rules_report_what_they_skipped_without_the_value():
+    found = rule_extraction(f"My name is Ada. Remember that my api key is {FAKE['openai']}. I use vim.")
+    assert [(c.key, c.value) for c in found.changes] == [("user.name", "Ada"), ("user.uses.vim", "vim")]
+    assert found.skipped == [Skipped("user.api_key", "api key")]
+    # A redacted question still says what was there.
+    assert rule_extraction("remember that my password is [redacted: password]").skipped == [
+        Skipped("user.password", "password")
+    ]
+    assert rule_extraction(f"here is {FAKE['openai']}, thanks").skipped == []  # no fact was stated
+
+
+def test_model_extraction_reports_what_it_skipped_and_hides_a_secret_key():
+    found = parse_extraction(json.dumps({"facts": [
+        {"key": "user.password", "value": "hunter2"},
+        {"key": "user.note", "value": f"deploy with {FAKE['aws']}"},
+        {"key": FAKE["github_classic"], "value": "x"},
+        {"key": "user.editor", "value": "vim"},
+    ], "forget": [FAKE["github_classic"]]}))
+    assert found.changes == [FactChange("user.editor", "vim")]
+    assert found.skipped == [
+        Skipped("user.password", "a key that names a credential"),
+        Skipped("user.note", "api key"),
+        Skipped(None, "api key"),
+    ]
+
+
+def test_long_input_is_read_at_its_start_and_its_end():
+    filler = "这是一段很长的日志，没有任何事实。" * 70_000  # about a megabyte of statements-free text
+    started = time.perf_counter()
+    assert changes("I use vim. " + filler + " 我用Emacs。") == [("user.uses.vim", "vim"), ("user.uses.emacs", "Emacs")]
+    assert time.perf_counter() - started < 2.0

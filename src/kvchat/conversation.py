@@ -9,6 +9,11 @@ runs after the answer is safely stored and can never fail it. With the
 "summary" strategy the rolling summary is brought up to date before the prompt
 is built, and with vector recall on the embeddings are; either failing only
 leaves that part out (with a warning), never the answer.
+
+Secrets (the API key, and whatever kvchat.redaction recognises) are blanked
+from the question before it is stored or sent, and from the answer and any
+error before they are stored. Facts left out as secrets are recorded, without
+their values, for `kvchat facts --skipped`.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import dataclass, field
 from . import extraction, summaries, textsearch, tokens
 from .model_client import ModelClient, ModelError, Reply
 from .prompt import Prompt, PromptOptions, PromptTooLarge, SemanticRecall, build_prompt, summary_fold_points
+from .redaction import redact
 from .store import NewTurn, Session, Store, Turn
 
 # Extraction answers with a short JSON object; a model that runs on must not
@@ -61,19 +67,6 @@ class AskFailed(Exception):
     def __init__(self, message: str, question: Turn):
         super().__init__(message)
         self.question = question
-
-
-# Real API keys are long; a short "key" (local servers take "ollama", "lm-studio",
-# even "password") is a word the user may well type, and must not be rewritten.
-MIN_SECRET_LENGTH = 20
-
-
-def redact(text: str, secrets: list[str]) -> str:
-    """Text with every configured secret (the API key) blanked out before storing."""
-    for secret in secrets:
-        if len(secret) >= MIN_SECRET_LENGTH:
-            text = text.replace(secret, "[redacted]")
-    return text
 
 
 class Conversation:
@@ -196,10 +189,20 @@ class Conversation:
     def _learn_by_rules(self, asked: Turn, options: AskOptions) -> dict[str, str]:
         if options.extract == "off":
             return {}
-        changes = [(c.key, c.value) for c in extraction.extract_by_rules(asked.content)]
+        found = extraction.rule_extraction(asked.content)
+        self._note_skipped(found.skipped, "rules", asked.id)
+        changes = [(c.key, c.value) for c in found.changes]
         if not changes:
             return {}
         return self.store.apply_facts(changes, source="rules", turn_id=asked.id)
+
+    def _note_skipped(self, skipped: list[extraction.Skipped], source: str, turn_id: int) -> None:
+        """Keep a note (never the value) of each fact left out as a secret,
+        for `kvchat facts --skipped`."""
+        if skipped:
+            self.store.record_skipped_facts(
+                [(item.key, item.reason) for item in skipped], source=source, turn_id=turn_id
+            )
 
     def _related_facts(self, question: str, answer: str) -> list[tuple[str, str]]:
         """The stored facts this exchange may update or contradict, so the
@@ -257,11 +260,12 @@ class Conversation:
                 schema=extraction.EXTRACTION_SCHEMA, schema_name="facts",
                 max_tokens=EXTRACTION_ANSWER_TOKENS,
             )
-            found = extraction.parse_extraction_reply(raw)
+            found = extraction.parse_extraction(raw)
         except (ModelError, extraction.ExtractionError) as exc:
             result.notes.append(f"fact extraction stored nothing: {exc}")
             return
-        model_changes = [(c.key, c.value) for c in found if c.key not in result.facts]
+        self._note_skipped(found.skipped, "model", result.question.id)
+        model_changes = [(c.key, c.value) for c in found.changes if c.key not in result.facts]
         if model_changes:
             result.facts.update(
                 self.store.apply_facts(model_changes, source="model", turn_id=result.question.id)

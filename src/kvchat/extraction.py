@@ -11,6 +11,11 @@ Two ways to find facts live here, both pure functions (no I/O, no model):
 * `extraction_messages` / `parse_extraction_reply` build the prompt for a
   cheap model and turn its JSON reply into changes.
 
+A fact whose key or value looks like a secret (kvchat.redaction decides) is
+never among the changes. `rule_extraction` and `parse_extraction` also return
+what they left out (`Skipped`: the key and the kind of secret, never the
+value), which kvchat records for ``kvchat facts --skipped``.
+
 Key scheme used by the rules (``<x>`` is the normalised phrase, with any dots
 turned into underscores so it stays one path segment):
 
@@ -42,42 +47,32 @@ secrets are ignored, and no change ever carries a secret.
 from __future__ import annotations
 
 import json
-import math
 import re
 import unicodedata
-from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from .redaction import LazyPattern, looks_like_secret, names_credential, secret_kind
 
 __all__ = [
     "EXTRACTION_SCHEMA",
     "MAX_FACTS",
     "MAX_KEY_LENGTH",
     "MAX_VALUE_LENGTH",
+    "Extraction",
     "ExtractionError",
     "FactChange",
+    "Skipped",
     "extract_by_rules",
     "extraction_messages",
     "is_storable",
     "looks_like_secret",
     "normalise_key",
+    "parse_extraction",
     "parse_extraction_reply",
+    "rule_extraction",
+    "skip_reason",
 ]
-
-class _LazyPattern:
-    """A regular expression compiled on first use, so importing this module
-    stays cheap (there are some fifty of them)."""
-
-    __slots__ = ("_compiled", "_flags", "_source")
-
-    def __init__(self, source: str, flags: int = 0) -> None:
-        self._source, self._flags, self._compiled = source, flags, None
-
-    def __getattr__(self, name: str):
-        if self._compiled is None:
-            self._compiled = re.compile(self._source, self._flags)
-        return getattr(self._compiled, name)
-
 
 MAX_KEY_LENGTH = 100
 MAX_VALUE_LENGTH = 500
@@ -98,15 +93,9 @@ class FactChange:
 # Keys
 # ==========================================================================
 
-_HIERARCHY_SEPARATORS = _LazyPattern(r"::|->|[./\\:>]+")
-_WORD_SEPARATORS = _LazyPattern(r"[\s\-‐-―_]+")
-_JUNK = _LazyPattern(r"[^\w.]")  # \w keeps letters of every script, CJK included
-_SENSITIVE_SEGMENT = _LazyPattern(
-    r"(?:^|_)(?:password|passwd|passphrase|passcode|pwd|pin|secret|secret_key|api_key|apikey"
-    r"|access_key|private_key|token|access_token|auth_token|credentials?)$"
-    r"|(?:密码|口令|密钥|秘钥|私钥|令牌)$"
-)
-
+_HIERARCHY_SEPARATORS = LazyPattern(r"::|->|[./\\:>]+")
+_WORD_SEPARATORS = LazyPattern(r"[\s\-‐-―_]+")
+_JUNK = LazyPattern(r"[^\w.]")  # \w keeps letters of every script, CJK included
 
 def normalise_key(raw: str) -> str | None:
     """A clean dotted lowercase key for `raw`, or None if nothing usable is left.
@@ -141,161 +130,51 @@ def _segment(phrase: str, limit: int = 60) -> str | None:
     return key.strip("_") or None
 
 
-_DOTTED_KEY = _LazyPattern(r"[\w.\-]+")
-
-
-def _is_sensitive_key(key: str) -> bool:
-    return any(_SENSITIVE_SEGMENT.search(segment) for segment in key.split("."))
-
-
 # ==========================================================================
 # Secrets
 # ==========================================================================
 
-_TOKEN_FORMATS = _LazyPattern(
-    "|".join(
-        [
-            r"(?<![A-Za-z0-9_-])sk-[A-Za-z0-9_-]{20,}",  # OpenAI / Anthropic / DeepSeek style
-            r"(?<![A-Za-z0-9])(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})",
-            r"(?<![A-Za-z0-9])xox[abposr]-[A-Za-z0-9-]{10,}",  # Slack
-            r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])",  # AWS access key id
-            r"(?<![A-Za-z0-9])AIza[0-9A-Za-z_-]{35}",  # Google API key
-            r"(?<![A-Za-z0-9])glpat-[0-9A-Za-z_-]{20,}",  # GitLab
-            r"(?<![A-Za-z0-9])[sr]k_(?:live|test)_[0-9A-Za-z]{16,}",  # Stripe
-            r"(?<![A-Za-z0-9])hf_[A-Za-z0-9]{30,}",  # Hugging Face
-            r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",  # JWT
-            r"(?i:\bbearer\s+[A-Za-z0-9._~+/=-]{16,})",
-            r"(?i:\bauthorization\s*:\s*basic\s+[A-Za-z0-9+/=]{8,})",
-            r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----",
-            r"(?i:\b[a-z][a-z0-9+.-]*://[^\s/:@]+:[^\s/@]+@)",  # credentials in a URL
-        ]
-    )
-)
-
-_SECRET_WORD = (
-    r"(?<![A-Za-z])(?:password|passwd|passphrase|passcode|pin(?:\s+code)?|api[\s_-]?key"
-    r"|secret(?:[\s_-]?key)?|access[\s_-]?(?:token|key)|auth(?:entication)?[\s_-]?token"
-    r"|bearer[\s_-]?token|private[\s_-]?key|credentials?)(?:_[A-Za-z]+)*"
-)
-# "my password is hunter2": any value after is/was/are is a disclosure...
-_SECRET_STATED = _LazyPattern(
-    _SECRET_WORD + r"[\"']?\s+(?:is|was|are)\s+[\"'`]?(?P<value>[^\s\"'`]+)", re.IGNORECASE
-)
-# ..."my github token is X" as well...
-_MY_TOKEN_STATED = _LazyPattern(
-    r"\bmy\s+(?:[\w-]+\s+)?(?:token|secret|key|pin)\s+(?:is|was)\s+[\"'`]?(?P<value>[^\s\"'`]+)",
-    re.IGNORECASE,
-)
-# ...while `password: str` or `password = os.environ["PW"]` (code) are not.
-_SECRET_ASSIGNED = _LazyPattern(
-    _SECRET_WORD
-    + r"[\"']?\s*[:=](?!=)\s*(?:[\"'`](?P<quoted>[^\"'`\s]{3,})[\"'`]|(?P<bare>[A-Za-z0-9][^\s\"'`,;]*))",
-    re.IGNORECASE,
-)
-_SECRET_STATED_ZH = _LazyPattern(
-    r"(?:(?:密码|口令|密钥|秘钥|私钥|令牌|验证码)\s*(?:是|为|:|：|=)|(?:api\s*key|token)\s*(?:是|为))"
-    r"\s*(?P<value>[^\s，。！？,!?]+)",
-    re.IGNORECASE,
-)
-_NOT_A_SECRET_VALUE = frozenset(
-    """not never no the a an in on at to of for by as is stored saved kept set required needed
-    missing wrong incorrect invalid expired too hidden empty changed reset correct ok fine weak
-    strong long short what which where how why this that it same different managed rotated
-    encrypted hashed generated used checked validated sent being still now also only just none
-    null nil true false str string int bytes optional any your my our their his her its from
-    read loaded provided given passed secret unknown private public here there below above
-    available configured specified defined shown printed logged visible exposed leaked
-    something anything nothing handled""".split()
-)
-_NOT_A_SECRET_VALUE_ZH = _LazyPattern(r"^(?:什么|多少|啥|错|对|不|空|正确|必须|必需|需要|要|保存|存|放|在|多长|几位)")
-_CODE_EXPRESSION = _LazyPattern(r"[()\[\]{}$%<>]|^[A-Za-z_]\w*\.[A-Za-z_]")
-
-_CANDIDATE = _LazyPattern(r"[A-Za-z0-9+/=_-]{20,}")
-_PIECES = _LazyPattern(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
-_HEX_RUN = _LazyPattern(r"(?<![0-9A-Za-z])(?:[0-9a-f]{32,}|[0-9A-F]{32,})(?![0-9A-Za-z])")
+# What counts as a secret is kvchat.redaction's to say, for facts as for
+# everything else; here is only what a refused fact leaves behind.
 
 
-def _entropy(text: str) -> float:
-    counts = Counter(text)
-    n = len(text)
-    return -sum(c / n * math.log2(c / n) for c in counts.values())
+@dataclass(frozen=True)
+class Skipped:
+    """A fact that was not stored because it looked like a secret: the key it
+    would have had (None when the key itself looked like one) and what it
+    looked like. Never the value."""
+
+    key: str | None
+    reason: str
 
 
-def _is_random_looking(candidate: str) -> bool:
-    """A long run of characters that reads like a key rather than a word.
-
-    Identifiers (``getElementByIdAndReturnValue2``), paths and words split into
-    long natural pieces; random keys split into pieces of one or two
-    characters on average. Long hex runs (32+) are treated as keys too.
-    """
-    if _HEX_RUN.search(candidate):
-        return True
-    core = re.sub(r"[^A-Za-z0-9]", "", candidate)
-    if len(core) < 20:
-        return False
-    has_lower = any(c.islower() for c in core)
-    has_upper = any(c.isupper() for c in core)
-    has_digit = any(c.isdigit() for c in core)
-    if not (has_digit and (has_lower or has_upper)) and not (has_lower and has_upper):
-        return False
-    mean_piece = len(core) / len(_PIECES.findall(core))
-    return mean_piece < 2.6 and _entropy(core) >= 3.0
-
-
-def _value_discloses(value: str) -> bool:
-    word = value.strip(".,;:!?").lower()
-    return bool(word) and word not in _NOT_A_SECRET_VALUE
-
-
-def looks_like_secret(text: str) -> bool:
-    """True if `text` contains something that must not be stored or logged.
-
-    Known credential formats (OpenAI/Anthropic ``sk-...``, GitHub, Slack, AWS,
-    Google, GitLab, Stripe, Hugging Face, JWTs, ``Bearer ...``, PEM private
-    keys, passwords inside URLs), statements that disclose a password, key or
-    token ("my password is hunter2", ``API_KEY="..."``, "密码是…"), long
-    random-looking strings, and a dotted fact key that names a credential
-    (``user.password``, ``user.github_token``: storing anything under such a key
-    would store a secret). Errs on the side of caution.
-    """
-    if not text:
-        return False
-    candidate_key = text.strip()
-    if "." in candidate_key and _DOTTED_KEY.fullmatch(candidate_key):
-        key = normalise_key(candidate_key)
-        if key and _is_sensitive_key(key):
-            return True
-    if _TOKEN_FORMATS.search(text):
-        return True
-    for match in _SECRET_STATED.finditer(text):
-        if _value_discloses(match["value"]):
-            return True
-    for match in _MY_TOKEN_STATED.finditer(text):
-        if _value_discloses(match["value"]):
-            return True
-    for match in _SECRET_ASSIGNED.finditer(text):
-        if match["quoted"]:
-            return True
-        # An unquoted value counts when it does not read like code or a plain
-        # word: it has a digit or symbol, or mixes cases (.env style).
-        bare = match["bare"]
-        if (
-            not _CODE_EXPRESSION.search(bare)
-            and _value_discloses(bare)
-            and (re.search(r"[0-9!@#^&*+=~?]", bare) or (bare.lower() != bare and bare.upper() != bare))
-        ):
-            return True
-    for match in _SECRET_STATED_ZH.finditer(text):
-        if not _NOT_A_SECRET_VALUE_ZH.match(match["value"]):
-            return True
-    return any(_is_random_looking(m.group()) for m in _CANDIDATE.finditer(text))
+def skip_reason(key: str, value: str | None) -> str | None:
+    """Why a fact must not be stored (what secret its key or value holds), or None."""
+    reason = secret_kind(key)
+    if reason is None and value is not None:
+        reason = secret_kind(value)
+    return reason
 
 
 def is_storable(key: str, value: str | None) -> bool:
     """False when a fact would store a secret, in its key or its value."""
-    if looks_like_secret(key):
-        return False
-    return value is None or not looks_like_secret(value)
+    return skip_reason(key, value) is None
+
+
+def _skipped(key: str, reason: str) -> Skipped:
+    # A key that is itself a secret (not one that merely names a credential,
+    # like user.password) is not shown either.
+    shown = names_credential(key) or secret_kind(key) is None
+    return Skipped(key if shown else None, reason)
+
+
+@dataclass
+class Extraction:
+    """What an extraction found: the changes to make, and the facts left out
+    because they looked like secrets."""
+
+    changes: list[FactChange] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
 
 
 # ==========================================================================
@@ -304,85 +183,85 @@ def is_storable(key: str, value: str | None) -> bool:
 
 # The text is NFKC-normalised first, so full-width ，：？！ arrive as their ASCII forms.
 # "." ends a sentence only before a space or CJK text, so "3.11" and "node.js" survive.
-_SENTENCE_END = _LazyPattern(r"(\.(?=\s|$|[^\x00-\x7f])|[!?]+|[。；;\n]+)")
+_SENTENCE_END = LazyPattern(r"(\.(?=\s|$|[^\x00-\x7f])|[!?]+|[。；;\n]+)")
 # Clauses: at commas (not inside "1,000"), at ":" before a space or CJK text (not in
 # "10:30" or URLs), at 、, and at "and"/"but" when a new statement about the user follows.
-_CLAUSE_SPLIT = _LazyPattern(
+_CLAUSE_SPLIT = LazyPattern(
     r"\s*(?:(?<!\d),|,(?!\d)|:(?=\s|[^\x00-\x7f])|、)\s*"
     r"|\s+(?:and|but|also)\s+(?=(?:i|i'm|my|call\s+me)\b)",
     re.IGNORECASE,
 )
-_QUESTION_START = _LazyPattern(
+_QUESTION_START = LazyPattern(
     r"^(?:how|what|why|when|where|which|who|whom|whose|can|could|should|would|will|shall|do|does|"
     r"did|is|are|am|was|were|have|has|may|might|must)\b|^(?:怎么|怎样|如何|为什么|为何|是不是|能不能|可不可以)",
     re.IGNORECASE,
 )
-_QUESTION_END = _LazyPattern(r"(?:吗|么|呢)\s*$")
-_LEADING_FILLER = _LazyPattern(
+_QUESTION_END = LazyPattern(r"(?:吗|么|呢)\s*$")
+_LEADING_FILLER = LazyPattern(
     r"^(?:(?:and|also|but|so|ok|okay|well|btw|by the way|then|now|oh|hi|hello|hey|please|just|"
     r"fyi)\b[\s,]*|(?:而且|并且|另外|还有|然后|对了|好的|好|嗯|哦|请|顺便说一下|顺便)[\s，,]*)+",
     re.IGNORECASE,
 )
-_BARE_COMMAND = _LazyPattern(r"^(?:(?:please\s+)?(?:remember|forget)(?:\s+that)?|请?(?:记住|记一下|记下|忘记|忘掉))$", re.I)
+_BARE_COMMAND = LazyPattern(r"^(?:(?:please\s+)?(?:remember|forget)(?:\s+that)?|请?(?:记住|记一下|记下|忘记|忘掉))$", re.I)
 
 # English
-_FORGET_EN = _LazyPattern(r"^forget(?:\s+about)?(?:\s+that)?\s+(?P<rest>.+)$", re.I)
-_REMEMBER_EN = _LazyPattern(r"^remember(?!\s+(?:to|when|how|what|if|whether|the time)\b)(?:\s+that)?\s+(?P<rest>.+)$", re.I)
-_NAME_EN = _LazyPattern(
+_FORGET_EN = LazyPattern(r"^forget(?:\s+about)?(?:\s+that)?\s+(?P<rest>.+)$", re.I)
+_REMEMBER_EN = LazyPattern(r"^remember(?!\s+(?:to|when|how|what|if|whether|the time)\b)(?:\s+that)?\s+(?P<rest>.+)$", re.I)
+_NAME_EN = LazyPattern(
     r"^(?:my\s+name\s+is|my\s+name's|i\s+am\s+called|i'm\s+called|(?:you\s+can\s+|please\s+)?call\s+me)\s+(?P<v>.+)$",
     re.I,
 )
 _ADVERBS_EN = r"(?:(?:mostly|usually|always|mainly|primarily|generally|currently|also|only|now|still|really|normally|typically|often|just)\s+)*"
-_STOPPED_EN = _LazyPattern(
+_STOPPED_EN = LazyPattern(
     r"^i(?:\s+have|'ve)?\s+(?:no\s+longer|don't|do\s+not|dont|never|stopped|quit)\s+(?:use|using|code\s+in|work\s+with)\s+(?P<v>.+?)(?:\s+any\s?more|\s+now)?$",
     re.I,
 )
-_SWITCHED_EN = _LazyPattern(
+_SWITCHED_EN = LazyPattern(
     r"^i(?:\s+have|'ve)?\s+(?:switched|moved|migrated|changed)(?:\s+over)?\s+from\s+(?P<old>.+?)\s+to\s+(?P<new>.+)$",
     re.I,
 )
-_USES_EN = _LazyPattern(
+_USES_EN = LazyPattern(
     r"^i(?:\s+am|'m)?\s+" + _ADVERBS_EN + r"(?:use|using|code\s+in|coding\s+in|work\s+with|working\s+with|program\s+in)\s+(?P<v>.+)$",
     re.I,
 )
-_PREFERS_EN = _LazyPattern(
+_PREFERS_EN = LazyPattern(
     r"^i\s+" + _ADVERBS_EN + r"(?:(?:really|strongly|much)\s+)?(?:prefer(?:\s+to\s+use|\s+using)?|like\s+to\s+use|like\s+using|love\s+using)\s+(?P<v>.+)$",
     re.I,
 )
-_FAVOURITE_EN = _LazyPattern(r"^my\s+(?:favourite|favorite|fave)\s+(?P<k>.+?)\s+(?:is|are)\s+(?P<v>.+)$", re.I)
-_COPULA_EN = _LazyPattern(r"^(?P<k>.+?)\s+(?:is|are|=)\s+(?P<v>.+)$", re.I)
+_FAVOURITE_EN = LazyPattern(r"^my\s+(?:favourite|favorite|fave)\s+(?P<k>.+?)\s+(?:is|are)\s+(?P<v>.+)$", re.I)
+_COPULA_EN = LazyPattern(r"^(?P<k>.+?)\s+(?:is|are|=)\s+(?P<v>.+)$", re.I)
 
 # Chinese
-_FORGET_ZH = _LazyPattern(r"^(?:忘记|忘掉)(?:关于)?\s*(?P<rest>.+)$")
-_REMEMBER_ZH = _LazyPattern(r"^(?:记住|记一下|记下)\s*(?P<rest>.+)$")
-_NAME_ZH = _LazyPattern(r"^(?:我叫|我的名字是|我的名字叫|我名字叫|我名字是|叫我)\s*(?P<v>.+)$")
+_FORGET_ZH = LazyPattern(r"^(?:忘记|忘掉)(?:关于)?\s*(?P<rest>.+)$")
+_REMEMBER_ZH = LazyPattern(r"^(?:记住|记一下|记下)\s*(?P<rest>.+)$")
+_NAME_ZH = LazyPattern(r"^(?:我叫|我的名字是|我的名字叫|我名字叫|我名字是|叫我)\s*(?P<v>.+)$")
 _ADVERBS_ZH = r"(?:平时|一般|主要|现在|目前|通常|经常|一直|总是|还是|都|也|还|日常)*"
-_STOPPED_ZH = _LazyPattern(r"^我(?:已经|现在|目前)?(?:不再(?:使用|用)\s*(?P<v1>.+?)|不(?:使用|用)\s*(?P<v2>.+?)了)[了啦]?$")
-_SWITCHED_ZH = _LazyPattern(r"^我(?:已经)?从\s*(?P<old>.+?)\s*(?:换|转|切换|迁移)(?:成|到)了?\s*(?P<new>.+)$")
-_USES_ZH = _LazyPattern(r"^我" + _ADVERBS_ZH + r"(?:在)?(?:使用|用)(?![过不了来])(?:的是)?\s*(?P<v>.+)$")
-_PREFERS_ZH = _LazyPattern(r"^我(?:比较|更|很|非常|还是)?(?:喜欢用|喜欢使用|偏好|偏爱|更喜欢|倾向于用?)\s*(?P<v>.+)$")
-_FAVOURITE_ZH = _LazyPattern(r"^我最喜欢的\s*(?P<k>.+?)\s*是\s*(?P<v>.+)$")
+_STOPPED_ZH = LazyPattern(r"^我(?:已经|现在|目前)?(?:不再(?:使用|用)\s*(?P<v1>.+?)|不(?:使用|用)\s*(?P<v2>.+?)了)[了啦]?$")
+_SWITCHED_ZH = LazyPattern(r"^我(?:已经)?从\s*(?P<old>.+?)\s*(?:换|转|切换|迁移)(?:成|到)了?\s*(?P<new>.+)$")
+_USES_ZH = LazyPattern(r"^我" + _ADVERBS_ZH + r"(?:在)?(?:使用|用)(?![过不了来])(?:的是)?\s*(?P<v>.+)$")
+_PREFERS_ZH = LazyPattern(r"^我(?:比较|更|很|非常|还是)?(?:喜欢用|喜欢使用|偏好|偏爱|更喜欢|倾向于用?)\s*(?P<v>.+)$")
+_FAVOURITE_ZH = LazyPattern(r"^我最喜欢的\s*(?P<k>.+?)\s*是\s*(?P<v>.+)$")
 # 是 inside words such as 总是/还是/但是/就是 is not the copula.
-_COPULA_ZH = _LazyPattern(r"^(?P<k>.+?)\s*(?<![总还但就也都于要可真正而不若或凡只倒硬老像算])是\s*(?P<v>.+)$")
+_COPULA_ZH = LazyPattern(r"^(?P<k>.+?)\s*(?<![总还但就也都于要可真正而不若或凡只倒硬老像算])是\s*(?P<v>.+)$")
 
 # Where the object of "I use ..." ends.
-_THING_END_EN = _LazyPattern(
+_THING_END_EN = LazyPattern(
     r"\s+(?:for|to|with|in|on|at|as|when|while|because|since|and|but|so|instead|every|daily|now|"
     r"these\s+days|most|mostly|too|a\s+lot|all|whenever|if|over|rather|than|which|that)\b.*$",
     re.I,
 )
-_THING_END_ZH = _LazyPattern(
+_THING_END_ZH = LazyPattern(
     r"(?:来|写|做|开发|编程|编写|进行|处理|的时候|时候|时|作为|当|跑|运行|部署|管理|搭建|学习|工作|上班|打|看|和|跟|与|了|啦|吧|呢|的|比较|更|而不是|而非|胜过|多于).*$"
 )
-_PREFER_OVER_EN = _LazyPattern(r"\s+(?:over|to|rather\s+than|instead\s+of|than|vs\.?|versus)\s+.*$", re.I)
-_PREFER_OVER_ZH = _LazyPattern(r"(?:而不是|而非|胜过|多于|比).*$")
-_CLAUSE_END_EN = _LazyPattern(r"\s+(?:because|since|so\s+that|but|when|while|although|though)\b.*$", re.I)
-_NAME_END_EN = _LazyPattern(r"\s+(?:and|but|because|so|from|by|though|although|if|when|please)\b.*$", re.I)
-_NAME_END_ZH = _LazyPattern(r"(?:就行|就好|就可以|即可|吧|啊|呀|哦|哈|，|和|是).*$")
+_PREFER_OVER_EN = LazyPattern(r"\s+(?:over|to|rather\s+than|instead\s+of|than|vs\.?|versus)\s+.*$", re.I)
+_PREFER_OVER_ZH = LazyPattern(r"(?:而不是|而非|胜过|多于|比).*$")
+_CLAUSE_END_EN = LazyPattern(r"\s+(?:because|since|so\s+that|but|when|while|although|though)\b.*$", re.I)
+_NAME_END_EN = LazyPattern(r"\s+(?:and|but|because|so|from|by|though|although|if|when|please)\b.*$", re.I)
+_NAME_END_ZH = LazyPattern(r"(?:就行|就好|就可以|即可|吧|啊|呀|哦|哈|，|和|是).*$")
 
-_ARTICLES = _LazyPattern(r"^(?:the|a|an|this|that)\s+", re.I)
-_TRAILING_ADVERBS = _LazyPattern(r"(?:\s+(?:here|there|now|too|also|daily|anymore|as\s+well|every\s+day))+$", re.I)
-_NOT_A_THING_ZH = _LazyPattern(r"^(?:它|这|那|什么|哪|他|她|你|我|啥)")
+_ARTICLES = LazyPattern(r"^(?:the|a|an|this|that)\s+", re.I)
+_TRAILING_ADVERBS = LazyPattern(r"(?:\s+(?:here|there|now|too|also|daily|anymore|as\s+well|every\s+day))+$", re.I)
+_NOT_A_THING_ZH = LazyPattern(r"^(?:它|这|那|什么|哪|他|她|你|我|啥)")
 _NOT_A_THING = frozenset(
     """it this that them these those something anything nothing everything what which whatever
     to a lot lots more less both all none only one ones stuff things thing you me him her us
@@ -393,9 +272,9 @@ _NOT_A_NAME = frozenset(
     after anytime again maybe at on in the a an it that this what whatever whenever anything
     something you just by""".split()
 )
-_NOT_A_NAME_ZH = _LazyPattern(r"^(?:什么|啥|不|他|她|它|你|我|谁)")
+_NOT_A_NAME_ZH = LazyPattern(r"^(?:什么|啥|不|他|她|它|你|我|谁)")
 _KEY_ALIASES = {"名字": "name", "姓名": "name", "name": "name", "名称": "name"}
-_PROJECT_OWNER = _LazyPattern(r"^(?:project|repo|repository|项目|仓库)\s*(?P<name>.+)$", re.I)
+_PROJECT_OWNER = LazyPattern(r"^(?:project|repo|repository|项目|仓库)\s*(?P<name>.+)$", re.I)
 _TRAILING_PUNCT = " \t\"'`“”‘’「」『』.,;:!?。，；：！？、…)(（）"
 
 
@@ -485,7 +364,7 @@ def _stopped(raw: str) -> list[FactChange]:
     return [FactChange(change.key, None) for change in _uses(raw)]
 
 
-def _prefers(raw: str, over: _LazyPattern) -> list[FactChange]:
+def _prefers(raw: str, over: LazyPattern) -> list[FactChange]:
     phrase = _clean(_CLAUSE_END_EN.sub("", raw))
     phrase = re.sub(r"^to\s+", "", phrase, flags=re.I)
     thing = _thing(over.sub("", phrase), max_words=5)
@@ -586,37 +465,63 @@ def _clauses(sentence: str, terminator: str) -> list[str]:
     ]
 
 
-def _finalise(changes: Iterable[FactChange], limit: int) -> list[FactChange]:
-    """Drop unsafe changes; for a repeated key keep the last change, in order."""
+def _finalise(changes: Iterable[FactChange], limit: int, skipped: list[Skipped]) -> list[FactChange]:
+    """Drop unsafe changes (noting them in `skipped`); for a repeated key keep
+    the last change, in order."""
     latest: dict[str, FactChange] = {}
     for change in changes:
-        if is_storable(change.key, change.value):
-            latest.pop(change.key, None)
-            latest[change.key] = change
+        reason = skip_reason(change.key, change.value)
+        if reason is not None:
+            skipped.append(_skipped(change.key, reason))
+            continue
+        latest.pop(change.key, None)
+        latest[change.key] = change
     return list(latest.values())[:limit]
 
 
 # Pasted code is not a statement by the user: fenced blocks and indented lines are skipped.
-_CODE_BLOCK = _LazyPattern(r"^[ \t]*(```|~~~).*?(?:^[ \t]*\1[^\n]*$|\Z)|^(?: {4}|\t)[^\n]*$", re.MULTILINE | re.DOTALL)
+_CODE_BLOCK = LazyPattern(r"^[ \t]*(```|~~~).*?(?:^[ \t]*\1[^\n]*$|\Z)|^(?: {4}|\t)[^\n]*$", re.MULTILINE | re.DOTALL)
 
 
-def extract_by_rules(text: str) -> list[FactChange]:
-    """Facts the user stated explicitly in `text` (English or Chinese), without a model.
+# A fact is stated in a sentence or two around whatever else a question holds;
+# a long paste (a log, a file) is content, not statements about the user. The
+# rules read this much of a long question's start and of its end, which keeps
+# a megabyte-long question to a fraction of a second.
+_MAX_RULE_CHARS = 20_000
+
+
+def rule_extraction(text: str) -> Extraction:
+    """Facts the user stated explicitly in `text` (English or Chinese), without
+    a model, and those left out as secrets.
 
     See the module docstring for the statements recognised and the keys they
-    map to. Questions and pasted code are ignored, and no secret is ever
-    returned.
+    map to. Questions and pasted code are ignored, and of a very long text
+    only the start and the end are read. A sentence that holds a
+    secret yields nothing: every fact it states is skipped, under the kind of
+    secret the sentence holds.
     """
+    found = Extraction()
     if not text:
-        return []
+        return found
+    if len(text) > 2 * _MAX_RULE_CHARS:
+        text = text[:_MAX_RULE_CHARS] + "\n" + text[-_MAX_RULE_CHARS:]
     text = _CODE_BLOCK.sub("\n", unicodedata.normalize("NFKC", text))
     changes: list[FactChange] = []
     for sentence, terminator in _sentences(text):
-        if looks_like_secret(sentence):
-            continue
+        secret = secret_kind(sentence)
         for clause in _clauses(sentence, terminator):
-            changes.extend(_clause_changes(clause))
-    return _finalise(changes, MAX_FACTS)
+            stated = _clause_changes(clause)
+            if secret is None:
+                changes.extend(stated)
+            else:
+                found.skipped += [_skipped(change.key, secret) for change in stated]
+    found.changes = _finalise(changes, MAX_FACTS, found.skipped)
+    return found
+
+
+def extract_by_rules(text: str) -> list[FactChange]:
+    """The changes of `rule_extraction`: no secret is ever among them."""
+    return rule_extraction(text).changes
 
 
 # ==========================================================================
@@ -729,7 +634,7 @@ def extraction_messages(
     ]
 
 
-_FENCE = _LazyPattern(r"```[A-Za-z0-9_-]*[ \t]*\n?(?P<body>.*?)(?:```|$)", re.DOTALL)
+_FENCE = LazyPattern(r"```[A-Za-z0-9_-]*[ \t]*\n?(?P<body>.*?)(?:```|$)", re.DOTALL)
 _MAX_REPLY_CHARS = 200_000
 _MAX_OBJECT_STARTS = 200
 
@@ -782,7 +687,13 @@ def _as_text(value: object) -> str | None:
 
 
 def parse_extraction_reply(text: str) -> list[FactChange]:
-    """Changes from a model's reply to `extraction_messages`.
+    """The changes of `parse_extraction`: no secret is ever among them."""
+    return parse_extraction(text).changes
+
+
+def parse_extraction(text: str) -> Extraction:
+    """Changes from a model's reply to `extraction_messages`, and the facts
+    left out as secrets.
 
     Accepts plain JSON, JSON in a code fence, or JSON inside prose. Items of
     the wrong type, empty or unusable keys and anything that looks like a
@@ -804,7 +715,8 @@ def parse_extraction_reply(text: str) -> list[FactChange]:
         value = _clean(value_text) if value_text is not None else ""
         if key and value:
             facts.append(FactChange(key, value))
-    facts = _finalise(facts, MAX_FACTS)
+    found = Extraction()
+    facts = _finalise(facts, MAX_FACTS, found.skipped)
 
     set_keys = {change.key for change in facts}
     forgets: list[FactChange] = []
@@ -812,4 +724,6 @@ def parse_extraction_reply(text: str) -> list[FactChange]:
         key = normalise_key(raw_key) if isinstance(raw_key, str) else None
         if key and key not in set_keys:
             forgets.append(FactChange(key, None))
-    return _finalise(forgets, MAX_FACTS) + facts
+    # Forgetting stores nothing: a secret-looking key to forget is only dropped.
+    found.changes = _finalise(forgets, MAX_FACTS, []) + facts
+    return found

@@ -137,3 +137,17 @@ embeddings = Table(
     Column("vector", LargeBinary, nullable=False),
     CheckConstraint("kind IN ('fact', 'turn')", name="embedding_kind"),
 )
+
+# Facts left out because they looked like secrets: the key they would have had
+# (NULL when the key itself looked like one) and what the secret looked like,
+# never the value, so `kvchat facts --skipped` can show what was not learned.
+skipped_facts = Table(
+    "skipped_facts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", String(200)),
+    Column("reason", String(200), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("turn_id", Integer, ForeignKey("turns.id", ondelete="SET NULL")),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)

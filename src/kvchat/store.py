@@ -60,7 +60,23 @@ def check_name(kind: str, value: str) -> str:
         raise StoreError(f"{kind} is longer than {MAX_NAME_LENGTH} characters")
     if _CONTROL.search(cleaned):
         raise StoreError(f"{kind} must not contain control characters")
-    return cleaned
+    return check_unicode(kind, cleaned)
+
+
+# Text no database can hold (see check_unicode) that reached a query anyway,
+# e.g. a session name looked up: one line, not a traceback.
+_NOT_UNICODE = "the text is not valid Unicode (it holds a lone surrogate)"
+
+
+def check_unicode(kind: str, value: str) -> str:
+    """`value`, or StoreError when it is not text the database can hold: a
+    lone surrogate (from a JSON "\\ud800" escape, or an argument that was not
+    UTF-8) cannot be encoded."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise StoreError(f"{kind} is not valid Unicode text (it holds a lone surrogate)") from None
+    return value
 
 
 # A fact is a short memory; a longer text could never fit the recall budget.
@@ -75,7 +91,7 @@ def check_value(value: str) -> str:
         raise StoreError(f"a fact value is longer than {MAX_FACT_VALUE} characters")
     if "\x00" in value:
         raise StoreError("a fact value must not contain NUL characters")
-    return value
+    return check_unicode("a fact value", value)
 
 
 @dataclass
@@ -175,6 +191,18 @@ class FactVersion:
     value: str | None
     action: str
     source: str
+    created_at: datetime
+    turn_id: int | None = None
+
+
+@dataclass
+class SkippedFact:
+    """A fact left out because it looked like a secret; never its value."""
+
+    id: int
+    key: str | None  # None when the key itself looked like a secret
+    reason: str  # what it looked like: "api key", "password", ...
+    source: str  # rules or model
     created_at: datetime
     turn_id: int | None = None
 
@@ -305,6 +333,8 @@ class Store:
                 yield connection
         except SQLError as exc:
             raise database.DatabaseError(database.describe_error(exc, self.engine.url)) from None
+        except UnicodeEncodeError:
+            raise StoreError(_NOT_UNICODE) from None
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
@@ -317,6 +347,8 @@ class Store:
                     yield connection
         except SQLError as exc:
             raise database.DatabaseError(database.describe_error(exc, self.engine.url)) from None
+        except UnicodeEncodeError:
+            raise StoreError(_NOT_UNICODE) from None
 
     # -- sessions ---------------------------------------------------------
 
@@ -559,6 +591,44 @@ class Store:
         with self._write() as db:
             return db.execute(embeddings.delete().where(embeddings.c.kind == "fact", orphan)).rowcount
 
+    # -- skipped facts ------------------------------------------------------
+
+    def record_skipped_facts(
+        self, items: Iterable[tuple[str | None, str]], *, source: str, turn_id: int | None = None
+    ) -> int:
+        """Note (key or None, reason) facts left out as secrets; returns how
+        many. The caller gives no value, so none can be stored."""
+        from .schema import skipped_facts
+
+        stamp = _naive_utc(now())
+        rows = [
+            dict(key=key[:MAX_NAME_LENGTH] if key else None, reason=reason[:200], source=source,
+                 turn_id=turn_id, created_at=stamp)
+            for key, reason in items
+        ]
+        if rows:
+            with self._write() as db:
+                db.execute(skipped_facts.insert(), rows)
+        return len(rows)
+
+    def skipped_facts(self, limit: int | None = None) -> list[SkippedFact]:
+        """The facts left out as secrets, the newest `limit` (all when None), oldest first."""
+        from sqlalchemy import select
+
+        from .schema import skipped_facts as table
+
+        query = select(table).order_by(table.c.id.desc())
+        if limit is not None:
+            query = query.limit(limit)
+        with self._read() as db:
+            rows = [
+                SkippedFact(id=row.id, key=row.key, reason=row.reason, source=row.source,
+                            turn_id=row.turn_id, created_at=_utc(row.created_at))
+                for row in db.execute(query)
+            ]
+        rows.reverse()
+        return rows
+
     # -- turns ------------------------------------------------------------
 
     def add_turn(self, session_id: int, turn: NewTurn) -> Turn:
@@ -573,6 +643,7 @@ class Store:
         stamp = now()
         rows = []
         for turn in new:
+            check_unicode("a turn's text", turn.content)
             created = turn.created_at or stamp
             rows.append(
                 dict(
@@ -1029,6 +1100,8 @@ class Store:
             yield pooled.driver_connection
         except sqlite3.DatabaseError as exc:
             raise database.DatabaseError(database.describe_error(exc, self.engine.url)) from None
+        except UnicodeEncodeError:
+            raise StoreError(_NOT_UNICODE) from None
         finally:
             pooled.close()
 

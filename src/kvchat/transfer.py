@@ -2,6 +2,8 @@
 
 Turn lines: {"session", "role", "content", "created_at"?, "name"?, "ref"?}.
 Fact lines: {"key", "value", "ref"?, "created_at"?}.
+Imported turns are redacted like asked ones (see kvchat.redaction), and a
+fact that looks like a secret fails the import.
 A file is checked whole before anything is written, and then written in one
 transaction per session, so a bad line never leaves half an import behind.
 """
@@ -13,8 +15,9 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 
 from . import extraction, tokens
+from .redaction import redact
 from .schema import TURN_ROLES, TURN_STATUSES
-from .store import NewTurn, Store, StoreError, check_name, check_value
+from .store import MAX_NAME_LENGTH, NewTurn, Store, StoreError, check_name, check_unicode, check_value
 
 
 class TransferError(Exception):
@@ -30,10 +33,25 @@ def _parse_time(value, where: str) -> datetime | None:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise TransferError(f"{where}: created_at {value!r} is not an ISO 8601 time") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    try:
+        parsed.astimezone(timezone.utc)  # the store keeps UTC: year 1 at +14:00 has none
+    except OverflowError:
+        raise TransferError(f"{where}: created_at {value!r} is out of range") from None
+    return parsed
 
 
-def _optional_text(record: dict, field: str, where: str) -> str | None:
+def _valid_text(value: str, field: str, where: str) -> str:
+    """`value`, unless the database could not hold it (NUL, a lone surrogate)."""
+    if "\x00" in value:
+        raise TransferError(f"{where}: {field} contains a NUL character")
+    try:
+        return check_unicode(field, value)
+    except StoreError as exc:
+        raise TransferError(f"{where}: {exc}") from None
+
+
+def _optional_text(record: dict, field: str, where: str, *, limit: int | None = None) -> str | None:
     value = record.get(field)
     if value is None:
         return None
@@ -41,7 +59,9 @@ def _optional_text(record: dict, field: str, where: str) -> str | None:
         value = str(value)
     if not isinstance(value, str):
         raise TransferError(f"{where}: {field} must be a string")
-    return value
+    if limit is not None and len(value) > limit:
+        raise TransferError(f"{where}: {field} is longer than {limit} characters")
+    return _valid_text(value, field, where)
 
 
 def json_lines(lines: Iterable[str]) -> Iterator[tuple[str, dict]]:
@@ -63,9 +83,7 @@ def _required_text(record: dict, field: str, where: str) -> str:
     value = record.get(field)
     if not isinstance(value, str) or not value.strip():
         raise TransferError(f"{where}: {field} must be a non-empty string")
-    if "\x00" in value:
-        raise TransferError(f"{where}: {field} contains a NUL character")
-    return value
+    return _valid_text(value, field, where)
 
 
 def parse_turns(lines: Iterable[str], *, model: str) -> dict[str, list[NewTurn]]:
@@ -82,12 +100,15 @@ def parse_turns(lines: Iterable[str], *, model: str) -> dict[str, list[NewTurn]]
         status = record.get("status", "complete")
         if status not in TURN_STATUSES or status == "pending":
             raise TransferError(f"{where}: status must be one of complete, unanswered, interrupted, length")
-        content = _required_text(record, "content", where)
+        # Secrets never land in the database, whichever way text comes in.
+        content = redact(_required_text(record, "content", where))
         by_session.setdefault(session, []).append(
             NewTurn(
                 role=role, content=content, tokens=tokens.count_tokens(content, model), status=status,
-                name=_optional_text(record, "name", where), ref=_optional_text(record, "ref", where),
-                model=_optional_text(record, "model", where), error=_optional_text(record, "error", where),
+                name=_optional_text(record, "name", where, limit=MAX_NAME_LENGTH),
+                ref=_optional_text(record, "ref", where, limit=MAX_NAME_LENGTH),
+                model=_optional_text(record, "model", where, limit=MAX_NAME_LENGTH),
+                error=redact(_optional_text(record, "error", where) or "") or None,
                 created_at=_parse_time(record.get("created_at"), where),
             )
         )
@@ -121,13 +142,14 @@ def parse_facts(lines: Iterable[str]) -> list[tuple[str, str, str | None, dateti
             check_value(value)
         except StoreError as exc:
             raise TransferError(f"{where}: {exc}") from None
-        if not extraction.is_storable(key, value):
-            raise TransferError(f"{where}: looks like a secret (a key, token or password); kvchat does not store secrets")
+        reason = extraction.skip_reason(key, value)
+        if reason is not None:
+            raise TransferError(f"{where}: looks like a secret ({reason}); kvchat does not store secrets")
         items.append(
             (
                 key,
                 value,
-                _optional_text(record, "ref", where),
+                _optional_text(record, "ref", where, limit=MAX_NAME_LENGTH),
                 _parse_time(record.get("created_at"), where),
             )
         )

@@ -78,13 +78,55 @@ def _show(found, json_output: bool, scores: dict[int, float] | None = None) -> N
     console().print(table)
 
 
+def _show_skipped(skipped, json_output: bool) -> None:
+    if json_output:
+        from dataclasses import asdict
+
+        print_json([asdict(item) for item in skipped])  # the record holds no value to leave out
+        return
+    if not on_terminal():
+        for item in skipped:
+            turn = item.turn_id if item.turn_id is not None else ""
+            sys.stdout.write(
+                f"{local_time(item.created_at)}\t{item.key or '(hidden)'}\t{item.reason}\t{item.source}\t{turn}\n"
+            )
+        return
+    if not skipped:
+        console().print("No facts were skipped.")
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, header_style="bold")
+    table.add_column("when", style="dim", no_wrap=True)
+    table.add_column("key", style="cyan", no_wrap=True)
+    table.add_column("looked like")
+    table.add_column("from", style="dim")
+    table.add_column("turn", style="dim")
+    for item in skipped:
+        table.add_row(
+            local_time(item.created_at), Text(item.key or "(hidden: the key itself looked secret)"),
+            Text(item.reason), item.source, str(item.turn_id or ""),
+        )
+    console().print(table)
+
+
 @app.callback()
-def facts(ctx: typer.Context, json_output: JsonOption = False) -> None:
+def facts(
+    ctx: typer.Context,
+    skipped: Annotated[
+        bool, typer.Option("--skipped", help="Show the facts left out because they looked like secrets (never their values).")
+    ] = False,
+    json_output: JsonOption = False,
+) -> None:
     """The stored key/value memories. `kvchat facts QUERY` searches them."""
     if ctx.invoked_subcommand is not None:
         return
     with open_store() as store:
-        _show(store.facts(), json_output)
+        if skipped:
+            _show_skipped(store.skipped_facts(), json_output)
+        else:
+            _show(store.facts(), json_output)
 
 
 @app.command("search")
@@ -119,10 +161,11 @@ def set_fact(
     value: Annotated[str, typer.Argument(help="The value to remember.")],
 ) -> None:
     """Remember VALUE under KEY (the old value stays in the key's history)."""
-    from ..extraction import is_storable
+    from ..extraction import skip_reason
 
-    if not is_storable(key, value):
-        raise CliError("that looks like a secret (a key, token or password); kvchat does not store secrets")
+    reason = skip_reason(key, value)
+    if reason is not None:
+        raise CliError(f"that looks like a secret ({reason}); kvchat does not store secrets")
     key = _key(key)
     with open_store() as store:
         outcome = store.set_fact(key, value.strip(), source="user")
