@@ -20,7 +20,8 @@ JSON request that fell back to plain text -- is answered from the chat script.
 Embeddings requests have a script of their own too (`queue_embeddings`, and
 ``embeddings=True`` on `queue_error` and `queue_malformed`).
 
-Every request is recorded in `requests`, rejected ones included.
+Every request is recorded in `requests`, rejected ones included, with the
+time it arrived (`RecordedRequest.at`, `time.monotonic()`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import socket
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -109,12 +110,14 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]  # names lower-cased
     body: Any  # parsed JSON, or None when there was no (valid JSON) body
+    at: float = field(default_factory=time.monotonic)  # when it arrived: to measure retry pauses
 
 
 @dataclass
 class _Answer:
     text: str
     finish_reason: str | None = "stop"
+    delay: float = 0.0  # seconds before answering (added to the server's `delay`)
 
 
 @dataclass
@@ -217,7 +220,8 @@ class FakeOpenAIServer:
     embedding_dimensions: int = 256  # length of every embedding vector
     _SETTINGS = tuple(__annotations__)  # the names above
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
+        self.port = port  # 0: any free port
         self.requests: list[RecordedRequest] = []
         self.models: list[str] = list(DEFAULT_MODELS)
         self._chat_script: deque[Any] = deque()
@@ -235,7 +239,7 @@ class FakeOpenAIServer:
 
     def start(self) -> FakeOpenAIServer:
         self._stopping.clear()
-        self._httpd = _Server(("127.0.0.1", 0), _Handler)
+        self._httpd = _Server(("127.0.0.1", self.port), _Handler)
         self._httpd.fake = self
         port = self._httpd.server_address[1]
         self.base_url = f"http://127.0.0.1:{port}/v1"
@@ -314,9 +318,10 @@ class FakeOpenAIServer:
 
     # -- scripting ---------------------------------------------------------
 
-    def queue_answer(self, text: str, finish_reason: str | None = "stop") -> None:
-        """The next chat request is answered `text` with `finish_reason`."""
-        self._chat_script.append(_Answer(text, finish_reason))
+    def queue_answer(self, text: str, finish_reason: str | None = "stop", *, delay: float = 0.0) -> None:
+        """The next chat request is answered `text` with `finish_reason`, after
+        `delay` seconds (a slow server for one request only)."""
+        self._chat_script.append(_Answer(text, finish_reason, delay))
 
     def queue_json_reply(self, text: str) -> None:
         """The next JSON-mode request is answered with this raw text."""
@@ -414,6 +419,8 @@ class FakeOpenAIServer:
             return
         json_mode = "response_format" in body
         item = self._rejection(body) or self._next_item(body, json_mode)
+        if isinstance(item, _Answer) and item.delay:
+            self._stopping.wait(item.delay)
         stream = bool(body.get("stream"))
         if isinstance(item, _Error):
             self._send_error(h, item)

@@ -395,6 +395,8 @@ def test_an_unreachable_server_is_a_connection_error():
 
 
 def test_a_slow_server_is_a_timeout(server, make_client):
+    import openai  # noqa: F401  (before the clock starts: a first import takes seconds on a slow machine)
+
     server.delay = 2.0
     started = time.monotonic()
     err = expect_error("timeout", chat_collecting, make_client(timeout=0.3))
@@ -423,6 +425,28 @@ def test_a_retried_429_can_succeed(server, make_client):
     server.queue_error(429, "slow down", retry_after="0.01")
     assert chat_collecting(make_client(max_retries=1))[0].text == "echo: hello there"
     assert len(server.requests) == 2
+
+
+def test_a_timeout_is_not_retried(server, make_client):
+    """The timeout is the longest the user waits, not a third of it."""
+    server.delay = 1.0
+    expect_error("timeout", chat_collecting, make_client(timeout=0.3, max_retries=2))
+    assert len(server.requests) == 1
+
+
+def test_retry_after_as_an_http_date_is_honoured(server, make_client):
+    from email.utils import formatdate
+
+    server.queue_error(503, "restarting", retry_after=formatdate(time.time() + 2, usegmt=True))
+    assert chat_collecting(make_client(max_retries=1))[0].text == "echo: hello there"
+    first, second = (r.at for r in server.requests)
+    assert 0.9 <= second - first < 3  # the date has whole seconds
+
+
+def test_embed_is_retried_like_chat(server, make_client):
+    server.queue_error(503, "loading the model", retry_after="0.01", embeddings=True)
+    assert len(make_client(max_retries=1).embed(["hello"], model="fake-embed")) == 1
+    assert len(server.embedding_requests) == 2
 
 
 def test_exhausted_quota_says_so(server, client):

@@ -11,6 +11,9 @@ it (Ollama, vLLM, llama.cpp, LM Studio, DeepSeek, ...):
   to plain text as the server refuses each;
 * an answer whose stream breaks off is returned as far as it got
   (``finish_reason`` None), never dropped;
+* a refused connection, 408, 409, 429 and 5xx are tried again a few times
+  with exponential back-off, or after the wait a ``Retry-After`` header asks
+  for; a timeout is not (see `ModelClient._with_retries`);
 * every failure becomes a `ModelError` whose text is one line for the user and
   never contains the API key.
 
@@ -23,7 +26,9 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import re
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlsplit
@@ -51,8 +56,14 @@ _PARAM_REFUSALS = frozenset({400, 422})
 _UNSUPPORTED_WORDS = ("unsupported", "not supported", "unrecognized", "unknown", "unexpected", "not allowed",
                       "not permitted", "extra_forbidden", "extra inputs", "extra fields")
 _OTHER_LIMIT = {"max_tokens": "max_completion_tokens", "max_completion_tokens": "max_tokens"}
-# Secret-looking tokens (OpenAI/DeepSeek "sk-", Groq "gsk_", Hugging Face "hf_").
-_KEY_LIKE = re.compile(r"\b(?:sk|gsk|hf)[-_][A-Za-z0-9_\-*.]{8,}")
+# Statuses that say "try again shortly" (the ones the openai client retries).
+_RETRY_STATUSES = frozenset({408, 409, 429})
+# The first pause before another try; it doubles with each try, up to the cap.
+RETRY_DELAY = 0.5
+MAX_RETRY_DELAY = 8.0
+# The longest Retry-After kvchat waits for, silently, before a try; a server
+# that asks for more gets its error reported at once, with the wait it asked for.
+MAX_RETRY_AFTER = 60.0
 
 
 class ModelError(Exception):
@@ -98,6 +109,34 @@ def _one_line(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _retry_after(headers: Any) -> float | None:
+    """The wait, in seconds, that a Retry-After (or Retry-After-Ms) header asks
+    for: seconds (fractions accepted, as some servers send them) or an HTTP date."""
+    from email.utils import parsedate_to_datetime
+
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) * scale
+        except ValueError:
+            try:
+                seconds = parsedate_to_datetime(value).timestamp() - time.time()
+            except (TypeError, ValueError, IndexError, OverflowError):
+                continue
+        if math.isfinite(seconds):
+            return max(seconds, 0.0)
+    return None
+
+
+def _asks_to_wait(err: openai.APIStatusError) -> str:
+    """", try again in N s" when the server asked for a wait of a second or
+    more (Retry-After), else ""."""
+    asked = _retry_after(err.response.headers)
+    return f", try again in {round(asked)} s" if asked is not None and asked >= 1 else ""
+
+
 def _int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -129,7 +168,6 @@ class ModelClient:
         self._json_level = 0
         self._json_level_works = False
         self._client: openai.OpenAI | None = None
-        self._probe_client: openai.OpenAI | None = None
 
     def __repr__(self) -> str:
         return f"ModelClient(base_url={self.base_url!r})"
@@ -137,7 +175,7 @@ class ModelClient:
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
-            self._client = self._probe_client = None
+            self._client = None
 
     def __enter__(self) -> ModelClient:
         return self
@@ -220,12 +258,15 @@ class ModelClient:
         """
         import openai
 
-        client = self._openai(probe=False)
+        client = self._openai()
         vectors: list[list[float]] = []
         for start in range(0, len(texts), EMBED_BATCH):
             batch = texts[start : start + EMBED_BATCH]
             try:
-                response = client.embeddings.create(model=model, input=batch, encoding_format="float")
+                response = self._with_retries(
+                    lambda: client.embeddings.create(model=model, input=batch, encoding_format="float"),
+                    self.max_retries,
+                )
             except (openai.OpenAIError, ValueError) as err:  # ValueError: a body that is not JSON
                 hide = isinstance(err, openai.APIStatusError) and err.status_code in (401, 403)
                 raise self._error(err, model) from (None if hide else err)
@@ -236,7 +277,7 @@ class ModelClient:
 
     # -- requests ----------------------------------------------------------
 
-    def _openai(self, probe: bool) -> openai.OpenAI:
+    def _openai(self) -> openai.OpenAI:
         if self._client is None:
             import openai
 
@@ -244,12 +285,48 @@ class ModelClient:
                 api_key=self._api_key,
                 base_url=self.base_url,
                 timeout=openai.Timeout(self.timeout, connect=self.connect_timeout),
-                max_retries=self.max_retries,
+                max_retries=0,  # kvchat retries itself: see _with_retries
             )
-            # Probing what a server supports: a refusal is an answer, not a
-            # failure worth retrying with back-off.
-            self._probe_client = self._client.with_options(max_retries=0)
-        return self._probe_client if probe else self._client  # type: ignore[return-value]
+        return self._client
+
+    def _with_retries(self, send: Callable[[], Any], retries: int) -> Any:
+        """`send()`, tried again up to `retries` times while the server is
+        unreachable or answers 408, 409, 429 or 5xx.
+
+        The openai client's own retries are off because they retry timeouts
+        too: a server that hangs would keep the user waiting three times the
+        timeout they set, and the error would then name only one of them. The
+        pause doubles from RETRY_DELAY (less up to a quarter, so that many
+        clients do not come back in step), or is what the server's Retry-After
+        asks for, up to MAX_RETRY_AFTER.
+        """
+        import openai
+
+        attempt = 0
+        while True:
+            try:
+                return send()
+            except openai.APITimeoutError:
+                raise
+            except (openai.APIConnectionError, openai.APIStatusError) as err:
+                pause = None if attempt == retries else self._retry_pause(err, attempt)
+                if pause is None:
+                    raise
+            time.sleep(pause)
+            attempt += 1
+
+    @staticmethod
+    def _retry_pause(err: Exception, attempt: int) -> float | None:
+        """Seconds to wait before trying again after `err`, or None not to."""
+        import openai
+
+        if isinstance(err, openai.APIStatusError):
+            if err.status_code not in _RETRY_STATUSES and err.status_code < 500:
+                return None
+            asked = _retry_after(err.response.headers)
+            if asked is not None:
+                return asked if asked <= MAX_RETRY_AFTER else None
+        return min(RETRY_DELAY * 2**attempt, MAX_RETRY_DELAY) * (1 - 0.25 * random.random())
 
     def _request(
         self,
@@ -267,7 +344,10 @@ class ModelClient:
         """
         import openai
 
-        client = self._openai(probe)
+        client = self._openai()
+        # Probing what a server supports: a refusal is an answer, not a
+        # failure worth retrying with back-off.
+        retries = 0 if probe else self.max_retries
         switched_limit = False
         while True:
             params: dict[str, Any] = {"model": model, "messages": messages}
@@ -280,7 +360,7 @@ class ModelClient:
                 if self._stream_usage:
                     params["stream_options"] = {"include_usage": True}
             try:
-                return client.chat.completions.create(**params)
+                return self._with_retries(lambda: client.chat.completions.create(**params), retries)
             except openai.APIStatusError as err:
                 refused = self._refused_param(err)
                 if stream and self._stream_usage and refused == "stream_options":
@@ -413,9 +493,9 @@ class ModelClient:
         )
 
     def _redact(self, text: str) -> str:
-        if len(self._api_key) >= 4:  # a one-letter dummy key for a local server is no secret
-            text = text.replace(self._api_key, "***")
-        return _one_line(_KEY_LIKE.sub("***", text))
+        from .redaction import redact  # imported when a request fails, not at start-up
+
+        return _one_line(redact(text, [self._api_key]))
 
     def _server_says(self, err: Exception) -> str:
         """The server's own explanation, redacted, as a suffix (or "")."""
@@ -465,9 +545,11 @@ class ModelClient:
             kind = "not_found"
         elif status == 429:
             what = "has no quota left" if err.code == "insufficient_quota" else "is rate-limiting requests"
-            message, kind = f"the model server at {base} {what} (HTTP 429){self._server_says(err)}", "rate_limit"
+            message = f"the model server at {base} {what} (HTTP 429{_asks_to_wait(err)}){self._server_says(err)}"
+            kind = "rate_limit"
         elif status >= 500:
-            message, kind = f"the model server at {base} failed (HTTP {status}){self._server_says(err)}", "server"
+            message = f"the model server at {base} failed (HTTP {status}{_asks_to_wait(err)}){self._server_says(err)}"
+            kind = "server"
         else:
             message = f"the model server at {base} rejected the request (HTTP {status}){self._server_says(err)}"
             kind = "bad_request"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import Annotated, Optional
 
 import typer
@@ -261,6 +262,9 @@ def ask(
 
 
 EXIT_WORDS = {"exit", "quit", "/exit", "/quit", "退出"}
+# A second Ctrl-C within this many seconds of the first ends `kvchat chat` at
+# once, as in other REPLs; one alone stops the answer or clears the line.
+DOUBLE_CTRL_C_SECONDS = 1.5
 
 
 def chat(
@@ -309,14 +313,28 @@ def chat(
             "Type exit or quit (or Ctrl-D) to end.",
             err=True,
         )
+        last_ctrl_c = float("-inf")  # time.monotonic() of the last Ctrl-C
+
+        def ctrl_c(note: str) -> None:
+            """One Ctrl-C says `note`; a second one soon after leaves with status 130."""
+            nonlocal last_ctrl_c
+            now = time.monotonic()
+            if now - last_ctrl_c < DOUBLE_CTRL_C_SECONDS:
+                where = "" if store.session(name) is None else f"; session {name!r} is saved in {store.location}"
+                typer.echo(f"\nkvchat: interrupted{where}", err=True)
+                raise typer.Exit(130)
+            last_ctrl_c = now
+            typer.echo(f"\n{note}", err=True)
+
         while True:
             try:
                 line = input("you> " if interactive else "")
             except EOFError:
                 break
             except KeyboardInterrupt:
-                typer.echo("", err=True)
+                ctrl_c("(Ctrl-C again to leave; or type exit, or press Ctrl-D)")
                 continue
+            last_ctrl_c = float("-inf")  # a line was typed since: the next Ctrl-C is a first one
             if line.strip().lower() in EXIT_WORDS:
                 break
             if not line.strip():
@@ -330,7 +348,7 @@ def chat(
                 typer.echo(f"kvchat: error: {exc} (your question is kept)", err=True)
                 continue
             except KeyboardInterrupt:
-                typer.echo("\nkvchat: answer interrupted (the partial answer is kept)", err=True)
+                ctrl_c("kvchat: answer interrupted (the partial answer is kept; Ctrl-C again to leave)")
                 continue
             remember_settings(store, name, keep, result)
             keep = {}
