@@ -162,16 +162,7 @@ def test_ask_reports_the_fault_in_one_line_and_keeps_the_question(fault, model, 
     _check_next_prompt(model.chat_requests[-1], fault, QUESTION)
 
 
-def _chat_param(fault: Fault):
-    if fault.stored != "interrupted":
-        return pytest.param(fault, id=fault.name)
-    # chat() reports only a length cut (_report) and raises nothing for an
-    # interrupted result, so a broken stream shows the partial text without a word.
-    gap = pytest.mark.xfail(strict=True, reason="chat says nothing when the stream breaks off (cli/ask.py chat)")
-    return pytest.param(fault, id=fault.name, marks=gap)
-
-
-@pytest.mark.parametrize("fault", [_chat_param(fault) for fault in FAULTS])
+@pytest.mark.parametrize("fault", FAULTS, ids=lambda fault: fault.name)
 def test_chat_reports_the_fault_in_one_line_and_goes_on(fault, model, kvchat, store, monkeypatch):
     fault.arrange(model, monkeypatch)
     done = kvchat("chat", "--no-extract", *fault.args, input=f"{QUESTION}\n{FOLLOW_UP}\nexit\n")

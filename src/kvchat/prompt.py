@@ -100,9 +100,13 @@ class Prompt:
         return sum(section.tokens for section in self.sections) + tokens.REPLY_PRIMER
 
 
+_CLOSING_TAG = re.compile(r"<\s*/\s*memory", re.IGNORECASE)
+
+
 def _fence(text: str) -> str:
-    # Memory text must not be able to close its own block.
-    return text.replace("</memory>", "</memory\u200b>")
+    # Memory text must not be able to close its own block, in any spelling a
+    # model might still read as the closing tag.
+    return _CLOSING_TAG.sub(lambda m: m.group(0) + "\u200b", text)
 
 
 FACTS_HEADER = "Facts about the user:"

@@ -161,6 +161,14 @@ def show_prompt(prompt, *, err: bool = True) -> None:
     out.print(Rule(f"total {prompt.tokens} tokens", align="left", style="dim"))
 
 
+def _incomplete(result) -> str | None:
+    """What to say when the answer broke off (the stream was cut), else None."""
+    answer = result.answer
+    if answer is None or answer.status != "interrupted":
+        return None
+    return f"the answer is incomplete: {answer.error} (the partial answer is kept)"
+
+
 def _report(result, verbose: bool) -> None:
     """Warnings about the answer, and with --verbose what went into the prompt."""
     answer = result.answer
@@ -257,8 +265,8 @@ def ask(
     elif result.answer is not None and not result.answer.content.endswith("\n"):
         _write("\n")
     _report(result, verbose)
-    if result.answer is not None and result.answer.status == "interrupted":
-        raise CliError(f"the answer is incomplete: {result.answer.error} (the partial answer is kept)")
+    if _incomplete(result):
+        raise CliError(_incomplete(result))
 
 
 EXIT_WORDS = {"exit", "quit", "/exit", "/quit", "退出"}
@@ -355,6 +363,8 @@ def chat(
             if not result.answer.content.endswith("\n"):
                 _write("\n")
             _report(result, verbose)
+            if _incomplete(result):
+                typer.echo(f"kvchat: error: {_incomplete(result)}", err=True)
         if store.session(name) is None:
             typer.echo("Nothing was asked; no session was created.", err=True)
         else:
