@@ -81,6 +81,10 @@ def test_an_oldest_schema_database_with_data_is_upgraded_and_searchable(home):
         hits = store.search_turns(session.id, match_query("run a migration on the 数据"), before_id=None, limit=5)
         assert [h.record.content for h in hits] == ["We were running the migrations of 数据库 yesterday"]
         assert [h.record.value for h in store.search_facts(match_query("editor"), limit=5)] == ["neovim"]
+        # Migrations run with foreign keys off (a table rebuild must not
+        # cascade); every connection afterwards has them on again.
+        with store.engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
 
 
 def test_a_database_from_a_newer_kvchat_is_refused_untouched(home):

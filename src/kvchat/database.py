@@ -229,10 +229,28 @@ def ensure_schema(engine: Engine) -> None:
 
     try:
         with engine.connect() as connection:
-            connection = connection.execution_options(kvchat_write=True)
-            with connection.begin():
-                config.attributes["connection"] = connection
-                command.upgrade(config, "head")
+            sqlite = connection.dialect.name == "sqlite"
+            if sqlite:
+                # Alembic rebuilds a table to alter it on SQLite (copy, drop,
+                # rename): with foreign keys on, dropping `sessions` would
+                # cascade-delete every turn. SQLite ignores this pragma inside
+                # a transaction, so it is set before; the keys are checked
+                # before the upgrade commits instead.
+                raw = connection.connection.driver_connection  # outside SQLAlchemy's transaction
+                raw.execute("PRAGMA foreign_keys = OFF")
+            try:
+                connection = connection.execution_options(kvchat_write=True)
+                with connection.begin():
+                    config.attributes["connection"] = connection
+                    command.upgrade(config, "head")
+                    if sqlite and connection.exec_driver_sql("PRAGMA foreign_key_check").first():
+                        raise DatabaseError(
+                            f"upgrading {_where(engine.url)} to schema {SCHEMA_HEAD} would break links "
+                            "between its rows; it is left as it was"
+                        )
+            finally:
+                if sqlite:
+                    raw.execute("PRAGMA foreign_keys = ON")
     except SQLError as exc:
         if revision is None:
             raise DatabaseError(describe_error(exc, engine.url)) from None
