@@ -4,6 +4,10 @@ what was stored, and what the user saw."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+
+import pytest
 
 from conftest import TEST_KEY
 
@@ -191,7 +195,6 @@ def test_chat_ends_at_end_of_input_and_survives_a_failed_answer(model, kvchat, s
 
 
 def test_at_a_terminal_a_missing_key_is_asked_for_with_hidden_input(model, monkeypatch):
-    import os
     import pty
     import select
     import sys
@@ -239,8 +242,6 @@ def test_at_a_terminal_a_missing_key_is_asked_for_with_hidden_input(model, monke
 
 
 def test_ctrl_c_while_streaming_keeps_the_partial_answer(model, store):
-    import os
-    import signal
     import subprocess
     import sys
     import time
@@ -281,3 +282,15 @@ def test_a_chat_with_nothing_asked_creates_no_session(model, kvchat, store):
     done = kvchat("chat", "--new", input="exit\n")
     assert done.exit_code == 0 and "no session was created" in done.stderr
     assert store.sessions() == []
+
+
+def test_a_ctrl_c_while_the_partial_answer_is_saved_waits_until_it_is_saved():
+    from kvchat.conversation import ctrl_c_deferred
+
+    finished = []
+    with pytest.raises(KeyboardInterrupt):
+        with ctrl_c_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            finished.append("the save went on")
+    assert finished == ["the save went on"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -18,7 +18,10 @@ their values, for `kvchat facts --skipped`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from . import extraction, summaries, textsearch, tokens
@@ -67,6 +70,27 @@ class AskFailed(Exception):
     def __init__(self, message: str, question: Turn):
         super().__init__(message)
         self.question = question
+
+
+@contextmanager
+def ctrl_c_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C back until the block is done, then raise it.
+
+    After a first Ctrl-C the partial answer is being saved; a second one in
+    that moment (`kvchat chat` leaves on a quick second Ctrl-C) would roll the
+    write back and leave the question pending. Signals reach only the main
+    thread, so elsewhere there is nothing to hold back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 class Conversation:
@@ -216,10 +240,11 @@ class Conversation:
     def _keep_what_arrived(self, asked: Turn, received: list[str], prompt, model: str, error: str) -> None:
         """After a failed answer: the part that arrived, marked interrupted, or
         the question marked unanswered when nothing did."""
-        if received:
-            self._store_answer(asked, "".join(received), None, prompt, model, error=error)
-        else:
-            self._unanswered(asked, error)
+        with ctrl_c_deferred():
+            if received:
+                self._store_answer(asked, "".join(received), None, prompt, model, error=error)
+            else:
+                self._unanswered(asked, error)
 
     def _unanswered(self, question: Turn, error: str) -> None:
         self.store.update_turn(question.id, status="unanswered", error=redact(error, self.secrets))
