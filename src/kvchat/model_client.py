@@ -275,6 +275,26 @@ class ModelClient:
             raise self._malformed()
         return vectors
 
+    def models(self) -> list[str]:
+        """The ids of the models the server offers, sorted. Raises `ModelError`."""
+        import openai
+
+        client = self._openai()
+        try:
+            page = self._with_retries(lambda: client.models.list(), self.max_retries)
+            ids = [item.id for item in page]
+        except openai.NotFoundError:
+            raise ModelError(
+                f"the server at {self.base_url} does not list its models (no /models endpoint; "
+                "the base URL usually ends in /v1)", kind="not_found", status=404,
+            ) from None
+        except (openai.OpenAIError, ValueError) as err:  # ValueError: a body that is not JSON
+            hide = isinstance(err, openai.APIStatusError) and err.status_code in (401, 403)
+            raise self._error(err, "") from (None if hide else err)
+        if not all(isinstance(name, str) for name in ids):
+            raise self._malformed()
+        return sorted(ids)
+
     # -- requests ----------------------------------------------------------
 
     def _openai(self) -> openai.OpenAI:

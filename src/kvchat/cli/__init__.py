@@ -15,7 +15,7 @@ import typer
 from typer._click.exceptions import ClickException  # Typer vendors Click; usage errors are these
 from typer.core import TyperGroup
 
-from . import ask, config, facts, recall, roles, sessions
+from . import ask, config, facts, models, recall, roles, sessions
 from .common import CliError
 
 
@@ -101,6 +101,7 @@ ask.register(app)
 sessions.register(app)
 app.add_typer(facts.app, name="facts")
 recall.register(app)
+models.register(app)
 app.add_typer(config.app, name="config")
 app.add_typer(roles.app, name="roles")
 
