@@ -95,6 +95,9 @@ def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record) -> None:
             cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
+        # Deleted rows are overwritten with zeros instead of lingering in
+        # freed space: a deleted session's text must be gone from the file.
+        cursor.execute("PRAGMA secure_delete = ON")
     finally:
         cursor.close()
 

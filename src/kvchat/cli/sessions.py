@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import sys
+from datetime import timedelta
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -85,14 +87,15 @@ def history(
 
 sessions_app = typer.Typer(
     invoke_without_command=True, no_args_is_help=False,
-    help="Every session, with its turn count, total tokens and last activity; `sessions set` and `sessions show` for one.",
+    help="Every session, with its turn count, total tokens and last activity; `sessions set`, `show`, `rename`, `delete` and `prune` to manage them.",
 )
 
 
 @sessions_app.callback()
 def sessions(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """Every session, with its turn count, total tokens and last activity;
-    `sessions set` and `sessions show` for one session's settings."""
+    `sessions set` and `sessions show` for one session's settings, `rename`,
+    `delete` and `prune` to manage them."""
     if ctx.invoked_subcommand is not None:
         return
     with open_store() as store:
@@ -253,6 +256,110 @@ def show_session(
                      f"updated {local_time(summary.updated_at)}")
         lines.append(summary.content)
     sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _confirm_or_refuse(question: str, yes: bool) -> bool:
+    """True to go ahead: --yes, or the user said so at a terminal. Without a
+    terminal to ask at, refuse rather than delete unasked."""
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        raise CliError("deleting needs confirmation: pass --yes to delete without being asked")
+    return typer.confirm(question, default=False, err=True)
+
+
+def _what(deleted) -> str:
+    return f"{deleted.turns} turns" + (f" and {deleted.facts} facts" if deleted.facts else "")
+
+
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")]
+DeleteFactsOption = Annotated[
+    bool, typer.Option("--facts", help="Also forget the facts extracted from the session's turns.")
+]
+
+
+@sessions_app.command("delete")
+def delete_session(
+    name: Annotated[str, typer.Argument(help="The session: its name, or the start of exactly one name.")],
+    facts: DeleteFactsOption = False,
+    yes: YesOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Delete a session for good: its turns, their search entries, its summary
+    and settings (and with --facts the facts learnt from it). The text is
+    erased from the database file, not only hidden."""
+    with open_store() as store:
+        session = store.resolve_session(name)
+        learnt = len(store.facts_from_sessions([session.id])) if facts else 0
+        what = f"{session.turn_count} turns" + (f" and {learnt} facts" if facts else "")
+        if not _confirm_or_refuse(f"Delete session {session.name!r} ({what})?", yes):
+            raise CliError("nothing deleted")
+        deleted = store.delete_session(session.name, facts=facts)
+    if json_output:
+        print_json({"session": session.name, "turns": deleted.turns, "facts": deleted.facts})
+    else:
+        typer.echo(f"Deleted session {session.name!r}: {_what(deleted)}.", err=True)
+
+
+@sessions_app.command("rename")
+def rename_session(
+    old: Annotated[str, typer.Argument(help="The session: its name, or the start of exactly one name.")],
+    new: Annotated[str, typer.Argument(help="Its new name (not another session's).")],
+) -> None:
+    """Give a session a new name; its turns, facts and settings stay with it."""
+    with open_store() as store:
+        session = store.rename_session(store.resolve_session(old).name, new)
+    typer.echo(f"Renamed session {old!r} to {session.name!r}.", err=True)
+
+
+_DURATION = re.compile(r"(\d+)\s*([mhdw])")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_age(text: str) -> timedelta:
+    """A duration such as 30d, 12h, 2w or 90m."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if not match:
+        raise typer.BadParameter("give a number and a unit: 90m, 12h, 30d or 2w")
+    return timedelta(**{_UNITS[match[2]]: int(match[1])})
+
+
+@sessions_app.command("prune")
+def prune_sessions(
+    older_than: Annotated[
+        timedelta, typer.Option("--older-than", parser=parse_age, metavar="AGE",
+                                help="Delete the sessions with no activity for this long: 90m, 12h, 30d, 2w.")
+    ],
+    facts: DeleteFactsOption = False,
+    yes: YesOption = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be deleted.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Delete, for good, every session last active longer ago than --older-than
+    (with --facts, the facts learnt from them too)."""
+    from ..store import now
+
+    before = now() - older_than
+    with open_store() as store:
+        found = store.sessions_older_than(before)
+        learnt = len(store.facts_from_sessions([s.id for s in found])) if facts else 0
+        turns = sum(s.turn_count for s in found)
+        what = f"{len(found)} sessions, {turns} turns" + (f", {learnt} facts" if facts else "")
+        if dry_run or not found:
+            if json_output:
+                print_json({"dry_run": dry_run, "sessions": [s.name for s in found], "turns": turns, "facts": learnt})
+                return
+            for s in found:
+                sys.stdout.write(f"{s.name}\t{s.turn_count}\t{local_time(s.last_active_at)}\n")
+            typer.echo(f"Would delete {what}." if dry_run else "No session is that old.", err=True)
+            return
+        if not _confirm_or_refuse(f"Delete {what}, last active before {local_time(before)}?", yes):
+            raise CliError("nothing deleted")
+        deleted = store.prune_sessions(before, facts=facts)
+    if json_output:
+        print_json({"dry_run": False, "sessions": deleted.sessions, "turns": deleted.turns, "facts": deleted.facts})
+    else:
+        typer.echo(f"Deleted {deleted.sessions} sessions: {_what(deleted)}.", err=True)
 
 
 def register(app: typer.Typer) -> None:
