@@ -1,6 +1,6 @@
 """The `kvchat` command: Typer parses, the library does the work, we render.
 
-Commands live in modules by group (ask.py: ask and chat; sessions.py:
+Commands live in modules by group (ask.py: ask and chat; code.py: code; sessions.py:
 history, sessions, import and export; facts.py; recall.py; config.py;
 roles.py). Only what a command needs is imported when it runs, so
 `kvchat --help` starts fast.
@@ -15,11 +15,12 @@ import typer
 from typer._click.exceptions import ClickException  # Typer vendors Click; usage errors are these
 from typer.core import TyperGroup
 
-from . import ask, config, facts, models, recall, roles, sessions
+from . import ask, code, config, facts, models, recall, roles, sessions
 from .common import CliError
 
 
 def _known_errors() -> tuple[type[Exception], ...]:
+    from ..codeblocks import CodeBlockError
     from ..config import ConfigError
     from ..conversation import AskFailed
     from ..database import DatabaseError
@@ -30,7 +31,7 @@ def _known_errors() -> tuple[type[Exception], ...]:
     from ..transfer import TransferError
 
     return (
-        CliError, AskFailed, ConfigError, DatabaseError, ModelError, PromptTooLarge, RoleError,
+        CliError, AskFailed, CodeBlockError, ConfigError, DatabaseError, ModelError, PromptTooLarge, RoleError,
         StoreError, TransferError,
     )
 
@@ -98,6 +99,7 @@ def _root(
 
 
 ask.register(app)
+code.register(app)
 sessions.register(app)
 app.add_typer(facts.app, name="facts")
 recall.register(app)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -75,6 +76,14 @@ ShowPromptOption = Annotated[
     bool, typer.Option("--show-prompt", help="Show the prompt, section by section with token counts, before the answer (on stderr).")
 ]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Say what went into the prompt and what was learned.")]
+SaveCodeOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--save-code", metavar="DIR",
+        help="Write each code block of the answer to a file in DIR, named by the block's info string or language.",
+    ),
+]
+ForceOption = Annotated[bool, typer.Option("--force", help="Let --save-code overwrite existing files.")]
 
 
 def resolve_settings(store, flags: dict, *, new: bool = False):
@@ -238,6 +247,8 @@ def ask(
     no_extract: NoExtractOption = False,
     show_prompt_first: ShowPromptOption = False,
     verbose: VerboseOption = False,
+    save_code: SaveCodeOption = None,
+    force: ForceOption = False,
 ) -> None:
     """Ask one question in a session; the answer streams to the terminal.
 
@@ -260,11 +271,22 @@ def ask(
             on_prompt=show_prompt if show_prompt_first else None,
         )
         remember_settings(store, name, keep, result)
-    if json_output:
-        print_json(result_json(result))
-    elif result.answer is not None and not result.answer.content.endswith("\n"):
+    if not json_output and result.answer is not None and not result.answer.content.endswith("\n"):
         _write("\n")
+    saved, save_failed = [], None
+    if save_code is not None and result.answer is not None:
+        from ..codeblocks import CodeBlockError
+        from .code import save_answer
+
+        try:
+            saved = save_answer(result.answer, save_code, force=force, quiet=json_output)
+        except CodeBlockError as exc:
+            save_failed = exc  # reported after the JSON, which scripts still need
+    if json_output:
+        print_json(result_json(result) | ({"saved": [str(path) for path in saved]} if save_code is not None else {}))
     _report(result, verbose)
+    if save_failed:
+        raise save_failed
     if _incomplete(result):
         raise CliError(_incomplete(result))
 
@@ -296,6 +318,8 @@ def chat(
     no_extract: NoExtractOption = False,
     show_prompt_first: ShowPromptOption = False,
     verbose: VerboseOption = False,
+    save_code: SaveCodeOption = None,
+    force: ForceOption = False,
 ) -> None:
     """An interactive dialog in a session. Type exit or quit (or press Ctrl-D) to end it."""
     from ..conversation import AskFailed
@@ -365,6 +389,14 @@ def chat(
             _report(result, verbose)
             if _incomplete(result):
                 typer.echo(f"kvchat: error: {_incomplete(result)}", err=True)
+            if save_code is not None:
+                from ..codeblocks import CodeBlockError
+                from .code import save_answer
+
+                try:
+                    save_answer(result.answer, save_code, force=force, quiet=False)
+                except CodeBlockError as exc:
+                    typer.echo(f"kvchat: error: {exc}", err=True)
         if store.session(name) is None:
             typer.echo("Nothing was asked; no session was created.", err=True)
         else:
