@@ -79,3 +79,22 @@ def test_a_key_namespace_alone_does_not_recall_a_fact(kvchat):
     kvchat("facts", "set", "user.editor", "helix")
     assert json.loads(kvchat("recall", "add a user to the users table", "--json").stdout) == []
     assert json.loads(kvchat("recall", "what is my name?", "--json").stdout)[0]["key"] == "user.name"
+
+
+def test_a_long_conversation_adds_only_its_heaviest_terms_to_the_query():
+    from datetime import datetime, timezone
+
+    from kvchat.recall import CONTEXT_MAX_TERMS, build_query
+    from kvchat.store import Turn
+
+    def turn(i, text):
+        return Turn(id=i, session_id=1, role="user", content=text, tokens=1, status="complete",
+                    created_at=datetime.now(timezone.utc))
+
+    many = " ".join(f"word{n}" for n in range(400))
+    context = [turn(1, many), turn(2, "kubernetes deployment " + "部署脚本出错了 " * 3)]
+    query = build_query("which kubernetes namespace?", context)
+    assert len(query.context) == CONTEXT_MAX_TERMS
+    assert "kubernet" in query.question and "namespac" in query.question
+    # The newest turn weighs most, so its terms are the ones kept.
+    assert {"deploy", "部署", "脚本"} <= set(query.context)
