@@ -249,6 +249,23 @@ def test_another_programs_sqlite_database_is_left_alone(home):
     assert digest(path) == before
 
 
+@pytest.mark.parametrize("revision", ["3b1e2f9a7c4d", "0003"])
+def test_another_programs_alembic_database_is_neither_changed_nor_migrated(home, revision):
+    """Many programs keep an alembic_version table; numbered revisions like
+    kvchat's are common. Only kvchat's own tables make a database kvchat's."""
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "kvchat.db"
+    with closing(sqlite3.connect(path, isolation_level=None)) as raw:
+        raw.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)")
+        raw.execute("INSERT INTO alembic_version VALUES (?)", (revision,))
+        raw.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+    before = digest(path)
+    one_error(run_kvchat("facts", "set", "user.editor", "neovim"),
+              f"{path} is not a kvchat database (it holds other tables: alembic_version, invoices); "
+              "kvchat left it untouched")
+    assert digest(path) == before
+
+
 def test_a_damaged_database_is_reported_and_not_written(home, model):
     path = home / "kvchat.db"
     fill(path, turns=60)

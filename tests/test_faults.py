@@ -428,3 +428,12 @@ def test_a_failed_summary_at_the_command_line_warns_once_and_keeps_the_answer(mo
     assert store.summary(session.id) is None
     assert [(t.content, t.status) for t in store.history(session.id)[-2:]] == [
         ("one more", "complete"), ("still answered", "complete")]
+
+
+def test_a_password_in_the_base_url_never_reaches_an_error_message(kvchat, monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://ada:S3cretPw@127.0.0.1:9/v1")
+    monkeypatch.setenv("KVCHAT_TIMEOUT", "3")
+    done = kvchat("ask", "hi", "--no-extract")
+    assert done.exit_code == 1
+    assert "S3cretPw" not in done.stderr
+    assert "http://ada:[redacted: password]@127.0.0.1:9/v1" in done.stderr

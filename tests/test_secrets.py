@@ -212,3 +212,44 @@ def test_secret_kind_names_what_it_found_never_the_value():
     assert secret_kind("wJalrXUtnFI7K7MDENGbPxRfiCYz9AbQ") == "random-looking string"
     assert secret_kind("note [redacted: token] here") == "token"
     assert secret_kind("I use vim") is None
+
+
+# Code, config and prose that name credentials without holding one: stored
+# turns must keep them exactly, or `kvchat code --last | python` breaks.
+NOT_SECRETS = [
+    "PASSWORD_MIN_LENGTH = 12\nACCESS_TOKEN_EXPIRE_MINUTES = 30",
+    "password_reset_timeout=259200",
+    "max_password_length=64 and auth_token_ttl=3600",
+    "def login(password: SecretStr, api_key: SecretStr): ...",
+    "credentials: HTTPBasicCredentials = Depends(security)",
+    '{"username": "string", "password": "string"}',
+    'password = "{password}"',
+    'api_key="YOUR_API_KEY"',
+    "api_key: '${API_KEY}'",
+    "The access token is returned in the response body.",
+    "The password is hashed using a constant-time function.",
+    "The passphrase is 5 words long; the API key is 32 characters.",
+    "密码是用户在注册时设置的。",
+    "令牌是无状态的，token是一个字符串。",
+    "sk_stream_wait_memory(sk, &timeo); rk_iommu_domain_free(domain); gsk_render_node_draw(node)",
+    "curl 'http://localhost:8000?email=ada@example.com'",
+    "https://host:8443#anchor@x",
+    "/etc/passwd: root:x:0:0:root:/root:/bin/bash",
+    "git checkout 3f9a2c1e8b7d6a5f4e3d2c1b0a9f8e7d6c5b4a39",
+    "id = 123e4567-e89b-12d3-a456-426614174000",
+]
+
+
+@pytest.mark.parametrize("text", NOT_SECRETS)
+def test_code_and_prose_that_only_name_a_credential_are_stored_unchanged(text):
+    assert redact(text) == text
+
+
+def test_the_configured_key_is_blanked_from_imported_turns_whatever_its_format(kvchat, store, monkeypatch, tmp_path):
+    key = "a1b2c3d4e5f60718293a4b5c6d7e8f90"  # an Azure-style hex key: no known prefix
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    lines = tmp_path / "turns.jsonl"
+    lines.write_text('{"session": "s", "role": "user", "content": "AZURE_OPENAI_KEY=' + key + ' is set"}\n')
+    assert kvchat("import", str(lines)).exit_code == 0
+    [turn] = store.history(store.session("s").id)
+    assert key not in turn.content and "[redacted: api key]" in turn.content

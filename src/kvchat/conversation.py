@@ -76,9 +76,9 @@ class AskFailed(Exception):
 def ctrl_c_deferred() -> Iterator[None]:
     """Hold a Ctrl-C back until the block is done, then raise it.
 
-    After a first Ctrl-C the partial answer is being saved; a second one in
-    that moment (`kvchat chat` leaves on a quick second Ctrl-C) would roll the
-    write back and leave the question pending. Signals reach only the main
+    A Ctrl-C while an answer (whole or partial, after a first Ctrl-C) is
+    being saved would roll the write back and leave the question pending, and
+    the answer the user has seen unstored. Signals reach only the main
     thread, so elsewhere there is nothing to hold back."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -158,9 +158,10 @@ class Conversation:
             self._keep_what_arrived(asked, received, prompt, model, "interrupted by the user")
             raise
 
-        answer, prompt_tokens, completion_tokens, reported = self._store_answer(
-            asked, reply.text, reply, prompt, model
-        )
+        with ctrl_c_deferred():  # the user has seen the answer: it must be stored
+            answer, prompt_tokens, completion_tokens, reported = self._store_answer(
+                asked, reply.text, reply, prompt, model
+            )
         result = AskResult(
             session=session, question=asked, answer=answer, prompt=prompt,
             prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,

@@ -89,7 +89,8 @@ def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record) -> None:
         # database or kvchat's own, never to another program's (which
         # current_revision then refuses untouched).
         cursor.execute(
-            "SELECT count(*) = 0 OR sum(name = 'alembic_version') > 0 FROM sqlite_master WHERE type = 'table'"
+            "SELECT count(*) = 0 OR sum(name IN ('alembic_version', 'sessions', 'turns', 'facts')) = 4 "
+            "FROM sqlite_master WHERE type = 'table'"
         )
         if cursor.fetchone()[0]:
             cursor.execute("PRAGMA journal_mode = WAL")
@@ -124,20 +125,27 @@ def create_engine(url: str) -> Engine:
     return sqlalchemy.create_engine(url, pool_pre_ping=True)
 
 
+# Tables every kvchat database has had since its first schema.
+KVCHAT_TABLES = frozenset({"alembic_version", "sessions", "turns", "facts"})
+
+
 def current_revision(engine: Engine) -> str | None:
     """The database's schema revision; None for a new, empty database.
 
-    An SQLite file with tables but no kvchat revision belongs to some other
-    program: kvchat refuses it rather than add its own tables to it. (A
-    PostgreSQL database is often shared by several programs, each with its own
-    tables, so there other tables are no sign of a mistake.)"""
+    An SQLite file with tables but not kvchat's (its revision and its
+    sessions, turns and facts) belongs to some other program, even one that
+    keeps its own Alembic revision: kvchat refuses it rather than add its
+    tables or run its migrations in it. (A PostgreSQL database is often shared
+    by several programs, each with its own tables, so there other tables are
+    no sign of a mistake.)"""
     from sqlalchemy import inspect, text
     from sqlalchemy.exc import DatabaseError as SQLError
 
     try:
         with engine.connect() as connection:
             tables = inspect(connection).get_table_names()
-            if "alembic_version" in tables:
+            ours = KVCHAT_TABLES <= set(tables) or not is_sqlite(str(engine.url))
+            if "alembic_version" in tables and ours:
                 return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except SQLError as exc:
         raise DatabaseError(describe_error(exc, engine.url)) from None

@@ -170,7 +170,16 @@ class ModelClient:
         self._client: openai.OpenAI | None = None
 
     def __repr__(self) -> str:
-        return f"ModelClient(base_url={self.base_url!r})"
+        return f"ModelClient(base_url={self.shown_url!r})"
+
+    @property
+    def shown_url(self) -> str:
+        """The base URL as messages show it: a password in it is left out."""
+        parts = urlsplit(self.base_url)
+        if parts.password is None:
+            return self.base_url
+        netloc = parts.netloc.replace(f":{parts.password}@", ":[redacted: password]@", 1)
+        return parts._replace(netloc=netloc).geturl()
 
     def close(self) -> None:
         if self._client is not None:
@@ -285,7 +294,7 @@ class ModelClient:
             ids = [item.id for item in page]
         except openai.NotFoundError:
             raise ModelError(
-                f"the server at {self.base_url} does not list its models (no /models endpoint; "
+                f"the server at {self.shown_url} does not list its models (no /models endpoint; "
                 "the base URL usually ends in /v1)", kind="not_found", status=404,
             ) from None
         except (openai.OpenAIError, ValueError) as err:  # ValueError: a body that is not JSON
@@ -508,7 +517,7 @@ class ModelClient:
 
     def _malformed(self) -> ModelError:
         return ModelError(
-            f"the model server at {self.base_url} sent a malformed response (not OpenAI-style JSON)",
+            f"the model server at {self.shown_url} sent a malformed response (not OpenAI-style JSON)",
             kind="bad_response",
         )
 
@@ -529,7 +538,7 @@ class ModelClient:
         """Translate an exception from the openai client into a one-line ModelError."""
         import openai
 
-        base = self.base_url
+        base = self.shown_url
         if isinstance(err, openai.APITimeoutError):
             return ModelError(
                 f"timed out waiting for the model server at {base} (timeout {self.timeout:g} s)", kind="timeout"
@@ -550,7 +559,7 @@ class ModelClient:
         return ModelError(f"the model server at {base} reported an error{self._server_says(err)}", kind="server")
 
     def _status_error(self, err: openai.APIStatusError, model: str) -> ModelError:
-        status, base = err.status_code, self.base_url
+        status, base = err.status_code, self.shown_url
         if status == 401:
             # The server's text may quote the key back: leave it out.
             message, kind = f"the server rejected the API key (check OPENAI_API_KEY; server: {base})", "auth"

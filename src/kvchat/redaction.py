@@ -84,11 +84,21 @@ _FORMATS: list[tuple[str, str, int, tuple[str, ...]]] = [
         "private key",
         r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
         # A block cut off before its END line loses its base64 lines anyway.
-        r"(?:.*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|(?:\s*[A-Za-z0-9+/=:,-]{16,})*)",
+        # The END line is looked for within 16 KB (an RSA-8192 key is about
+        # 6 KB): an unbounded search from every BEGIN would take quadratic time.
+        r"(?:.{0,16384}?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|(?:\s*[A-Za-z0-9+/=:,-]{16,})*)",
         re.DOTALL,
         ("private key",),
     ),
-    ("api key", r"(?<![A-Za-z0-9_.-])(?:sk|gsk|rk)[-_][A-Za-z0-9][A-Za-z0-9_*-]{14,}", 0, ("sk-", "sk_", "rk-", "rk_")),
+    # A real key holds a digit or a long random run; `sk_stream_wait_memory`
+    # (Linux kernel C) does not.
+    (
+        "api key",
+        r"(?<![A-Za-z0-9_.-])(?:sk|gsk|rk)[-_](?=[A-Za-z0-9_*-]*(?:[0-9]|[A-Za-z0-9]{16}))"
+        r"[A-Za-z0-9][A-Za-z0-9_*-]{14,}",
+        0,
+        ("sk-", "sk_", "rk-", "rk_"),
+    ),
     ("api key", r"(?<![A-Za-z0-9])hf_[A-Za-z0-9]{20,}", 0, ("hf_",)),
     (
         "api key",
@@ -108,7 +118,13 @@ _FORMATS: list[tuple[str, str, int, tuple[str, ...]]] = [
         ("bearer",),
     ),
     ("password", r"\bauthorization\s*:\s*basic\s+(?P<value>[A-Za-z0-9+/=]{8,})", re.IGNORECASE, ("basic",)),
-    ("password", r"\b[a-z][a-z0-9+.-]*://[^\s/:@\[]+:(?P<value>[^\s/@\[]+)(?=@)", re.IGNORECASE, ("://",)),
+    # user:password@host; a port (all digits) or a query string is not one.
+    (
+        "password",
+        r"\b[a-z][a-z0-9+.-]*://[^\s/:@\[?#]+:(?![0-9]+@)(?P<value>[^\s/@\[?#]+)(?=@)",
+        re.IGNORECASE,
+        ("://",),
+    ),
 ]
 _FORMAT_PATTERNS = [
     (kind, LazyPattern(source, flags), triggers) for kind, source, flags, triggers in _FORMATS
@@ -119,11 +135,12 @@ _WORD_TRIGGERS = ("pass", "api", "secret", "access", "auth", "bearer", "private"
 _MY_TRIGGERS = ("token", "secret", "key")
 _ZH_TRIGGERS = ("密码", "口令", "密钥", "秘钥", "私钥", "令牌", "验证码", "是", "为")
 
-# Words that name a credential, with what a value after them is.
+# Words that name a credential, as a whole name or its last word (DB_PASSWORD,
+# not PASSWORD_MIN_LENGTH), and not inside a path (/etc/passwd).
 _SECRET_WORD = (
-    r"(?<![A-Za-z])(?P<word>password|passwd|passphrase|passcode|api[\s_-]?key"
+    r"(?<![A-Za-z/])(?P<word>password|passwd|passphrase|passcode|api[\s_-]?key"
     r"|secret(?:[\s_-]?key)?|access[\s_-]?(?:token|key)|auth(?:entication)?[\s_-]?token"
-    r"|bearer[\s_-]?token|private[\s_-]?key|credentials?)(?:_[A-Za-z]+)*"
+    r"|bearer[\s_-]?token|private[\s_-]?key|credentials?)(?![A-Za-z0-9_])"
 )
 _NOT_MARKER = r"(?!\[redacted)"
 # "my password is hunter2": any value after is/was/are discloses it...
@@ -143,7 +160,7 @@ _ASSIGNED = LazyPattern(
 )
 _STATED_ZH = LazyPattern(
     r"(?:(?P<word>密码|口令|密钥|秘钥|私钥|令牌|验证码)\s*(?:是|为|:|：|=)|(?:api\s*key|token)\s*(?:是|为))"
-    r"\s*(?P<value>[^\s，。！？,!?\[]+)",
+    r"\s*(?P<value>[!-Z^-~]+)",  # an ASCII run: the rest of a Chinese clause is prose
     re.IGNORECASE,
 )
 # PIN codes are refused as facts but not blanked in turns: `LED_PIN = 13` is code.
@@ -199,14 +216,23 @@ def _discloses(value: str) -> bool:
     return bool(word) and word not in _NOT_A_SECRET_VALUE
 
 
-def _bare_discloses(bare: str) -> bool:
-    """An unquoted assigned value counts when it does not read like code or a
-    plain word: it has a digit or a symbol, or mixes cases inside it (.env style)."""
-    return (
-        not _CODE_EXPRESSION.search(bare)
-        and _discloses(bare)
-        and bool(re.search(r"[0-9!@#^&*+=~?]", bare) or re.search(r".[A-Z]", bare) and re.search(r"[a-z]", bare))
-    )
+# Template and example values: {password}, ${API_KEY}, <token>, YOUR_API_KEY, xxxx.
+_PLACEHOLDER = LazyPattern(
+    r"[{}$<>]|(?-i:^(?:[A-Z][A-Z0-9]*_)+[A-Z0-9]+$)|^(?:x+|\*+|\.+|string|changeme|example)$", re.IGNORECASE
+)
+
+
+def _bare_discloses(bare: str, *, sure: bool = True) -> bool:
+    """An unquoted value assigned to a name that ends in a credential word
+    (DB_PASSWORD=, not PASSWORD_MIN_LENGTH=) counts when it does not read like
+    code or a placeholder, and holds a digit or a symbol (when `sure`; else
+    mixed case is enough: a type name like SecretStr then counts too)."""
+    value = bare.strip(_TRAILING_PUNCTUATION)
+    if _CODE_EXPRESSION.search(bare) or not _discloses(bare):
+        return False
+    if re.search(r"[0-9!@#^&*+=~?]", value):
+        return not sure or (len(value) >= 4 and not _PLACEHOLDER.search(value))
+    return not sure and bool(re.search(r".[A-Z]", value) and re.search(r"[a-z]", value))
 
 
 def _value_span(match: re.Match, group: str) -> tuple[int, int]:
@@ -216,8 +242,26 @@ def _value_span(match: re.Match, group: str) -> tuple[int, int]:
     return start, end
 
 
-def _spans(text: str, secrets: Iterable[str] = ()) -> list[tuple[int, int, str]]:
-    """(start, end, kind) of everything `redact` blanks, in no particular order."""
+def _stated_value(value: str) -> bool:
+    """Whether a value stated in words ("my password is hunter2") reads like
+    one: letters with a digit or a symbol, not a word ("is hashed"), a number
+    ("is 32 characters") or a placeholder."""
+    value = value.strip(_TRAILING_PUNCTUATION)
+    return (
+        len(value) >= 4
+        and not _PLACEHOLDER.search(value)
+        and any(c.isalpha() for c in value)
+        and any(c.isdigit() or not c.isalnum() for c in value)
+    )
+
+
+def _spans(text: str, secrets: Iterable[str] = (), *, sure: bool = True) -> list[tuple[int, int, str]]:
+    """(start, end, kind) of everything `redact` blanks, in no particular order.
+
+    `sure` is for stored turns: a value named by a credential word must also
+    read like a credential, because rewriting a false alarm would silently
+    change a user's code or prose. Facts (`sure=False`) are only refused, so
+    any value after a credential word counts there."""
     found: list[tuple[int, int, str]] = []
     for secret in secrets:
         if secret and is_real_key(secret):
@@ -239,16 +283,21 @@ def _spans(text: str, secrets: Iterable[str] = ()) -> list[tuple[int, int, str]]
         stated.append(_MY_TOKEN_STATED)
     for pattern in stated:
         for match in pattern.finditer(text):
-            if _discloses(match["value"]):
+            if _discloses(match["value"]) and (not sure or _stated_value(match["value"])):
                 found.append((*_value_span(match, "value"), _word_kind(match["word"])))
     for match in _ASSIGNED.finditer(text) if present(_WORD_TRIGGERS) else ():
         if match["quoted"]:
-            found.append((*match.span("quoted"), _word_kind(match["word"])))
-        elif _bare_discloses(match["bare"]):
+            # A literal assigned to a password is one, however weak, unless
+            # it is a placeholder or a plain word ("string" in an API example).
+            quoted = match["quoted"]
+            if not sure or not _PLACEHOLDER.search(quoted) and _discloses(quoted) and not quoted.isalpha():
+                found.append((*match.span("quoted"), _word_kind(match["word"])))
+        elif _bare_discloses(match["bare"], sure=sure):
             found.append((*match.span("bare"), _word_kind(match["word"])))
     for match in _STATED_ZH.finditer(text) if present(_ZH_TRIGGERS) else ():
-        if not _NOT_A_SECRET_VALUE_ZH.match(match["value"]):
-            found.append((*match.span("value"), _word_kind(match["word"] or "token")))
+        value = match["value"]
+        if not _NOT_A_SECRET_VALUE_ZH.match(value) and (not sure or _stated_value(value)):
+            found.append((*_value_span(match, "value"), _word_kind(match["word"] or "token")))
     return [span for span in found if span[1] > span[0]]
 
 
@@ -321,7 +370,7 @@ def secret_kind(text: str) -> str | None:
     marker = _ANY_MARKER.search(text)
     if marker:
         return (marker["kind"] or "secret").strip().lower()
-    spans = _spans(text)
+    spans = _spans(text, sure=False)
     if spans:
         return min(spans)[2]
     if _PIN_STATED.search(text):

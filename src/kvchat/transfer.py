@@ -86,8 +86,12 @@ def _required_text(record: dict, field: str, where: str) -> str:
     return _valid_text(value, field, where)
 
 
-def parse_turns(lines: Iterable[str], *, model: str) -> dict[str, list[NewTurn]]:
-    """Every turn of a JSON-lines file, grouped by session, in file order."""
+def parse_turns(
+    lines: Iterable[str], *, model: str, secrets: Iterable[str] = ()
+) -> dict[str, list[NewTurn]]:
+    """Every turn of a JSON-lines file, grouped by session, in file order,
+    with secrets (and the configured `secrets`) blanked."""
+    secrets = list(secrets)
     by_session: dict[str, list[NewTurn]] = {}
     for where, record in json_lines(lines):
         try:
@@ -101,27 +105,29 @@ def parse_turns(lines: Iterable[str], *, model: str) -> dict[str, list[NewTurn]]
         if status not in TURN_STATUSES or status == "pending":
             raise TransferError(f"{where}: status must be one of complete, unanswered, interrupted, length")
         # Secrets never land in the database, whichever way text comes in.
-        content = redact(_required_text(record, "content", where))
+        content = redact(_required_text(record, "content", where), secrets)
         by_session.setdefault(session, []).append(
             NewTurn(
                 role=role, content=content, tokens=tokens.count_tokens(content, model), status=status,
                 name=_optional_text(record, "name", where, limit=MAX_NAME_LENGTH),
                 ref=_optional_text(record, "ref", where, limit=MAX_NAME_LENGTH),
                 model=_optional_text(record, "model", where, limit=MAX_NAME_LENGTH),
-                error=redact(_optional_text(record, "error", where) or "") or None,
+                error=redact(_optional_text(record, "error", where) or "", secrets) or None,
                 created_at=_parse_time(record.get("created_at"), where),
             )
         )
     return by_session
 
 
-def import_turns(store: Store, lines: Iterable[str], *, model: str) -> dict[str, int]:
+def import_turns(
+    store: Store, lines: Iterable[str], *, model: str, secrets: Iterable[str] = ()
+) -> dict[str, int]:
     """Load a turns file; returns the number of turns added per session.
 
     A line whose `ref` is already stored in its session is skipped, so
     importing the same file (or an export) twice adds nothing twice.
     """
-    parsed = parse_turns(lines, model=model)
+    parsed = parse_turns(lines, model=model, secrets=secrets)
     added = {}
     for name, new in parsed.items():
         known = store.refs(name)

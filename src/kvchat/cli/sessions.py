@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import os
 import sys
 from datetime import timedelta
 from enum import Enum
@@ -136,7 +137,9 @@ def import_turns(
 
     lines = read_lines(file)
     with open_store() as store:
-        added = transfer.import_turns(store, lines, model=setting("model", model))
+        # The configured key is blanked too, whatever its format.
+        key = os.environ.get("OPENAI_API_KEY", "")
+        added = transfer.import_turns(store, lines, model=setting("model", model), secrets=[key])
     if json_output:
         print_json({"imported": sum(added.values()), "sessions": added})
     else:
