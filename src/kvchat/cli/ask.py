@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from .common import (
+    setting_flags,
     CliError,
     JsonOption,
     ModelOption,
@@ -256,12 +257,7 @@ def ask(
     with the session; for an existing session they apply to this call only.
     """
     text = read_text_argument(question, "question")
-    flags = dict(
-        session=session, model=model, role=role, memory=memory, window=window,
-        memory_tokens=memory_tokens, summary_tokens=summary_tokens, recall_tokens=recall_tokens,
-        facts=facts, vector=vector, embedding_model=embedding_model, answer_tokens=answer_tokens,
-        context_tokens=context_tokens, extract=extract,
-    )
+    flags = setting_flags(locals())
     with open_store() as store:
         name, settings, keep = resolve_settings(store, flags, new=new)
         options = ask_options(store, settings, system=system, stream=not no_stream, no_extract=no_extract)
@@ -324,12 +320,7 @@ def chat(
     """An interactive dialog in a session. Type exit or quit (or press Ctrl-D) to end it."""
     from ..conversation import AskFailed
 
-    flags = dict(
-        session=session, model=model, role=role, memory=memory, window=window,
-        memory_tokens=memory_tokens, summary_tokens=summary_tokens, recall_tokens=recall_tokens,
-        facts=facts, vector=vector, embedding_model=embedding_model, answer_tokens=answer_tokens,
-        context_tokens=context_tokens, extract=extract,
-    )
+    flags = setting_flags(locals())
     interactive = sys.stdin.isatty()
     if interactive:
         try:

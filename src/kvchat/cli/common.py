@@ -35,6 +35,12 @@ ModelOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 
+def setting_flags(options: dict) -> dict:
+    """What a command's options (its `locals()`, before anything else is
+    assigned) gave for each setting; None where not given."""
+    return {name: options[name] for name in SETTINGS if name in options}
+
+
 def setting(name: str, given):
     """`given` if the command line gave it, else the configured value."""
     if given is not None:

@@ -11,6 +11,7 @@ import typer
 from .. import budgets
 from . import ask
 from .common import (
+    setting_flags,
     CliError,
     JsonOption,
     ModelOption,
@@ -111,11 +112,7 @@ def recall(
 
     On a terminal the prompt's sections and their token counts come first.
     """
-    flags = dict(
-        model=model, role=role, memory=memory, window=window, memory_tokens=memory_tokens,
-        recall_tokens=recall_tokens, facts=facts, vector=vector, embedding_model=embedding_model,
-        answer_tokens=answer_tokens, context_tokens=context_tokens,
-    )
+    flags = setting_flags(locals())
     if queries is not None:
         if question is not None:
             raise CliError("give either a question or --queries, not both")

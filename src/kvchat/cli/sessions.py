@@ -14,6 +14,7 @@ import typer
 
 from . import ask
 from .common import (
+    setting_flags,
     CliError,
     JsonOption,
     ModelOption,
@@ -198,12 +199,7 @@ def set_settings(
     from .. import config
     from ..roles import role_text
 
-    given = dict(
-        model=model, role=role, memory=memory, window=window, memory_tokens=memory_tokens,
-        summary_tokens=summary_tokens, recall_tokens=recall_tokens, facts=facts, vector=vector,
-        embedding_model=embedding_model, answer_tokens=answer_tokens, context_tokens=context_tokens,
-        extract=extract,
-    )
+    given = setting_flags(locals())
     changes = {key: config.check(key, value) for key, value in given.items() if value is not None}
     for key in unset or []:
         key = key.replace("-", "_")
