@@ -1,6 +1,6 @@
 """The `kvchat` command: Typer parses, the library does the work, we render.
 
-Commands live in modules by group (ask.py: ask and chat; code.py: code; sessions.py:
+Commands live in modules by group (ask.py: ask; chat.py: chat; code.py: code; sessions.py:
 history, sessions, import and export; facts.py; recall.py; config.py;
 roles.py). Only what a command needs is imported when it runs, so
 `kvchat --help` starts fast.
@@ -15,7 +15,7 @@ import typer
 from typer._click.exceptions import ClickException  # Typer vendors Click; usage errors are these
 from typer.core import TyperGroup
 
-from . import ask, code, config, facts, models, recall, roles, sessions
+from . import ask, chat, code, config, facts, models, recall, roles, sessions
 from .common import CliError
 
 
@@ -99,6 +99,7 @@ def _root(
 
 
 ask.register(app)
+chat.register(app)
 code.register(app)
 sessions.register(app)
 app.add_typer(facts.app, name="facts")
