@@ -1,8 +1,9 @@
 """The `kvchat` command: Typer parses, the library does the work, we render.
 
-Commands live in modules by group (ask.py: ask; chat.py: chat; code.py: code; sessions.py:
-history, sessions, import and export; facts.py; recall.py; config.py;
-roles.py). Only what a command needs is imported when it runs, so
+Commands live in modules by group (ask.py: ask; chat.py: chat; code.py: code;
+sessions.py: history and sessions; transfer.py: import and export; facts.py;
+recall.py; models.py; config.py; roles.py); connection.py reaches the model
+server. Only what a command needs is imported when it runs, so
 `kvchat --help` starts fast.
 """
 
@@ -15,7 +16,7 @@ import typer
 from typer._click.exceptions import ClickException  # Typer vendors Click; usage errors are these
 from typer.core import TyperGroup
 
-from . import ask, chat, code, config, facts, models, recall, roles, sessions
+from . import ask, chat, code, config, facts, models, recall, roles, sessions, transfer
 from .common import CliError
 
 
@@ -102,6 +103,7 @@ ask.register(app)
 chat.register(app)
 code.register(app)
 sessions.register(app)
+transfer.register(app)
 app.add_typer(facts.app, name="facts")
 recall.register(app)
 models.register(app)

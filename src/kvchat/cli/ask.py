@@ -15,11 +15,11 @@ from .common import (
     JsonOption,
     ModelOption,
     SessionOption,
-    conversation as make_conversation,
     open_store,
     print_json,
     read_text_argument,
 )
+from .connection import conversation as make_conversation
 
 # Every option that is also a setting defaults to None ("not given"), so the
 # session's own setting, the environment and the config file can apply (see

@@ -36,7 +36,8 @@ from .ask import (
     resolve_settings,
     show_prompt,
 )
-from .common import ModelOption, SessionOption, conversation as make_conversation, open_store, setting_flags
+from .common import ModelOption, SessionOption, open_store, setting_flags
+from .connection import conversation as make_conversation
 
 EXIT_WORDS = {"exit", "quit", "/exit", "/quit", "退出"}
 # A second Ctrl-C within this many seconds of the first ends `kvchat chat` at

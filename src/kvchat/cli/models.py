@@ -13,7 +13,7 @@ def models(json_output: JsonOption = False) -> None:
     """The models the configured server offers (OPENAI_BASE_URL, or base_url in the config file)."""
     from ..config import resolve
     from ..model_client import ModelClient
-    from .common import api_key
+    from .connection import api_key
 
     settings = resolve({}, None)
     with ModelClient(api_key=api_key(settings.base_url), base_url=settings.base_url,

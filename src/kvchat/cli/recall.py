@@ -69,7 +69,7 @@ def _prompt(store, question: str, session_name: str | None, flags: dict, system:
 def _semantic(store, settings, options):
     if not settings.vector:
         return None
-    from .common import conversation
+    from .connection import conversation
 
     return conversation(store, settings).semantic_recall(options)
 

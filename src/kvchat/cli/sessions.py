@@ -1,13 +1,10 @@
-"""`kvchat history`, `kvchat sessions`, `kvchat import` and `kvchat export`."""
+"""`kvchat history` and `kvchat sessions`."""
 
 from __future__ import annotations
 
 import re
-import os
 import sys
 from datetime import timedelta
-from enum import Enum
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -25,7 +22,6 @@ from .common import (
     on_terminal,
     open_store,
     print_json,
-    read_lines,
     setting,
 )
 
@@ -126,50 +122,6 @@ def sessions(ctx: typer.Context, json_output: JsonOption = False) -> None:
     for s in found:
         table.add_row(Text(s.name), str(s.turn_count), str(s.token_count), local_time(s.last_active_at))
     console().print(table if found else "No sessions yet. Start one with `kvchat ask` or `kvchat chat`.")
-
-
-def import_turns(
-    file: Annotated[Path, typer.Argument(help="JSON lines: session, role, content, and optionally created_at, name, ref. - reads stdin.")],
-    model: ModelOption = None,
-    json_output: JsonOption = False,
-) -> None:
-    """Import turns from a JSON-lines file (all of it, or nothing if a line is bad)."""
-    from .. import transfer
-
-    lines = read_lines(file)
-    with open_store() as store:
-        # The configured key is blanked too, whatever its format.
-        key = os.environ.get("OPENAI_API_KEY", "")
-        added = transfer.import_turns(store, lines, model=setting("model", model), secrets=[key])
-    if json_output:
-        print_json({"imported": sum(added.values()), "sessions": added})
-    else:
-        typer.echo(f"Imported {sum(added.values())} turns into {len(added)} sessions.", err=True)
-
-
-class ExportFormat(str, Enum):
-    jsonl = "jsonl"
-    markdown = "markdown"
-
-
-def export_turns(
-    session: Annotated[Optional[str], typer.Option("--session", "-s", help="Only this session (default: all).")] = None,
-    format: Annotated[ExportFormat, typer.Option("--format", "-f", help="jsonl (re-importable) or markdown.")] = ExportFormat.jsonl,
-) -> None:
-    """Export turns to standard output, as JSON lines or Markdown."""
-    import json
-
-    from .. import transfer
-
-    with open_store() as store:
-        session_id = find_session(store, session).id if session else None
-        write = sys.stdout.write
-        if format is ExportFormat.markdown:
-            for chunk in transfer.export_markdown(store, session_id):
-                write(chunk)
-        else:
-            for record in transfer.export_turns(store, session_id):
-                write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 @sessions_app.command("set")
@@ -364,5 +316,3 @@ def prune_sessions(
 def register(app: typer.Typer) -> None:
     app.command("history")(history)
     app.add_typer(sessions_app, name="sessions")
-    app.command("import")(import_turns)
-    app.command("export")(export_turns)

@@ -1,0 +1,62 @@
+"""`kvchat import` and `kvchat export`: turns in and out as JSON lines or Markdown."""
+
+from __future__ import annotations
+
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import JsonOption, ModelOption, find_session, open_store, print_json, read_lines, setting
+
+
+def import_turns(
+    file: Annotated[Path, typer.Argument(help="JSON lines: session, role, content, and optionally created_at, name, ref. - reads stdin.")],
+    model: ModelOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Import turns from a JSON-lines file (all of it, or nothing if a line is bad)."""
+    from .. import transfer
+
+    lines = read_lines(file)
+    with open_store() as store:
+        # The configured key is blanked too, whatever its format.
+        key = os.environ.get("OPENAI_API_KEY", "")
+        added = transfer.import_turns(store, lines, model=setting("model", model), secrets=[key])
+    if json_output:
+        print_json({"imported": sum(added.values()), "sessions": added})
+    else:
+        typer.echo(f"Imported {sum(added.values())} turns into {len(added)} sessions.", err=True)
+
+
+class ExportFormat(str, Enum):
+    jsonl = "jsonl"
+    markdown = "markdown"
+
+
+def export_turns(
+    session: Annotated[Optional[str], typer.Option("--session", "-s", help="Only this session (default: all).")] = None,
+    format: Annotated[ExportFormat, typer.Option("--format", "-f", help="jsonl (re-importable) or markdown.")] = ExportFormat.jsonl,
+) -> None:
+    """Export turns to standard output, as JSON lines or Markdown."""
+    import json
+
+    from .. import transfer
+
+    with open_store() as store:
+        session_id = find_session(store, session).id if session else None
+        write = sys.stdout.write
+        if format is ExportFormat.markdown:
+            for chunk in transfer.export_markdown(store, session_id):
+                write(chunk)
+        else:
+            for record in transfer.export_turns(store, session_id):
+                write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("import")(import_turns)
+    app.command("export")(export_turns)
