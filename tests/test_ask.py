@@ -1,4 +1,4 @@
-"""`kvchat ask` and `kvchat chat` end to end: what the model server received,
+"""`kvchat ask` end to end: what the model server received,
 what was stored, and what the user saw."""
 
 from __future__ import annotations
@@ -175,25 +175,6 @@ def test_a_question_too_large_for_the_model_is_refused_clearly(model, kvchat, st
     assert model.chat_requests == []
 
 
-def test_chat_holds_a_dialog_and_says_where_it_is_stored(model, kvchat, home):
-    done = kvchat("chat", "-s", "pairing", "--no-extract", input="first line\nsecond line\nexit\n")
-    assert done.exit_code == 0
-    assert "echo: first line" in done.stdout and "echo: second line" in done.stdout
-    assert "pairing" in done.stderr and str(home / "kvchat.db") in done.stderr
-    assert [m["content"] for m in model.chat_requests[1]["messages"][1:]] == [
-        "first line", "echo: first line", "second line",
-    ]
-
-
-def test_chat_ends_at_end_of_input_and_survives_a_failed_answer(model, kvchat, store):
-    for _ in range(3):
-        model.queue_error(500)
-    done = kvchat("chat", "--no-extract", input="this one fails\nthis one works\n")
-    assert done.exit_code == 0
-    assert "kvchat: error:" in done.stderr
-    assert "echo: this one works" in done.stdout
-
-
 def test_at_a_terminal_a_missing_key_is_asked_for_with_hidden_input(model, monkeypatch):
     import pty
     import select
@@ -276,12 +257,6 @@ def test_the_key_is_redacted_from_a_partial_answer_too(model, kvchat, home):
     kvchat("ask", "echo my key", "--no-extract")
     for path in home.glob("kvchat.db*"):
         assert TEST_KEY.encode() not in path.read_bytes()
-
-
-def test_a_chat_with_nothing_asked_creates_no_session(model, kvchat, store):
-    done = kvchat("chat", "--new", input="exit\n")
-    assert done.exit_code == 0 and "no session was created" in done.stderr
-    assert store.sessions() == []
 
 
 def test_a_ctrl_c_while_the_partial_answer_is_saved_waits_until_it_is_saved():
