@@ -11,6 +11,10 @@ taken from the first of these layers that has it:
    directory (see paths.py);
 5. the built-in default.
 
+The `endpoint` setting, once resolved, names a server from kvchat.endpoints:
+its base URL and model then stand in for the config file's and the defaults
+(a flag, the session or the environment still win over them).
+
 Every value is checked whichever layer it comes from, and a bad one is a
 `ConfigError` in one line that names where it was written.
 """
@@ -78,6 +82,9 @@ SETTINGS: dict[str, Spec] = {
         Spec("model", str, "gpt-4o-mini", "KVCHAT_MODEL"),
         Spec("base_url", str, None, "OPENAI_BASE_URL", optional=True, per_session=False),
         Spec("timeout", float, 600.0, "KVCHAT_TIMEOUT", minimum=0, above=True, per_session=False),
+        # A name from kvchat.endpoints, never an address, so a session (whose
+        # settings an import can bring) may name one; "default" means none.
+        Spec("endpoint", str, None, "KVCHAT_ENDPOINT", optional=True),
         Spec("session", str, "default", "KVCHAT_SESSION", per_session=False),
         Spec("memory", str, "token", "KVCHAT_MEMORY", choices=MEMORY_MODES),
         Spec("window", int, budgets.WINDOW_TURNS, "KVCHAT_WINDOW", minimum=1),
@@ -259,4 +266,23 @@ def resolve(
         else:
             value, source = spec.default, "default"
         items[name] = Setting(name, value, source)
+    _apply_endpoint(items)
     return Settings(items)
+
+
+def _apply_endpoint(items: dict[str, Setting]) -> None:
+    """The chosen endpoint's base URL and model, where nothing more specific
+    than the config file gave one."""
+    chosen = items["endpoint"]
+    from . import endpoints  # deferred: only a call that names an endpoint reads its file
+
+    if chosen.value is None or chosen.value == endpoints.DEFAULT:
+        return
+    try:
+        endpoint = endpoints.get(chosen.value)
+    except endpoints.EndpointError as exc:
+        raise endpoints.EndpointError(f"{chosen.source}: {exc}") from None
+    source = f"endpoint {endpoint.name!r}"
+    for name, value in (("base_url", endpoint.base_url), ("model", endpoint.model)):
+        if value is not None and (items[name].source == "default" or items[name].source.startswith("config ")):
+            items[name] = Setting(name, value, source)

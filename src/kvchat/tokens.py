@@ -38,22 +38,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from kvchat import paths
+from kvchat.files import write_atomically
 
 if TYPE_CHECKING:  # pragma: no cover
     import tiktoken
 
 __all__ = [
     "DEFAULT_CONTEXT_WINDOW",
+    "DEFAULT_ENCODING",
+    "KNOWN_MODELS",
     "MESSAGE_OVERHEAD",
     "NAME_OVERHEAD",
     "REPLY_PRIMER",
     "ROLE_TOKENS",
     "SUPPORTED_ENCODINGS",
+    "KnownModel",
     "TokenizerDataError",
     "context_window",
     "count_tokens",
     "encoding_name_for_model",
     "get_encoding",
+    "known_model",
     "message_tokens",
     "messages_tokens",
 ]
@@ -88,15 +93,8 @@ SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_SOURCES)
 
 
 # --------------------------------------------------------------------------
-# Model -> encoding
+# Model -> encoding (the table is under "Known models" below)
 # --------------------------------------------------------------------------
-
-# Checked in order; the first prefix that matches wins. Everything else,
-# including local models served by Ollama, vLLM, llama.cpp and the like,
-# falls back to o200k_base: their real tokenizers differ anyway, and the
-# newer encoding is the closer estimate for modern multilingual text.
-_O200K_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "chatgpt-4o", "o1", "o3", "o4")
-_CL100K_PREFIXES = ("gpt-4", "gpt-3.5", "gpt-35", "text-embedding-")
 
 
 def _normalise_model(model: str) -> str:
@@ -109,13 +107,10 @@ def _normalise_model(model: str) -> str:
 
 
 def encoding_name_for_model(model: str) -> str:
-    """The tiktoken encoding used to count tokens for `model`."""
-    name = _normalise_model(model)
-    if name.startswith(_O200K_PREFIXES):
-        return "o200k_base"
-    if name.startswith(_CL100K_PREFIXES):
-        return "cl100k_base"
-    return "o200k_base"
+    """The tiktoken encoding used to count tokens for `model`: the known
+    model's own, else DEFAULT_ENCODING."""
+    known = known_model(model)
+    return known.encoding if known else DEFAULT_ENCODING
 
 
 # --------------------------------------------------------------------------
@@ -177,23 +172,6 @@ def _bundled_bytes(name: str, source: _EncodingSource) -> bytes:
     return data
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _ensure_cached(name: str, cache_dir: Path) -> Path:
     """Make sure `cache_dir` holds a verified copy of `name`'s BPE file."""
     source = _SOURCES.get(name)
@@ -205,7 +183,7 @@ def _ensure_cached(name: str, cache_dir: Path) -> Path:
     if not _file_is_valid(path, source.sha256):
         # Missing or corrupt: never leave it for tiktoken, which would delete
         # it and download a replacement.
-        _write_atomically(path, _bundled_bytes(name, source))
+        write_atomically(path, _bundled_bytes(name, source))
     return path
 
 
@@ -363,46 +341,67 @@ def messages_tokens(messages: list[dict], model: str) -> int:
 
 
 # --------------------------------------------------------------------------
-# Context windows
+# Known models: context window and encoding
 # --------------------------------------------------------------------------
 
-# Total context (prompt + completion) in tokens, from the providers' model
-# pages. Matched by longest prefix of the normalised model name, so dated
-# snapshots ("gpt-4o-2024-08-06") resolve to their family.
-_CONTEXT_WINDOWS: dict[str, int] = {
-    "gpt-5": 400_000,
-    "gpt-5-chat": 128_000,
-    "gpt-4.1": 1_047_576,
-    "gpt-4.5": 128_000,
-    "gpt-4o": 128_000,
-    "chatgpt-4o": 128_000,
-    "gpt-4-turbo": 128_000,
-    "gpt-4-1106": 128_000,
-    "gpt-4-0125": 128_000,
-    "gpt-4-32k": 32_768,
-    "gpt-4": 8_192,
-    "gpt-3.5-turbo": 16_385,
-    "gpt-3.5-turbo-instruct": 4_096,
-    "gpt-35-turbo": 16_385,
-    "o1": 200_000,
-    "o1-mini": 128_000,
-    "o1-preview": 128_000,
-    "o3": 200_000,
-    "o4-mini": 200_000,
-    "deepseek-chat": 65_536,
-    "deepseek-reasoner": 65_536,
-}
-_CONTEXT_PREFIXES = sorted(_CONTEXT_WINDOWS, key=len, reverse=True)
+class KnownModel(NamedTuple):
+    context: int  # total context (prompt + completion) in tokens
+    encoding: str  # the tiktoken encoding that counts its tokens
 
-# Used for models not in the table (most local models): small enough for
-# servers that run with a short context by default.
+
+_O200K, _CL100K = "o200k_base", "cl100k_base"
+
+# From the providers' model pages. A name stands for itself and its dated
+# snapshots and variants: the longest name the normalised model starts with
+# wins ("gpt-4o-2024-08-06" is gpt-4o, "gpt-4-0613" gpt-4, "o3-mini" o3).
+KNOWN_MODELS: dict[str, KnownModel] = {
+    "gpt-5": KnownModel(400_000, _O200K),
+    "gpt-5-chat": KnownModel(128_000, _O200K),
+    "gpt-4.1": KnownModel(1_047_576, _O200K),
+    "gpt-4.5": KnownModel(128_000, _O200K),
+    "gpt-4o": KnownModel(128_000, _O200K),
+    "chatgpt-4o": KnownModel(128_000, _O200K),
+    "gpt-4-turbo": KnownModel(128_000, _CL100K),
+    "gpt-4-1106": KnownModel(128_000, _CL100K),
+    "gpt-4-0125": KnownModel(128_000, _CL100K),
+    "gpt-4-32k": KnownModel(32_768, _CL100K),
+    "gpt-4": KnownModel(8_192, _CL100K),
+    "gpt-3.5-turbo": KnownModel(16_385, _CL100K),
+    "gpt-3.5-turbo-instruct": KnownModel(4_096, _CL100K),
+    "gpt-35-turbo": KnownModel(16_385, _CL100K),
+    "o1": KnownModel(200_000, _O200K),
+    "o1-mini": KnownModel(128_000, _O200K),
+    "o1-preview": KnownModel(128_000, _O200K),
+    "o3": KnownModel(200_000, _O200K),
+    "o4-mini": KnownModel(200_000, _O200K),
+    "text-embedding-3-small": KnownModel(8_191, _CL100K),
+    "text-embedding-3-large": KnownModel(8_191, _CL100K),
+    "text-embedding-ada-002": KnownModel(8_191, _CL100K),
+    # DeepSeek's tokenizer is its own; o200k_base is the closer estimate.
+    "deepseek-chat": KnownModel(65_536, _O200K),
+    "deepseek-reasoner": KnownModel(65_536, _O200K),
+}
+_KNOWN_PREFIXES = sorted(KNOWN_MODELS, key=len, reverse=True)
+
+# For models not in the table (most local models): small enough for servers
+# that run with a short context by default. Their real tokenizers differ from
+# OpenAI's anyway, and the newer encoding is the closer estimate for modern
+# multilingual text.
 DEFAULT_CONTEXT_WINDOW = 8_192
+DEFAULT_ENCODING = _O200K
+
+
+def known_model(model: str) -> KnownModel | None:
+    """What kvchat knows about `model` (by the longest known name it starts
+    with), or None for a model it does not know."""
+    name = _normalise_model(model)
+    for prefix in _KNOWN_PREFIXES:
+        if name.startswith(prefix):
+            return KNOWN_MODELS[prefix]
+    return None
 
 
 def context_window(model: str) -> int:
     """The context window of `model` in tokens; DEFAULT_CONTEXT_WINDOW if unknown."""
-    name = _normalise_model(model)
-    for prefix in _CONTEXT_PREFIXES:
-        if name.startswith(prefix):
-            return _CONTEXT_WINDOWS[prefix]
-    return DEFAULT_CONTEXT_WINDOW
+    known = known_model(model)
+    return known.context if known else DEFAULT_CONTEXT_WINDOW

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -13,31 +12,32 @@ from .common import CliError
 if TYPE_CHECKING:
     from ..config import Settings
     from ..conversation import Conversation
+    from ..model_client import ModelClient
     from ..store import Store
 
+EndpointOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--endpoint",
+        help="A named server from `kvchat endpoints` (default: KVCHAT_ENDPOINT, the session, the config file; "
+        "default means none).",
+    ),
+]
 
-def _is_loopback(url: str) -> bool:
-    from urllib.parse import urlsplit
 
-    host = (urlsplit(url).hostname or "").lower()
-    return host in ("localhost", "::1") or host.startswith("127.")
+def api_key(settings: Settings) -> str:
+    """The API key for the server of `settings` (see kvchat.credentials), asked
+    for at a terminal when there is none."""
+    from ..credentials import find_key, missing_key_hint
 
-
-def api_key(base_url: str | None) -> str:
-    """The API key from OPENAI_API_KEY, asked for at a terminal when missing."""
-    key = os.environ.get("OPENAI_API_KEY", "").strip()
-    if key:
-        return key
-    if base_url and _is_loopback(base_url):
-        # Local servers (Ollama, llama.cpp, LM Studio) take any key; the client needs one.
-        return "kvchat-local"
+    found = find_key(settings)
+    if found is not None:
+        return found.value
     if sys.stdin.isatty():
-        key = typer.prompt("OpenAI API key (input hidden)", hide_input=True).strip()
+        key = typer.prompt("API key (input hidden; `kvchat keys set` stores one)", hide_input=True).strip()
         if key:
             return key
-    raise CliError(
-        "no API key: set OPENAI_API_KEY (and OPENAI_BASE_URL for a server other than OpenAI)"
-    )
+    raise CliError(missing_key_hint(settings))
 
 
 def timeout() -> float:
@@ -47,14 +47,43 @@ def timeout() -> float:
     return resolve({}, None).timeout
 
 
-def conversation(store: Store, settings: Settings | None = None) -> Conversation:
-    """A conversation over `store` with the model server of `settings`
-    (base_url, timeout; by default from the environment and config file)."""
-    from ..config import resolve
-    from ..conversation import Conversation
+def model_client(settings: Settings) -> tuple[ModelClient, str]:
+    """A client for the server of `settings`, and the key it uses."""
     from ..model_client import ModelClient
 
+    key = api_key(settings)
+    return ModelClient(api_key=key, base_url=settings.base_url, timeout=settings.timeout), key
+
+
+_warned_models: set[str] = set()
+
+
+def warn_if_context_unknown(settings: Settings) -> None:
+    """Say (once per model and run) that the default context window applies to
+    a model kvchat does not know, unless the user gave one."""
+    from ..tokens import DEFAULT_CONTEXT_WINDOW, known_model
+
+    model = settings.model
+    if settings.context_tokens is not None or known_model(model) is not None or model in _warned_models:
+        return
+    _warned_models.add(model)
+    typer.echo(
+        f"kvchat: warning: kvchat does not know the context window of {model!r} and assumes "
+        f"{DEFAULT_CONTEXT_WINDOW} tokens; give it with --context-tokens (or KVCHAT_CONTEXT_TOKENS, "
+        "or context_tokens in the config file)",
+        err=True,
+    )
+
+
+def conversation(store: Store, settings: Settings | None = None) -> Conversation:
+    """A conversation over `store` with the model server of `settings`
+    (endpoint, base_url, timeout; by default from the environment and config file)."""
+    from ..config import resolve
+    from ..conversation import Conversation
+    from ..credentials import usable_keys
+
     settings = resolve({}, None) if settings is None else settings
-    key = api_key(settings.base_url)
-    client = ModelClient(api_key=key, base_url=settings.base_url, timeout=settings.timeout)
-    return Conversation(store, client, secrets=[key])
+    client, key = model_client(settings)
+    warn_if_context_unknown(settings)
+    # Every stored key is blanked wherever it turns up, not only the one in use.
+    return Conversation(store, client, secrets=[key, *usable_keys()])

@@ -1,23 +1,55 @@
-"""`kvchat models`: the models the configured server offers."""
+"""`kvchat models`: the models the configured server offers, or the models
+whose context window and encoding kvchat knows."""
 
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
 from .common import JsonOption, on_terminal, print_json
+from .connection import EndpointOption
 
 
-def models(json_output: JsonOption = False) -> None:
-    """The models the configured server offers (OPENAI_BASE_URL, or base_url in the config file)."""
+def _known(json_output: bool) -> None:
+    from ..tokens import DEFAULT_CONTEXT_WINDOW, DEFAULT_ENCODING, KNOWN_MODELS
+
+    if json_output:
+        print_json({
+            "models": [{"name": name, "context_tokens": known.context, "encoding": known.encoding}
+                       for name, known in KNOWN_MODELS.items()],
+            "default": {"context_tokens": DEFAULT_CONTEXT_WINDOW, "encoding": DEFAULT_ENCODING},
+        })
+        return
+    width = max(map(len, KNOWN_MODELS))
+    for name, known in KNOWN_MODELS.items():
+        sys.stdout.write(f"{name:<{width}}  {known.context:>9}  {known.encoding}\n")
+    if on_terminal():
+        typer.echo(
+            f"A name covers its dated versions and variants (gpt-4o-2024-08-06, gpt-4o-mini). "
+            f"Any other model: {DEFAULT_CONTEXT_WINDOW} tokens, {DEFAULT_ENCODING}, unless --context-tokens says.",
+            err=True,
+        )
+
+
+def models(
+    endpoint: EndpointOption = None,
+    known: Annotated[
+        bool, typer.Option("--known", help="The models whose context window and encoding kvchat knows, instead (no server needed).")
+    ] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """The models the configured server offers (--endpoint, OPENAI_BASE_URL, or base_url in the config file)."""
+    if known:
+        _known(json_output)
+        return
     from ..config import resolve
-    from ..model_client import ModelClient
-    from .connection import api_key
+    from .connection import model_client
 
-    settings = resolve({}, None)
-    with ModelClient(api_key=api_key(settings.base_url), base_url=settings.base_url,
-                     timeout=settings.timeout) as client:
+    settings = resolve({"endpoint": endpoint}, None)
+    client, _ = model_client(settings)
+    with client:
         names = client.models()
     if json_output:
         print_json([{"id": name, "default": name == settings.model} for name in names])
