@@ -8,6 +8,7 @@ test checks that the two agree.
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -40,6 +41,7 @@ sessions = Table(
     Column("turn_count", Integer, nullable=False, server_default="0"),
     Column("token_count", Integer, nullable=False, server_default="0"),
     Column("settings", Text),  # JSON: memory strategy and sizes, role, model
+    Column("title", String(200)),  # set by the user, else made from the first question
 )
 
 turns = Table(
@@ -150,4 +152,27 @@ skipped_facts = Table(
     Column("source", String(16), nullable=False),
     Column("turn_id", Integer, ForeignKey("turns.id", ondelete="SET NULL")),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+MODEL_CALL_KINDS = ("answer", "extract", "summary", "embed")
+
+# The tokens every model call cost: answers, fact extraction, summaries and
+# embeddings, as the server reported them (`reported` true) or as kvchat
+# counted them with tiktoken when it did not (false); NULL for answers stored
+# before this table existed, whose source was not kept. A deleted session's
+# calls stay, without their session: the tokens were spent all the same.
+model_calls = Table(
+    "model_calls",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("session_id", Integer, ForeignKey("sessions.id", ondelete="SET NULL")),
+    Column("model", String(200)),
+    Column("prompt_tokens", Integer, nullable=False),
+    Column("completion_tokens", Integer, nullable=False),
+    Column("reported", Boolean),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("kind IN ('answer', 'extract', 'summary', 'embed')", name="model_call_kind"),
+    Index("ix_model_calls_created_at", "created_at"),
+    Index("ix_model_calls_session_id", "session_id"),
 )

@@ -17,7 +17,8 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from . import database
-from .textsearch import MatchQuery
+from .textsearch import MatchQuery, quote
+from .titles import title_from_question
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 USABLE_STATUSES = ("complete", "interrupted", "length")
 
 MAX_NAME_LENGTH = 200
+# How a session is named by its id: "#12".
+SESSION_ID = re.compile(r"#\d{1,18}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -103,6 +106,7 @@ class Session:
     turn_count: int
     token_count: int
     settings: dict = field(default_factory=dict)
+    title: str | None = None  # set by the user, else made from the first question
 
 
 @dataclass
@@ -272,6 +276,7 @@ def _session(row) -> Session:
         turn_count=m["turn_count"],
         token_count=m["token_count"],
         settings=_settings(m["name"], m["settings"]),
+        title=m["title"],
     )
 
 
@@ -287,6 +292,33 @@ def _settings(session_name: str, raw: str | None) -> dict:
         # it when the settings are used, and keep listing sessions meanwhile.
         return {"_unreadable": raw[:200]}
     return settings
+
+
+@dataclass
+class ModelCall:
+    """The tokens one model request cost (see schema.model_calls)."""
+
+    kind: str  # answer, extract, summary or embed
+    session_id: int | None
+    model: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    reported: bool | None  # None: not known (answers stored before calls were recorded)
+
+
+@dataclass
+class UsageRow:
+    """Model calls summed over one group: a session (`key` its id, None for
+    deleted sessions), a model, a local day or a kind, split by kind and by
+    model (prices are per model)."""
+
+    key: object
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    counted_calls: int = 0  # calls whose tokens kvchat counted, or whose source is unknown
+    by_kind: dict[str, list[int]] = field(default_factory=dict)  # kind -> [calls, in, out]
+    by_model: dict[str | None, list[int]] = field(default_factory=dict)  # model -> [calls, in, out]
 
 
 @dataclass
@@ -604,6 +636,81 @@ class Store:
         with self._write() as db:
             return db.execute(embeddings.delete().where(embeddings.c.kind == "fact", orphan)).rowcount
 
+    # -- model calls ----------------------------------------------------------
+
+    def record_model_call(self, call: ModelCall) -> None:
+        """Note the tokens one model request cost, for `kvchat usage`."""
+        with self._write() as db:
+            self._insert_model_call(db, call)
+
+    def _insert_model_call(self, db: Connection, call: ModelCall) -> None:
+        from .schema import model_calls
+
+        db.execute(model_calls.insert().values(
+            kind=call.kind, session_id=call.session_id, model=call.model, prompt_tokens=call.prompt_tokens,
+            completion_tokens=call.completion_tokens, reported=call.reported, created_at=_naive_utc(now()),
+        ))
+
+    USAGE_GROUPS = ("session", "model", "day", "kind")
+
+    def usage(self, by: str, *, since: datetime | None = None) -> list[UsageRow]:
+        """The model calls made since `since` (all when None), summed per
+        session, model, day (in local time) or kind: days oldest first, the
+        others by tokens, most first. A session's row has its id as `key`."""
+        from sqlalchemy import case, func, select
+
+        from .schema import model_calls as calls
+
+        if by not in self.USAGE_GROUPS:
+            raise ValueError(by)
+        if by == "day":
+            # Summed by the hour in SQL, then by local day here, where the
+            # zone's offset on each date (summer time included) is known.
+            group = (func.substr(calls.c.created_at, 1, 13) if database.is_sqlite(self.url)
+                     else func.date_trunc("hour", calls.c.created_at))
+        else:
+            group = {"session": calls.c.session_id, "model": calls.c.model, "kind": calls.c.kind}[by]
+        counted = func.sum(case((calls.c.reported.is_(True), 0), else_=1))
+        query = (
+            select(group, calls.c.kind, calls.c.model, func.count(), func.sum(calls.c.prompt_tokens),
+                   func.sum(calls.c.completion_tokens), counted)
+            .group_by(group, calls.c.kind, calls.c.model)
+        )
+        if since is not None:
+            query = query.where(calls.c.created_at >= _naive_utc(since))
+        rows: dict[object, UsageRow] = {}
+        with self._read() as db:
+            for key, kind, model, count, prompt, completion, not_reported in db.execute(query):
+                if by == "day":
+                    hour = key if isinstance(key, datetime) else datetime.strptime(key, "%Y-%m-%d %H")
+                    key = _utc(hour).astimezone().date().isoformat()
+                row = rows.setdefault(key, UsageRow(key))
+                row.calls += count
+                row.prompt_tokens += prompt
+                row.completion_tokens += completion
+                row.counted_calls += not_reported
+                for split, part in ((row.by_kind, kind), (row.by_model, model)):
+                    totals = split.setdefault(part, [0, 0, 0])
+                    totals[0] += count
+                    totals[1] += prompt
+                    totals[2] += completion
+        if by == "day":
+            return sorted(rows.values(), key=lambda row: row.key)
+        return sorted(rows.values(), key=lambda row: (-(row.prompt_tokens + row.completion_tokens), str(row.key)))
+
+    def sessions_by_id(self, ids: Iterable[int]) -> dict[int, Session]:
+        from sqlalchemy import select
+
+        from .schema import sessions
+
+        wanted = list(ids)
+        found: dict[int, Session] = {}
+        with self._read() as db:
+            for start in range(0, len(wanted), 500):
+                query = select(sessions).where(sessions.c.id.in_(wanted[start : start + 500]))
+                found.update((row.id, _session(row)) for row in db.execute(query))
+        return found
+
     # -- skipped facts ------------------------------------------------------
 
     def record_skipped_facts(
@@ -645,26 +752,68 @@ class Store:
     # -- deleting -----------------------------------------------------------
 
     def resolve_session(self, ref: str) -> Session:
-        """The session `ref` names: the one called exactly `ref`, else the one
-        session whose name starts with `ref`. StoreError when none does, or
-        when several do (naming them, so the user can type more of one)."""
+        """The session `ref` names (see `find_session`); StoreError when none
+        does, or when several do (naming them, so the user can type more of one)."""
+        found, _ = self.find_session(ref)
+        if found is None:
+            raise StoreError(f"no session named {ref!r} or starting with it (see `kvchat sessions`)")
+        return found
+
+    def find_session(self, ref: str) -> tuple[Session | None, str]:
+        """The session `ref` names, and how: "name" for the one called
+        exactly `ref`; "id" for `#N`, the session whose id is N (ids never
+        change, so scripts can hold on to them); "prefix" for the one session
+        whose name starts with `ref`. (None, "") when no session matches.
+        StoreError when `#N` is no session's id, or when several names start
+        with `ref` (naming them)."""
         from sqlalchemy import func, select
 
         from .schema import sessions
 
+        check_unicode("a session name", ref)
         exact = self.session(ref)
         if exact is not None:
-            return exact
+            return exact, "name"
+        if SESSION_ID.fullmatch(ref):
+            by_id = self.sessions_by_id([int(ref[1:])]).get(int(ref[1:]))
+            if by_id is None:
+                raise StoreError(f"no session has the id {ref} (see `kvchat sessions`)")
+            return by_id, "id"
+        if not ref:
+            return None, ""
         # substr, not LIKE: a prefix holding % or _ means those characters.
         starts = func.substr(sessions.c.name, 1, len(ref)) == ref
         with self._read() as db:
             rows = db.execute(select(sessions).where(starts).order_by(sessions.c.name).limit(6)).all()
         if not rows:
-            raise StoreError(f"no session named {ref!r} or starting with it (see `kvchat sessions`)")
+            return None, ""
         if len(rows) > 1:
             names = ", ".join(repr(row.name) for row in rows[:5]) + (", ..." if len(rows) > 5 else "")
             raise StoreError(f"{ref!r} is the start of several sessions ({names}); give more of the name")
-        return _session(rows[0])
+        return _session(rows[0]), "prefix"
+
+    def set_title(self, name: str, title: str | None) -> Session:
+        """Give session `name` (its exact name) the title `title`, or with
+        None the one made from its first question again."""
+        from sqlalchemy import func, select
+
+        from .schema import sessions, turns
+
+        if title is not None:
+            title = check_name("a title", title)
+        with self._write() as db:
+            found = db.execute(select(sessions.c.id).where(sessions.c.name == name)).scalar()
+            if found is None:
+                raise StoreError(f"no session named {name!r}")
+            if title is None:
+                first = db.execute(
+                    select(func.substr(turns.c.content, 1, 4000))
+                    .where(turns.c.session_id == found, turns.c.role == "user")
+                    .order_by(turns.c.id).limit(1)
+                ).scalar()
+                title = title_from_question(first) if first is not None else None
+            db.execute(sessions.update().where(sessions.c.id == found).values(title=title))
+            return _session(db.execute(select(sessions).where(sessions.c.id == found)).one())
 
     def rename_session(self, old: str, new: str) -> Session:
         """Give session `old` (its exact name) the name `new`, which must be free."""
@@ -865,6 +1014,12 @@ class Store:
                 last_active_at=_later_of(sessions.c.last_active_at, last),
             )
         )
+        question = next((turn.content for turn in new if turn.role == "user"), None)
+        title = title_from_question(question) if question is not None else None
+        if title is not None:
+            db.execute(
+                sessions.update().where(sessions.c.id == session_id, sessions.c.title.is_(None)).values(title=title)
+            )
         return inserted
 
     def add_turns(self, session_name: str, new: list[NewTurn]) -> int:
@@ -876,13 +1031,22 @@ class Store:
             self._insert_turns(db, session.id, new)
         return len(new)
 
-    def record_answer(self, question: Turn, answer: NewTurn) -> Turn:
-        """Store the answer to `question` and mark the question answered, atomically."""
+    def record_answer(self, question: Turn, answer: NewTurn, *, reported: bool | None = None) -> Turn:
+        """Store the answer to `question` and mark the question answered,
+        atomically, with the call's usage (the answer's prompt and completion
+        tokens; `reported`: whether the server reported them) in model_calls."""
         from .schema import turns
 
         with self._write() as db:
             db.execute(turns.update().where(turns.c.id == question.id).values(status="complete"))
-            return self._insert_turns(db, question.session_id, [answer])[0]
+            stored = self._insert_turns(db, question.session_id, [answer])[0]
+            if answer.prompt_tokens is not None or answer.completion_tokens is not None:
+                self._insert_model_call(db, ModelCall(
+                    kind="answer", session_id=question.session_id, model=answer.model,
+                    prompt_tokens=answer.prompt_tokens or 0, completion_tokens=answer.completion_tokens or 0,
+                    reported=reported,
+                ))
+            return stored
 
     def refs(self, session_name: str) -> set[str]:
         """The external ids (`ref`) already stored in a session."""
@@ -963,19 +1127,58 @@ class Store:
         with self._read() as db:
             return [_turn(row) for row in db.execute(query.order_by(turns.c.id).limit(limit))]
 
-    def history(self, session_id: int, limit: int | None = None) -> list[Turn]:
-        """The session's last `limit` turns (all when None), oldest first."""
+    def history(
+        self, session_id: int, limit: int | None = None, *,
+        since: datetime | None = None, until: datetime | None = None,
+    ) -> list[Turn]:
+        """The session's last `limit` turns (all when None) written at or
+        after `since` and at or before `until`, oldest first."""
         from sqlalchemy import select
 
         from .schema import turns
 
         query = select(turns).where(turns.c.session_id == session_id).order_by(turns.c.id.desc())
+        if since is not None:
+            query = query.where(turns.c.created_at >= _naive_utc(since))
+        if until is not None:
+            query = query.where(turns.c.created_at <= _naive_utc(until))
         if limit is not None:
             query = query.limit(limit)
         with self._read() as db:
             rows = [_turn(row) for row in db.execute(query)]
         rows.reverse()
         return rows
+
+    def search_history(
+        self, terms: Iterable[str], *, session_id: int | None = None, since: datetime | None = None,
+        until: datetime | None = None, limit: int | None = None,
+    ) -> list[tuple[str, Turn]]:
+        """(session name, turn) for the last `limit` turns (all when None)
+        holding every one of `terms` (analyzed as kvchat.textsearch does), in
+        one session or all of them, between `since` and `until`; oldest first."""
+        wanted = " AND ".join(quote(term) for term in dict.fromkeys(terms))
+        if not wanted:
+            return []
+        match = f"content : ({wanted})"
+        if session_id is not None:  # the session is a term of its own (see migration 0002)
+            match = f'session_id : "s{int(session_id)}" AND {match}'
+        conditions, params = ["turns_fts MATCH ?"], [match]
+        for operator, value in ((">=", since), ("<=", until)):
+            if value is not None:
+                conditions.append(f"turns.created_at {operator} ?")
+                params.append(_naive_utc(value).strftime(_STORED_TIME))
+        sql = (
+            f"SELECT {_TURN_COLUMNS}, sessions.name FROM turns_fts "
+            "JOIN turns ON turns.id = turns_fts.rowid JOIN sessions ON sessions.id = turns.session_id "
+            f"WHERE {' AND '.join(conditions)} ORDER BY turns.id DESC"
+        )
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        with self._raw() as db:
+            found = [(row[-1], _raw_turn(row)) for row in db.execute(sql, params)]
+        found.reverse()
+        return found
 
     def all_turns(self, session_id: int | None = None) -> Iterator[tuple[str, Turn]]:
         """(session name, turn) for every turn, in order, streamed for export."""
@@ -1303,6 +1506,10 @@ _TURN_COLUMNS = ", ".join(
 _FACT_COLUMNS = ", ".join(
     f"facts.{name}" for name in ("id", "key", "value", "source", "created_at", "updated_at", "turn_id", "ref")
 )
+
+
+# How SQLAlchemy's SQLite dialect writes a time, for comparing with stored ones.
+_STORED_TIME = "%Y-%m-%d %H:%M:%S.%f"
 
 
 def _stored_time(value) -> datetime | None:

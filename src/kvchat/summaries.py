@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from . import tokens
 from .model_client import ModelClient, ModelError
-from .store import Store, Summary, Turn
+from .store import ModelCall, Store, Summary, Turn
 
 # The turns sent in one summary request, so that a request fits even small
 # local models together with the previous summary.
@@ -89,16 +89,26 @@ def _chunks(turns: list[Turn], model: str) -> list[tuple[list[Turn], list[str]]]
 
 
 def _summarise(
-    client: ModelClient, previous: str | None, texts: list[str], model: str, summary_tokens: int,
-    update: SummaryUpdate,
+    store: Store, client: ModelClient, session_id: int, previous: str | None, texts: list[str], model: str,
+    summary_tokens: int, update: SummaryUpdate,
 ) -> tuple[str | None, str]:
     """The new summary text (None if the model gave no whole one) and the
     model that wrote it. A summary cut off by the token limit would lose its
-    end, which holds the newest turns, so it is asked for again, shorter."""
+    end, which holds the newest turns, so it is asked for again, shorter.
+    Every request's tokens are recorded: as the server reported them, else
+    as counted here."""
     for limit in (summary_tokens, summary_tokens // 2):
         messages = summary_messages(previous, texts, limit)
         reply = client.chat(messages, model=model, max_tokens=summary_tokens, stream=False)
         update.calls += 1
+        store.record_model_call(ModelCall(
+            kind="summary", session_id=session_id, model=reply.model or model,
+            prompt_tokens=(reply.prompt_tokens if reply.prompt_tokens is not None
+                           else tokens.messages_tokens(messages, model)),
+            completion_tokens=(reply.completion_tokens if reply.completion_tokens is not None
+                               else tokens.count_tokens(reply.text, model)),
+            reported=reply.prompt_tokens is not None,
+        ))
         text = tokens.truncate(reply.text.strip(), summary_tokens, model)
         if reply.finish_reason == "stop" and text:
             return text, reply.model or model
@@ -131,7 +141,7 @@ def update_summary(
     for chunk, texts in _chunks(pending, model)[:max_calls]:
         try:
             text, reply_model = _summarise(
-                client, summary.content if summary else None, texts, model, summary_tokens, update
+                store, client, session_id, summary.content if summary else None, texts, model, summary_tokens, update
             )
         except ModelError as exc:
             update.error = str(exc)

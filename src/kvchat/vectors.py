@@ -49,7 +49,7 @@ from . import recall as recall_module
 from . import tokens
 from .model_client import EMBED_BATCH
 from .recall import MemoryItem
-from .store import Embedded, Fact, Store, Turn
+from .store import Embedded, Fact, ModelCall, Store, Turn
 
 if TYPE_CHECKING:
     import numpy
@@ -94,6 +94,7 @@ class SemanticRecall:
         self.client = client
         self.embedding_model = embedding_model
         self.min_similarity = min_similarity
+        self._session_id: int | None = None  # the session recall is running for, whose usage embeddings are
 
     def recall(
         self,
@@ -119,6 +120,7 @@ class SemanticRecall:
         """
         if limit <= 0 or budget_tokens <= 0:
             return []
+        self._session_id = session_id
         items = self.store.embedded_facts(self.embedding_model) if facts else []
         if session_id is not None:
             items += self.store.embedded_turns(session_id, self.embedding_model, before_id=before_id)
@@ -182,7 +184,14 @@ class SemanticRecall:
         query_rows = []
         for start in range(0, len(pending), EMBED_BATCH):
             chunk = pending[start : start + EMBED_BATCH]
-            vectors = self.client.embed([text for _, text in chunk], model=self.embedding_model)
+            sent = [text for _, text in chunk]
+            vectors = self.client.embed(sent, model=self.embedding_model)
+            # ModelClient.embed hands back only the vectors: the tokens are counted here.
+            self.store.record_model_call(ModelCall(
+                kind="embed", session_id=self._session_id, model=self.embedding_model,
+                prompt_tokens=sum(tokens.count_tokens(text, self.embedding_model) for text in sent),
+                completion_tokens=0, reported=False,
+            ))
             rows = []
             for (i, _), vector in zip(chunk, vectors):
                 unit = _unit(vector)

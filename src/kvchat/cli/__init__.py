@@ -2,7 +2,7 @@
 
 Commands live in modules by group (ask.py: ask; chat.py: chat; code.py: code;
 sessions.py: history and sessions; transfer.py: import and export; facts.py;
-recall.py; models.py; config.py; roles.py; keys.py; endpoints.py); connection.py reaches the model
+recall.py; models.py; config.py; roles.py; keys.py; endpoints.py; usage.py); connection.py reaches the model
 server. Only what a command needs is imported when it runs, so
 `kvchat --help` starts fast.
 """
@@ -16,7 +16,7 @@ import typer
 from typer._click.exceptions import ClickException  # Typer vendors Click; usage errors are these
 from typer.core import TyperGroup
 
-from . import ask, chat, code, config, endpoints, facts, keys, models, recall, roles, sessions, transfer
+from . import ask, chat, code, config, endpoints, facts, keys, models, recall, roles, sessions, transfer, usage
 from .common import CliError
 
 
@@ -107,6 +107,7 @@ transfer.register(app)
 app.add_typer(facts.app, name="facts")
 recall.register(app)
 models.register(app)
+usage.register(app)
 app.add_typer(config.app, name="config")
 app.add_typer(roles.app, name="roles")
 app.add_typer(keys.app, name="keys")

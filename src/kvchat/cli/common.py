@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
-from datetime import datetime
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -24,7 +25,11 @@ DEFAULT_SESSION = SETTINGS["session"].default
 # (and for ask and chat the session), in the order kvchat.config gives.
 SessionOption = Annotated[
     Optional[str],
-    typer.Option("--session", "-s", help="Session name (default: KVCHAT_SESSION, the config file, or default)."),
+    typer.Option(
+        "--session", "-s",
+        help="Session: its name, the start of exactly one name, or #ID "
+        "(default: KVCHAT_SESSION, the config file, or default).",
+    ),
 ]
 ModelOption = Annotated[
     Optional[str],
@@ -58,11 +63,59 @@ def open_store() -> Store:
     return Store(os.environ.get("KVCHAT_DB"))
 
 
-def find_session(store: Store, name: str) -> Session:
-    session = store.session(name)
-    if session is None:
-        raise CliError(f"no session named {name!r} (see `kvchat sessions`)")
-    return session
+def find_session(store: Store, ref: str) -> Session:
+    """The session `ref` names: its exact name, #ID, or the start of exactly
+    one name (see Store.find_session); a one-line error otherwise."""
+    return store.resolve_session(ref)
+
+
+def session_to_use(store: Store, ref: str) -> str:
+    """The name of the session `ref` names, for a command that starts a new
+    session when none matches (ask, chat, sessions set): the session called
+    exactly `ref`; else the one with id N for #N; else the one session whose
+    name starts with `ref`, said on stderr since the user may have meant a
+    new one; else `ref` itself. Several names starting with `ref` are an error."""
+    found, how = store.find_session(ref)
+    if found is None:
+        return ref
+    if how == "prefix":
+        typer.echo(f"kvchat: using session {found.name!r}, the only one whose name starts with {ref!r}", err=True)
+    return found.name
+
+
+_DURATION = re.compile(r"(\d+)\s*([mhdw])")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_DATE_ALONE = re.compile(r"\d{4}-?\d{2}-?\d{2}")
+
+
+def parse_age(text: str) -> timedelta:
+    """A duration such as 30d, 12h, 2w or 90m."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if not match:
+        raise typer.BadParameter("give a number and a unit: 90m, 12h, 30d or 2w")
+    return timedelta(**{_UNITS[match[2]]: int(match[1])})
+
+
+def parse_when(text: str, option: str, *, end_of_day: bool = False) -> datetime:
+    """A point in time from an age back from now (7d, 12h, 90m, 2w) or an ISO
+    8601 date or time; a time without a zone is local time. A date alone is
+    the start of that day, or its end with `end_of_day` (so that
+    `--until 2026-11-20` takes in the 20th)."""
+    from ..store import now
+
+    value = text.strip()
+    if _DURATION.fullmatch(value.lower()):
+        return now() - parse_age(value)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise CliError(
+            f"{option}: {text!r} is neither a date or time (2026-11-20, 2026-11-20T14:30) "
+            "nor an age (90m, 12h, 7d, 2w)"
+        ) from None
+    if end_of_day and _DATE_ALONE.fullmatch(value):
+        moment = datetime.combine(moment.date(), time.max)
+    return moment if moment.tzinfo is not None else moment.astimezone()
 
 
 def _json_default(value):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from datetime import timedelta
 from typing import Annotated, Optional
@@ -21,16 +20,24 @@ from .common import (
     local_time,
     on_terminal,
     open_store,
+    parse_age,
+    parse_when,
     print_json,
+    session_to_use,
     setting,
 )
 
+SessionArgument = Annotated[
+    str, typer.Argument(help="The session: its name, #ID, or the start of exactly one name.", show_default=False)
+]
 
-def turn_json(turn) -> dict:
+
+def turn_json(turn, session: str) -> dict:
     from ..transfer import iso
 
     return {
         "id": turn.id,
+        "session": session,
         "role": turn.role,
         "name": turn.name,
         "content": turn.content,
@@ -48,30 +55,78 @@ def turn_json(turn) -> dict:
 ROLE_STYLE = {"user": "bold cyan", "assistant": "bold green", "system": "bold magenta"}
 
 
+SinceOption = Annotated[
+    Optional[str],
+    typer.Option("--since", metavar="WHEN",
+                 help="From this time on: a date or time (2026-11-20, 2026-11-20T14:30; local time) "
+                 "or an age back from now (90m, 12h, 7d, 2w)."),
+]
+
+
+def time_range(since: str | None, until: str | None = None):
+    """--since and --until as times (None where not given); a date alone for
+    --until takes in that whole day."""
+    return (
+        parse_when(since, "--since") if since is not None else None,
+        parse_when(until, "--until", end_of_day=True) if until is not None else None,
+    )
+
+
 def history(
     session: SessionOption = None,
     limit: Annotated[Optional[int], typer.Option("--limit", "-n", min=1, help="Only the last N turns.")] = None,
+    search: Annotated[
+        Optional[str],
+        typer.Option("--search", metavar="TEXT",
+                     help="Only turns holding every word of TEXT, as memory search reads words (\"running\" "
+                     "finds \"run\"; Chinese by its characters), across all sessions unless --session is given."),
+    ] = None,
+    since: SinceOption = None,
+    until: Annotated[
+        Optional[str],
+        typer.Option("--until", metavar="WHEN",
+                     help="Up to this time (as --since; a date alone takes in that whole day)."),
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """The stored turns of a session, oldest first, with time, role and tokens."""
+    """The stored turns of a session, oldest first, with time, role and tokens;
+    --search finds turns in every session."""
+    since_at, until_at = time_range(since, until)
     with open_store() as store:
-        turns = store.history(find_session(store, setting("session", session)).id, limit)
+        if search is not None:
+            from ..textsearch import terms
+
+            words = terms(search)
+            if not words:
+                raise CliError(f"--search: {search!r} has no words to search for (only punctuation or stopwords)")
+            session_id = find_session(store, session).id if session is not None else None
+            found = store.search_history(words, session_id=session_id, since=since_at, until=until_at, limit=limit)
+        else:
+            chosen = find_session(store, setting("session", session))
+            found = [(chosen.name, turn) for turn in store.history(chosen.id, limit, since=since_at, until=until_at)]
     if json_output:
-        print_json([turn_json(turn) for turn in turns])
+        print_json([turn_json(turn, name) for name, turn in found])
         return
+    # Results from several sessions say which each turn is from.
+    several = search is not None and session is None
     if not on_terminal():
-        for turn in turns:
+        for name, turn in found:
             note = f" [{turn.status}]" if turn.status != "complete" else ""
             speaker = turn.name or turn.role
+            where = f"{name}\t" if several else ""
             sys.stdout.write(
-                f"{local_time(turn.created_at)}\t{speaker}{note}\t{turn.tokens} tokens\n{turn.content}\n\n"
+                f"{local_time(turn.created_at)}\t{where}{speaker}{note}\t{turn.tokens} tokens\n{turn.content}\n\n"
             )
         return
     from rich.text import Text
 
     out = console()
-    for turn in turns:
+    if not found and search is not None:
+        out.print("No turn matches.")
+    for name, turn in found:
         header = Text()
+        if several:
+            header.append(f"{name}  ", style="bold blue")
         header.append(turn.name or turn.role, style=ROLE_STYLE.get(turn.role, "bold"))
         header.append(f"  {local_time(turn.created_at)}  {turn.tokens} tokens", style="dim")
         if turn.status != "complete":
@@ -99,34 +154,39 @@ def sessions(ctx: typer.Context, json_output: JsonOption = False) -> None:
     with open_store() as store:
         found = store.sessions()
     if json_output:
-        print_json(
-            [
-                {
-                    "name": s.name, "turns": s.turn_count, "tokens": s.token_count,
-                    "created_at": s.created_at, "last_active_at": s.last_active_at,
-                }
-                for s in found
-            ]
-        )
+        print_json([session_json(s) for s in found])
         return
     if not on_terminal():
+        # The title last: the columns before it never hold a tab or a space to split on.
         for s in found:
-            sys.stdout.write(f"{s.name}\t{s.turn_count}\t{s.token_count}\t{local_time(s.last_active_at)}\n")
+            sys.stdout.write(
+                f"{s.name}\t{s.turn_count}\t{s.token_count}\t{local_time(s.last_active_at)}\t#{s.id}\t{s.title or ''}\n"
+            )
         return
     from rich.table import Table
     from rich.text import Text
 
     table = Table(box=None, header_style="bold")
-    for column, justify in (("session", "left"), ("turns", "right"), ("tokens", "right"), ("last active", "left")):
-        table.add_column(column, justify=justify)
+    for column, justify in (("id", "right"), ("session", "left"), ("title", "left"), ("turns", "right"),
+                            ("tokens", "right"), ("last active", "left")):
+        table.add_column(column, justify=justify, no_wrap=column != "title", overflow="ellipsis")
     for s in found:
-        table.add_row(Text(s.name), str(s.turn_count), str(s.token_count), local_time(s.last_active_at))
+        table.add_row(f"#{s.id}", Text(s.name), Text(s.title or ""), str(s.turn_count), str(s.token_count),
+                      local_time(s.last_active_at))
     console().print(table if found else "No sessions yet. Start one with `kvchat ask` or `kvchat chat`.")
+
+
+def session_json(s) -> dict:
+    return {
+        "id": s.id, "name": s.name, "title": s.title, "turns": s.turn_count, "tokens": s.token_count,
+        "created_at": s.created_at, "last_active_at": s.last_active_at,
+    }
 
 
 @sessions_app.command("set")
 def set_settings(
-    name: Annotated[str, typer.Argument(help="The session (created if it does not exist).")],
+    name: Annotated[str, typer.Argument(
+        help="The session: its name, #ID, or the start of exactly one name; a new session if none matches.")],
     model: ModelOption = None,
     role: ask.RoleOption = None,
     memory: ask.MemoryOption = None,
@@ -165,7 +225,7 @@ def set_settings(
     with open_store() as store:
         if role is not None:
             role_text(store, role)  # an unknown role is refused now, not at the next ask
-        session = store.update_settings(name, changes, reset=reset)
+        session = store.update_settings(session_to_use(store, name), changes, reset=reset)
     if json_output:
         print_json({"session": session.name, "settings": session.settings})
         return
@@ -175,16 +235,15 @@ def set_settings(
 
 @sessions_app.command("show")
 def show_session(
-    name: Annotated[str, typer.Argument(help="The session.")],
+    name: SessionArgument,
     json_output: JsonOption = False,
 ) -> None:
-    """One session: its counts, its own settings and its rolling summary."""
+    """One session: its title, counts, own settings and rolling summary."""
     with open_store() as store:
         session = find_session(store, name)
         summary = store.summary(session.id)
     data = {
-        "name": session.name, "turns": session.turn_count, "tokens": session.token_count,
-        "created_at": session.created_at, "last_active_at": session.last_active_at,
+        **session_json(session),
         "settings": session.settings,
         "summary": None if summary is None else {
             "content": summary.content, "tokens": summary.tokens, "turns": summary.turn_count,
@@ -195,7 +254,8 @@ def show_session(
         print_json(data)
         return
     lines = [
-        f"session\t{session.name}",
+        f"session\t{session.name} (#{session.id})",
+        f"title\t{session.title or '(none yet: made from the first question)'}",
         f"turns\t{session.turn_count} ({session.token_count} tokens)",
         f"last active\t{local_time(session.last_active_at)}",
     ]
@@ -231,7 +291,7 @@ DeleteFactsOption = Annotated[
 
 @sessions_app.command("delete")
 def delete_session(
-    name: Annotated[str, typer.Argument(help="The session: its name, or the start of exactly one name.")],
+    name: SessionArgument,
     facts: DeleteFactsOption = False,
     yes: YesOption = False,
     json_output: JsonOption = False,
@@ -254,7 +314,7 @@ def delete_session(
 
 @sessions_app.command("rename")
 def rename_session(
-    old: Annotated[str, typer.Argument(help="The session: its name, or the start of exactly one name.")],
+    old: SessionArgument,
     new: Annotated[str, typer.Argument(help="Its new name (not another session's).")],
 ) -> None:
     """Give a session a new name; its turns, facts and settings stay with it."""
@@ -263,16 +323,26 @@ def rename_session(
     typer.echo(f"Renamed session {old!r} to {session.name!r}.", err=True)
 
 
-_DURATION = re.compile(r"(\d+)\s*([mhdw])")
-_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_age(text: str) -> timedelta:
-    """A duration such as 30d, 12h, 2w or 90m."""
-    match = _DURATION.fullmatch(text.strip().lower())
-    if not match:
-        raise typer.BadParameter("give a number and a unit: 90m, 12h, 30d or 2w")
-    return timedelta(**{_UNITS[match[2]]: int(match[1])})
+@sessions_app.command("title")
+def title_session(
+    name: SessionArgument,
+    title: Annotated[Optional[str], typer.Argument(help="The title (quote it).", show_default=False)] = None,
+    reset: Annotated[
+        bool, typer.Option("--reset", help="Go back to the title made from the session's first question.")
+    ] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Give a session a title of your own, shown by `kvchat sessions`; without
+    one, a session is titled by the start of its first question."""
+    if (title is None) == (not reset):
+        raise CliError("give a title, or --reset to go back to the one made from the first question")
+    with open_store() as store:
+        session = store.set_title(store.resolve_session(name).name, None if reset else title)
+    if json_output:
+        print_json(session_json(session))
+    else:
+        typer.echo(f"Session {session.name!r} is titled {session.title!r}." if session.title
+                   else f"Session {session.name!r} has no title (it has no question yet).", err=True)
 
 
 @sessions_app.command("prune")
