@@ -3,7 +3,7 @@ rendering helpers it shares with `kvchat chat` (chat.py)."""
 
 from __future__ import annotations
 
-import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -20,6 +20,10 @@ from .common import (
     read_text_argument,
 )
 from .connection import conversation as make_conversation
+from .render import AnswerView, PlainOption, write_raw
+
+# chat.py still writes answers raw through this name.
+write_answer = write_raw
 
 # Every option that is also a setting defaults to None ("not given"), so the
 # session's own setting, the environment and the config file can apply (see
@@ -149,11 +153,6 @@ def ask_options(store, settings, *, system: str | None, stream: bool, no_extract
     )
 
 
-def write_answer(piece: str) -> None:
-    sys.stdout.write(piece)
-    sys.stdout.flush()
-
-
 def show_prompt(prompt, *, err: bool = True) -> None:
     """The prompt as the model gets it, section by section with token counts."""
     from rich.rule import Rule
@@ -169,6 +168,19 @@ def show_prompt(prompt, *, err: bool = True) -> None:
         out.print(Rule(f"{section.name} ({section.tokens} tokens{count})", align="left", style="dim"))
         out.print(Text(section.text))
     out.print(Rule(f"total {prompt.tokens} tokens", align="left", style="dim"))
+
+
+def prompt_shower(view: AnswerView | None):
+    """An on_prompt callback for --show-prompt that pauses the answer's view
+    (its spinner) while the prompt prints."""
+    if view is None:
+        return show_prompt
+
+    def show(prompt) -> None:
+        with view.paused():
+            show_prompt(prompt)
+
+    return show
 
 
 def incomplete_message(result) -> str | None:
@@ -250,8 +262,10 @@ def ask(
     verbose: VerboseOption = False,
     save_code: SaveCodeOption = None,
     force: ForceOption = False,
+    plain: PlainOption = False,
 ) -> None:
-    """Ask one question in a session; the answer streams to the terminal.
+    """Ask one question in a session; the answer streams to the terminal
+    (as Markdown; raw text when piped or with --plain).
 
     Settings given with --new (or for a session that does not exist yet) stay
     with the session; for an existing session they apply to this call only.
@@ -262,13 +276,12 @@ def ask(
         name, settings, keep = resolve_settings(store, flags, new=new)
         options = ask_options(store, settings, system=system, stream=not no_stream, no_extract=no_extract)
         conversation = make_conversation(store, settings)
-        result = conversation.ask(
-            name, text, options, on_text=None if json_output else write_answer,
-            on_prompt=show_prompt if show_prompt_first else None,
-        )
+        with nullcontext() if json_output else AnswerView(plain=plain) as view:
+            result = conversation.ask(
+                name, text, options, on_text=view.write if view else None,
+                on_prompt=prompt_shower(view) if show_prompt_first else None,
+            )
         remember_settings(store, name, keep, result)
-    if not json_output and result.answer is not None and not result.answer.content.endswith("\n"):
-        write_answer("\n")
     saved, save_failed = [], None
     if save_code is not None and result.answer is not None:
         from ..codeblocks import CodeBlockError
