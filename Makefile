@@ -1,11 +1,13 @@
 # Two commands set kvchat up on a fresh machine (Python 3.11+ required):
 #   make install   create .venv, install kvchat into it, and run it
 #   make test      the same install, then the whole test suite
+#   make exe       the same install, then dist/kvchat: kvchat as one executable
+#                  file for this platform (PyInstaller; see scripts/build_executable.py)
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: install test
+.PHONY: install test exe
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,3 +20,7 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest
+
+exe: $(STAMP)
+	$(VENV)/bin/python -m pip install --quiet -e '.[build]'
+	$(VENV)/bin/python scripts/build_executable.py
