@@ -362,6 +362,8 @@ def test_an_older_database_with_data_is_upgraded_keeping_every_row(home, revisio
         assert [(s.name, s.turn_count) for s in sorted(store.sessions(), key=lambda s: s.id)] == [("old", 4), ("旧的", 0)]
         old = store.session("old")
         assert [t.content for t in store.history(old.id)][0] == "How do I run the migrations of 数据库 safely?"
+        # Titled by its first question (schema 0005); a session without turns has none yet.
+        assert old.title == "How do I run the migrations of 数据库 safely?" and store.session("旧的").title is None
         assert len(store.history(old.id)) == 4
         assert {f.key: f.value for f in store.facts()} == {
             "user.editor": "neovim", "project.kvchat.language": "Python 3.11",

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import pytest
 
-from kvchat.store import DELETED_VALUE, NewTurn, Store, StoreError, now
+from kvchat.store import DELETED_VALUE, ModelCall, NewTurn, Store, StoreError, now
 from kvchat.textsearch import analyze, match_query
 
 # Words no other text in these tests holds, in both scripts.
@@ -91,6 +91,8 @@ def test_delete_removes_everything_the_session_held(store):
     secret_id = store.session("secret").id
     other = add(store, "other", "unrelated")
     store.set_fact("user.name", "Ada", source="model", turn_id=other[0].id)
+    for session_id in (secret_id, store.session("other").id):
+        store.record_model_call(ModelCall("answer", session_id, "gpt-4o-mini", 100, 10, True))
 
     deleted = store.delete_session("secret")
     assert (deleted.sessions, deleted.turns, deleted.facts) == (1, 2, 0)
@@ -103,6 +105,8 @@ def test_delete_removes_everything_the_session_held(store):
     assert store.fact("pet.name").turn_id is None
     assert store.fact("user.name").turn_id == other[0].id
     assert [s.name for s in store.sessions()] == ["other"]
+    # Its model calls stay counted, without the session: they hold no text.
+    assert {row.key: row.calls for row in store.usage("session")} == {None: 1, store.session("other").id: 1}
     # A new session of the same name starts empty, without the old settings.
     assert store.open_session("secret").settings == {}
 
@@ -140,6 +144,12 @@ def test_a_session_is_addressed_by_its_name_or_a_unique_start_of_it(store):
     add(store, "100%", "x")
     with pytest.raises(StoreError, match="no session"):
         store.resolve_session("1_0")  # the prefix is text, not a LIKE pattern
+    beta = store.session("beta")
+    assert store.resolve_session(f"#{beta.id}") == beta
+    add(store, f"#{beta.id}", "x")
+    assert store.resolve_session(f"#{beta.id}").name == f"#{beta.id}", "an exact name wins over an id"
+    with pytest.raises(StoreError, match="no session has the id #12345"):
+        store.resolve_session("#12345")
 
 
 def test_rename_keeps_everything_and_refuses_a_taken_name(store):

@@ -77,7 +77,7 @@ def test_an_oldest_schema_database_with_data_is_upgraded_and_searchable(home):
     with Store() as store:
         assert database.current_revision(store.engine) == database.SCHEMA_HEAD
         session = store.session("old")
-        assert session.turn_count == 1
+        assert session.turn_count == 1 and session.title == "We were running the migrations of 数据库 yesterday"
         hits = store.search_turns(session.id, match_query("run a migration on the 数据"), before_id=None, limit=5)
         assert [h.record.content for h in hits] == ["We were running the migrations of 数据库 yesterday"]
         assert [h.record.value for h in store.search_facts(match_query("editor"), limit=5)] == ["neovim"]
