@@ -106,3 +106,11 @@ def test_sessions_set_picks_a_session_by_prefix_and_says_so_else_starts_one(kvch
     assert kvchat("sessions", "set", "fresh", "--window", "2").exit_code == 0
     assert store.session("fresh").settings == {"window": 2}
     one_line_error(kvchat("sessions", "set", "#42", "--window", "2"), "no session has the id #42")
+
+
+def test_the_configured_session_is_taken_by_its_exact_name_only(kvchat, store, monkeypatch):
+    add(store, "default-old", "an old question")
+    monkeypatch.setenv("KVCHAT_SESSION", "work")
+    add(store, "work-2025", "last year's work")
+    one_line_error(kvchat("history"), "no session named 'work' yet")
+    assert shown(kvchat, "-s", "work") == [("work-2025", "last year's work")], "a given --session may be a prefix"

@@ -69,6 +69,20 @@ def find_session(store: Store, ref: str) -> Session:
     return store.resolve_session(ref)
 
 
+def given_or_configured_session(store: Store, given: str | None) -> Session:
+    """The session --session names (by name, #ID or a unique start), or
+    without it the configured one (KVCHAT_SESSION, the config file, or
+    default), which is taken by its exact name only: a default that does not
+    exist yet must not fall on some other session that starts like it."""
+    if given is not None:
+        return find_session(store, given)
+    name = setting("session", None)
+    session = store.session(name)
+    if session is None:
+        raise CliError(f"no session named {name!r} yet (see `kvchat sessions`)")
+    return session
+
+
 def session_to_use(store: Store, ref: str) -> str:
     """The name of the session `ref` names, for a command that starts a new
     session when none matches (ask, chat, sessions set): the session called

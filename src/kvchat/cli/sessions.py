@@ -17,6 +17,7 @@ from .common import (
     SessionOption,
     console,
     find_session,
+    given_or_configured_session,
     local_time,
     on_terminal,
     open_store,
@@ -24,7 +25,6 @@ from .common import (
     parse_when,
     print_json,
     session_to_use,
-    setting,
 )
 
 SessionArgument = Annotated[
@@ -102,7 +102,7 @@ def history(
             session_id = find_session(store, session).id if session is not None else None
             found = store.search_history(words, session_id=session_id, since=since_at, until=until_at, limit=limit)
         else:
-            chosen = find_session(store, setting("session", session))
+            chosen = given_or_configured_session(store, session)
             found = [(chosen.name, turn) for turn in store.history(chosen.id, limit, since=since_at, until=until_at)]
     if json_output:
         print_json([turn_json(turn, name) for name, turn in found])
