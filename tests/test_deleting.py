@@ -3,6 +3,7 @@ text is gone from the database file, and what is not deleted is untouched."""
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import select
@@ -278,11 +279,14 @@ def test_cli_prune_dry_run_then_for_real(home, kvchat):
     assert dry.exit_code == 0
     assert [line.split("\t")[:2] for line in dry.stdout.splitlines()] == [["old-1", "2"], ["old-2", "1"]]
     assert dry.stderr == "Would delete 2 sessions, 3 turns, 1 facts.\n"
+    preview = json.loads(kvchat("sessions", "prune", "--older-than", "12h", "--facts", "--dry-run", "--json").stdout)
+    assert preview == {"dry_run": True, "sessions": 2, "names": ["old-1", "old-2"], "turns": 3, "facts": 1}
     assert kvchat("sessions", "prune", "--older-than", "12h").exit_code == 1  # no terminal, no --yes
     with Store() as store:
         assert len(store.sessions()) == 3
-    weeks = kvchat("sessions", "prune", "--older-than", "2w", "--facts", "--yes")
-    assert weeks.exit_code == 0 and weeks.stderr == "Deleted 1 sessions: 2 turns and 1 facts.\n"
+    weeks = kvchat("sessions", "prune", "--older-than", "2w", "--facts", "--yes", "--json")
+    assert weeks.exit_code == 0
+    assert json.loads(weeks.stdout) == {"dry_run": False, "sessions": 1, "names": ["old-1"], "turns": 2, "facts": 1}
     nothing = kvchat("sessions", "prune", "--older-than", "30d", "--yes")
     assert nothing.exit_code == 0 and nothing.stderr == "No session is that old.\n"
     with Store() as store:

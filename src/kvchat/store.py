@@ -328,6 +328,7 @@ class Deleted:
     sessions: int = 0
     turns: int = 0
     facts: int = 0
+    names: list[str] = field(default_factory=list)  # of the sessions deleted
 
 
 # What a fact's history shows for a value written by a deleted session's turn.
@@ -936,6 +937,7 @@ class Store:
             db.execute(embeddings.delete().where(embeddings.c.kind == "turn", embeddings.c.item_id.in_(session_turns)))
             deleted.turns += db.execute(turns.delete().where(turns.c.session_id.in_(chunk))).rowcount
             db.execute(session_summaries.delete().where(session_summaries.c.session_id.in_(chunk)))
+            deleted.names += db.execute(select(sessions.c.name).where(sessions.c.id.in_(chunk))).scalars().all()
             deleted.sessions += db.execute(sessions.delete().where(sessions.c.id.in_(chunk))).rowcount
         return deleted
 

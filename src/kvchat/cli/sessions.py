@@ -368,7 +368,8 @@ def prune_sessions(
         what = f"{len(found)} sessions, {turns} turns" + (f", {learnt} facts" if facts else "")
         if dry_run or not found:
             if json_output:
-                print_json({"dry_run": dry_run, "sessions": [s.name for s in found], "turns": turns, "facts": learnt})
+                print_json({"dry_run": dry_run, "sessions": len(found), "names": [s.name for s in found],
+                            "turns": turns, "facts": learnt})
                 return
             for s in found:
                 sys.stdout.write(f"{s.name}\t{s.turn_count}\t{local_time(s.last_active_at)}\n")
@@ -378,7 +379,8 @@ def prune_sessions(
             raise CliError("nothing deleted")
         deleted = store.prune_sessions(before, facts=facts)
     if json_output:
-        print_json({"dry_run": False, "sessions": deleted.sessions, "turns": deleted.turns, "facts": deleted.facts})
+        print_json({"dry_run": False, "sessions": deleted.sessions, "names": deleted.names,
+                    "turns": deleted.turns, "facts": deleted.facts})
     else:
         typer.echo(f"Deleted {deleted.sessions} sessions: {_what(deleted)}.", err=True)
 
