@@ -4,6 +4,7 @@ for one question or a file of them."""
 from __future__ import annotations
 
 import json
+from datetime import date, datetime, timedelta, timezone
 
 
 def test_recall_shows_what_ask_then_sends(model, kvchat):
@@ -82,8 +83,6 @@ def test_a_key_namespace_alone_does_not_recall_a_fact(kvchat):
 
 
 def test_a_long_conversation_adds_only_its_heaviest_terms_to_the_query():
-    from datetime import datetime, timezone
-
     from kvchat.recall import CONTEXT_MAX_TERMS, build_query
     from kvchat.store import Turn
 
@@ -98,3 +97,94 @@ def test_a_long_conversation_adds_only_its_heaviest_terms_to_the_query():
     assert "kubernet" in query.question and "namespac" in query.question
     # The newest turn weighs most, so its terms are the ones kept.
     assert {"deploy", "部署", "脚本"} <= set(query.context)
+
+
+def _household(store, now):
+    """Bart, Lisa and the assistant over three days, the same words each day."""
+    from kvchat.store import NewTurn
+
+    def turn(role, name, content, days_back, minute):
+        at = (now - timedelta(days=days_back)).replace(hour=10, minute=minute)
+        return NewTurn(role=role, name=name, content=content, tokens=12, created_at=at)
+
+    store.add_turns("home", [
+        turn("user", "Bart", "We should plan the camping trip to the lake", 9, 0),
+        turn("assistant", "Assistant", "Pack a tent and a warm sleeping bag for the lake trip", 9, 1),
+        turn("user", "Lisa", "I want the camping trip to have a campfire", 1, 0),
+        turn("assistant", "Assistant", "A campfire by the lake sounds lovely", 1, 1),
+        turn("user", "Bart", "Remind me what I need for the lake", 1, 2),
+        turn("assistant", "Assistant", "The tent and the sleeping bag", 1, 3),
+        *[turn("user", "Bart", f"Unrelated chat number {n}", 0, 10 + n) for n in range(8)],
+    ])
+    return store.session("home")
+
+
+def _recall(store, session, question, now):
+    from kvchat.recall import recall
+
+    return recall(store, question, model="gpt-4o-mini", session_id=session.id, before_id=None,
+                  facts=False, now=now, budget_tokens=10_000, limit=10)
+
+
+NOW = datetime(2026, 11, 26, 18, 0, tzinfo=timezone.utc)
+
+
+def matching(item):
+    """The turn that matched, of the exchange the item brings."""
+    return next(turn for turn in item.turns if turn.id == item.id)
+
+
+def test_a_named_day_brings_that_day_s_turns_first(store):
+    session = _household(store, NOW)
+    [first, *_] = _recall(store, session, "what did we say about the lake trip nine days ago?", NOW)
+    assert matching(first).created_at.date() == date(2026, 11, 17)
+    assert first.parts["time"] > 0 and first.parts["speaker"] == 0
+    assert abs(sum(first.parts.values()) - first.score) < 1e-3
+    # The words that named the day are not searched for.
+    assert not {"nine", "day", "ago"} & set(first.matched)
+    [first, *_] = _recall(store, session, "what did we say about the lake trip yesterday?", NOW)
+    assert matching(first).created_at.date() == date(2026, 11, 25)
+
+
+def test_a_named_day_recalls_its_turns_without_a_matching_word(store):
+    session = _household(store, NOW)
+    items = _recall(store, session, "what did we talk about on 2026-11-17?", NOW)
+    assert {turn.content for item in items for turn in item.turns} == {
+        "We should plan the camping trip to the lake", "Pack a tent and a warm sleeping bag for the lake trip",
+    }
+    assert all(item.parts["question"] == 0 and item.parts["time"] > 0 for item in items)
+
+
+def test_a_named_speaker_brings_their_turns_first(store):
+    session = _household(store, NOW)
+    [first, *_] = _recall(store, session, "what did Lisa say about the camping trip?", NOW)
+    assert matching(first).name == "Lisa" and first.parts["speaker"] > 0
+    [first, *_] = _recall(store, session, "what did you tell me about the sleeping bag?", NOW)
+    assert matching(first).role == "assistant" and first.parts["speaker"] > 0
+    [first, *_] = _recall(store, session, "你昨天说过关于lake的什么？", NOW)
+    assert matching(first).role == "assistant" and matching(first).created_at.date() == date(2026, 11, 25)
+
+
+def test_a_question_naming_no_one_and_no_time_ranks_by_its_words(store):
+    session = _household(store, NOW)
+    items = _recall(store, session, "sleeping bag", NOW)
+    assert items and all(item.parts["speaker"] == item.parts["time"] == 0 for item in items)
+    assert "sleeping bag" in matching(items[0]).content
+
+
+def test_recall_json_says_which_speaker_and_time_matched(kvchat, tmp_path):
+    path = tmp_path / "t.jsonl"
+    lines = [
+        {"session": "s", "role": "user", "name": "Ada", "content": "The deploy key rotates on Tuesdays",
+         "created_at": "2025-03-03T10:00:00+00:00", "ref": "march"},
+        {"session": "s", "role": "user", "name": "Bob", "content": "The deploy key rotates on Fridays",
+         "created_at": "2025-06-10T10:00:00+00:00", "ref": "june"},
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    kvchat("import", str(path))
+    asked = "what did Ada say about the deploy key in March 2025?"
+    items = json.loads(kvchat("recall", asked, "-s", "s", "--memory-tokens", "0", "--json").stdout)
+    assert [item["ref"] for item in items] == ["march", "june"]
+    assert items[0]["parts"]["speaker"] > 0 and items[0]["parts"]["time"] > 0
+    assert items[1]["parts"]["speaker"] == items[1]["parts"]["time"] == 0
+    assert items[0]["turns"][0]["name"] == "Ada" and items[0]["turns"][0]["created_at"].startswith("2025-03-03")

@@ -13,6 +13,16 @@ to the more recent. Older turns are only those outside the recent window, and
 a matching turn comes back with the turn that answers it (or the question it
 answers), so the model sees the whole exchange.
 
+A question can say when and by whom something was said ("what did you tell
+me about the deploy key last week?", kvchat.mentions). An older turn whose
+speaker matches gains SPEAKER_WEIGHT times the best text score among the
+candidate turns, one whose time falls in a named period TIME_WEIGHT times
+it; the turns of a named period are candidates even without a matching word,
+and the words that named the period are not searched for. Such a question
+points back to that exchange rather than at the conversation of the moment,
+so its turns are scored without the context's terms (MENTION_CONTEXT). All
+three were kept because they help on bench/recall_turns.py (docs/retrieval.md).
+
 Every item carries why it was chosen: the matched terms and the parts of its
 score.
 """
@@ -21,10 +31,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 
-from . import budgets, textsearch, tokens
-from .store import USABLE_STATUSES, Fact, Store, TermStats, Turn
+from . import budgets, mentions, textsearch, tokens
+from .store import _TURN_COLUMNS, USABLE_STATUSES, Fact, Store, TermStats, Turn, _raw_turn
 
 CONTEXT_TURNS = 8
 CONTEXT_DECAY = 0.85
@@ -41,6 +51,9 @@ CANDIDATES = 100
 SEEK_TERMS = 20
 SEEK_MAX_ROWS = 2000
 SEEK_MIN_TERMS = 3
+SPEAKER_WEIGHT = 0.5
+TIME_WEIGHT = 1.0
+MENTION_CONTEXT = 0.0
 
 
 @dataclass
@@ -194,21 +207,82 @@ def _facts(store: Store, query: Query, match) -> list[MemoryItem]:
     return [item for _, _, item in scored]
 
 
-def _turns(store: Store, query: Query, match, session_id: int, before_id: int | None) -> list[MemoryItem]:
-    score_of = _Scorer(query, store.term_stats("turns", match.terms))
-    seek = _seek(score_of, query)
-    if seek is None:
+def _turns(
+    store: Store, question: str, query: Query, context: list[Turn], session_id: int, before_id: int | None,
+    now: datetime,
+) -> list[MemoryItem]:
+    periods = mentions.periods(question, now) if TIME_WEIGHT else []
+    if periods:
+        # The words that named a time are matched against the turns' times, not their text.
+        query = build_query(mentions.without(question, [period.span for period in periods]), context)
+    hits: dict[int, Turn] = {}
+    match = textsearch.weighted_query(query.weights)
+    stats = store.term_stats("turns", match.terms) if match is not None else None
+    if match is not None:
+        seek = _seek(_Scorer(query, stats), query)
+        if seek is not None:
+            for hit in store.search_turns(session_id, seek, before_id=before_id, limit=CANDIDATES):
+                hits[hit.record.id] = hit.record
+    for turn in _turns_in(store, session_id, periods, before_id):
+        hits.setdefault(turn.id, turn)
+    if not hits:
         return []
-    hits = [hit.record for hit in store.search_turns(session_id, seek, before_id=before_id, limit=CANDIDATES)]
+    names = {turn.name for turn in [*hits.values(), *context] if turn.name} if SPEAKER_WEIGHT else ()
+    named = mentions.speakers(question, names, periods) if SPEAKER_WEIGHT else []
+    if (periods or named) and MENTION_CONTEXT != 1.0:
+        scaled = {term: weight * MENTION_CONTEXT for term, weight in query.context.items()} if MENTION_CONTEXT else {}
+        query = Query(question=query.question, context=scaled)
+    score_of = _Scorer(query, stats) if stats is not None else None
     items = []
-    for turn in hits:
-        score, parts, matched = score_of([(score_of.counts(turn.content), 1.0)], turn.tokens)
+    for turn in hits.values():
+        if score_of is not None:
+            score, parts, matched = score_of([(score_of.counts(turn.content), 1.0)], turn.tokens)
+        else:
+            score, parts, matched = 0.0, {"question": 0.0, "context": 0.0}, []
+        parts.pop("key", None)
         items.append(MemoryItem(
             kind="turn", id=turn.id, text=turn_line(turn), score=score, parts=parts,
             matched=matched, tokens=0, ref=turn.ref, turns=[turn],
         ))
+    # The bonuses scale with the best text score, so that they weigh the same
+    # against the text whatever the question's length; 1 when nothing matched.
+    unit = max((item.score for item in items), default=0.0) or 1.0
+    for item in items:
+        turn = item.turns[0]
+        speaker = SPEAKER_WEIGHT * unit if any(_spoke(turn, who) for who in named) else 0.0
+        when = TIME_WEIGHT * unit if any(turn.created_at in period for period in periods) else 0.0
+        item.parts.update(speaker=round(speaker, 4), time=round(when, 4))
+        item.score += speaker + when
     items.sort(key=lambda item: (item.score, item.id), reverse=True)
     return items
+
+
+def _spoke(turn: Turn, who: mentions.Speaker) -> bool:
+    if who.name is not None:
+        return (turn.name or "").lower() == who.name.lower()
+    return turn.role == who.role
+
+
+def _turns_in(store: Store, session_id: int, periods: list[mentions.Period], before_id: int | None) -> list[Turn]:
+    """The session's newest usable turns (up to CANDIDATES) older than
+    `before_id` in any of `periods`."""
+    if not periods:
+        return []
+    # Times are stored as naive UTC text ("2026-11-02 09:00:00.000000"), which sorts as time does.
+    stored = "%Y-%m-%d %H:%M:%S.%f"
+    bounds = [
+        (period.start.astimezone(timezone.utc).strftime(stored), period.end.astimezone(timezone.utc).strftime(stored))
+        for period in periods
+    ]
+    within = " OR ".join("(created_at >= ? AND created_at < ?)" for _ in bounds)
+    sql = (
+        f"SELECT {_TURN_COLUMNS} FROM turns WHERE session_id = ? AND id < ? "
+        f"AND status IN {USABLE_STATUSES!r} AND ({within}) ORDER BY id DESC LIMIT ?"
+    )
+    params = [session_id, before_id if before_id is not None else 2**62]
+    params += [bound for pair in bounds for bound in pair]
+    with store._raw() as db:
+        return [_raw_turn(row) for row in db.execute(sql, [*params, CANDIDATES])]
 
 
 def recall(
@@ -222,19 +296,24 @@ def recall(
     budget_tokens: int = budgets.RECALL_TOKENS,
     limit: int = budgets.RECALL_LIMIT,
     facts: bool = True,
+    now: datetime | None = None,
 ) -> list[MemoryItem]:
     """The memories for `question`, best first, within `budget_tokens` and `limit`.
 
     `context` is the conversation just before the question (oldest first);
     only turns older than `before_id` are recalled, and facts only with `facts`.
+    Times the question names ("yesterday") are read relative to `now`, in its
+    zone (default: the local time now).
     """
-    query = build_query(question, list(context))
-    match = textsearch.weighted_query(query.weights)
-    if match is None or limit <= 0 or budget_tokens <= 0:
+    if limit <= 0 or budget_tokens <= 0:
         return []
-    candidates = _facts(store, query, match) if facts else []
+    context = list(context)
+    query = build_query(question, context)
+    match = textsearch.weighted_query(query.weights)
+    candidates = _facts(store, query, match) if facts and match is not None else []
     if session_id is not None:
-        candidates += _turns(store, query, match, session_id, before_id)
+        now = now or datetime.now().astimezone()
+        candidates += _turns(store, question, query, context, session_id, before_id, now)
     return _fill_budget(store, _interleave(candidates), budget_tokens, limit, model, before_id)
 
 
