@@ -87,3 +87,14 @@ def test_imported_sessions_are_titled_by_their_first_question(kvchat, tmp_path):
     ]) + "\n")
     assert kvchat("import", str(path)).exit_code == 0
     assert listed(kvchat)["imp"]["title"] == "what is a monad"
+
+
+def test_at_a_terminal_each_session_is_one_line_with_its_id_and_title(kvchat_terminal, store):
+    from kvchat.store import NewTurn
+
+    question = "How do I parse JSON in Rust without serde when the input is large and arrives in pieces?"
+    store.add_turns("rust", [NewTurn(role="user", content=question, tokens=20)])
+    screen = kvchat_terminal("sessions").stdout
+    [row] = [line for line in screen.splitlines() if "rust" in line]
+    assert row.split()[0].endswith("#1") and "How do I parse JSON in Rust" in row and row.rstrip().endswith(
+        tuple("0123456789")), "id, name, title, counts and time on one line"

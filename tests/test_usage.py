@@ -164,3 +164,11 @@ def test_answers_stored_before_calls_were_recorded_are_counted_after_the_upgrade
         assert (row.key, row.calls, row.prompt_tokens, row.completion_tokens) == ("gpt-4o", 1, 120, 7)
         assert row.counted_calls == 1, "whether the server reported it was not kept: not claimed"
     assert calls(home) == [("answer", "old", "gpt-4o", 120, 7, None)]
+
+
+def test_at_a_terminal_usage_is_a_table_with_a_total_and_says_what_the_costs_are(kvchat, kvchat_terminal, model):
+    kvchat("ask", "-s", "one", "first question")
+    screen = kvchat_terminal("usage", "--by", "kind").stdout
+    assert "est. cost" in screen and "total" in screen
+    assert "Tokens by kind of call: answers" in screen and "fact extraction" in screen
+    assert f"list prices checked {pricing.PRICES_CHECKED}" in " ".join(screen.split())

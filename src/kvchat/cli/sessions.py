@@ -169,9 +169,11 @@ def sessions(ctx: typer.Context, json_output: JsonOption = False) -> None:
     table = Table(box=None, header_style="bold")
     for column, justify in (("id", "right"), ("session", "left"), ("title", "left"), ("turns", "right"),
                             ("tokens", "right"), ("last active", "left")):
-        table.add_column(column, justify=justify, no_wrap=column != "title", overflow="ellipsis")
+        # The title gives way when the terminal is narrow, cut on its one line.
+        table.add_column(column, justify=justify, no_wrap=column != "title")
     for s in found:
-        table.add_row(f"#{s.id}", Text(s.name), Text(s.title or ""), str(s.turn_count), str(s.token_count),
+        title = Text(s.title or "", no_wrap=True, overflow="ellipsis")
+        table.add_row(f"#{s.id}", Text(s.name), title, str(s.turn_count), str(s.token_count),
                       local_time(s.last_active_at))
     console().print(table if found else "No sessions yet. Start one with `kvchat ask` or `kvchat chat`.")
 

@@ -52,10 +52,12 @@ def _grand_total(rows):
 
 
 def _cost_text(totals: dict) -> str:
-    """"$0.0123", with "+" when some calls had no known price; "" when none had."""
+    """"$0.0123", with "+" when some calls had no known price; "" when none had one."""
     if totals["cost_usd"] is None:
         return ""
-    return f"${totals['cost_usd']:.4f}" + ("+" if totals["unpriced_calls"] else "")
+    amount = totals["cost_usd"]
+    shown = "<$0.0001" if 0 < amount < 0.0001 else f"${amount:.4f}"
+    return shown + ("+" if totals["unpriced_calls"] else "")
 
 
 def usage(
@@ -96,7 +98,7 @@ def usage(
 
     def label(item: dict) -> str:
         if by == "session":
-            return item["session"] or "(deleted sessions)"
+            return item["session"] or "(no session, or deleted)"
         return item[by] or "(unknown)"
 
     if not on_terminal():
