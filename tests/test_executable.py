@@ -78,6 +78,23 @@ def test_version_and_help(frozen):
     assert all(command in helped.stdout for command in ("ask", "chat", "history", "facts", "sessions"))
 
 
+def test_shell_completion_finds_the_shell_and_completes(executable, tmp_path):
+    # The shell is detected among the parent processes: run from bash (`;
+    # true` keeps bash from replacing itself with the executable).
+    env = {**os.environ, "HOME": str(tmp_path)}
+    installed = subprocess.run(
+        ["bash", "--norc", "-c", f"{shlex.quote(str(executable))} --install-completion; true"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )
+    assert installed.returncode == 0 and installed.stderr == "", installed.stderr
+    assert "_kvchat_completion" in (tmp_path / ".bash_completions" / "kvchat.sh").read_text()
+    completed = subprocess.run(
+        [str(executable)], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "_KVCHAT_COMPLETE": "complete_bash", "COMP_WORDS": "kvchat fa", "COMP_CWORD": "1"},
+    )
+    assert completed.stdout.split() == ["facts"]
+
+
 def test_a_fresh_database_is_made_by_the_bundled_migrations_and_answers_are_kept(frozen, frozen_home, model):
     asked = frozen("ask", "My name is Ada", "--extract", "rules")
     assert asked == Outcome(0, "echo: My name is Ada\n", "")
