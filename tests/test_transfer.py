@@ -101,3 +101,37 @@ def test_an_export_keeps_incomplete_answers_incomplete_through_import(model, kvc
     kvchat("import", "-", input=exported)
     [turn] = [t for t in json.loads(kvchat("history", "--json").stdout) if t["role"] == "assistant"]
     assert turn["status"] == "interrupted"
+
+
+def test_a_long_import_and_export_report_their_progress(store):
+    from kvchat import transfer
+
+    lines = [json.dumps({"session": f"s{i % 2}", "role": "user", "content": f"turn {i}"}) + "\n" for i in range(1200)]
+    heard = []
+    transfer.import_turns(store, lines, model="gpt-4o-mini", progress=lambda *report: heard.append(report))
+    assert heard == [
+        ("checking", 500, 1200), ("checking", 1000, 1200), ("checking", 1200, 1200),
+        ("storing", 0, 1200), ("storing", 600, 1200), ("storing", 1200, 1200),
+    ]
+    heard.clear()
+    assert len(list(transfer.export_turns(store, progress=lambda *report: heard.append(report)))) == 1200
+    assert heard == [("exporting", 500, 1200), ("exporting", 1000, 1200), ("exporting", 1200, 1200)]
+
+
+def big_import(path, turns=30_000):
+    """An import long enough (a second or more) for a progress bar to show."""
+    return write_lines(path, [{"session": "big", "role": "user", "content": f"turn {i} about sqlite"} for i in range(turns)])
+
+
+def test_a_long_import_at_a_terminal_shows_a_progress_bar(kvchat_terminal, tmp_path):
+    done = kvchat_terminal("import", str(big_import(tmp_path / "big.jsonl")))
+    assert done.exit_code == 0, done.stdout
+    assert "storing" in done.stdout and "/30000" in done.stdout
+    assert "Imported 30000 turns into 1 sessions." in done.stdout
+
+
+def test_a_long_import_or_export_that_is_piped_prints_no_progress_bar(kvchat, tmp_path):
+    done = kvchat("import", str(big_import(tmp_path / "big.jsonl")))
+    assert done.stderr == "Imported 30000 turns into 1 sessions.\n"
+    exported = kvchat("export")
+    assert exported.stderr == "" and len(exported.stdout.splitlines()) == 30_000

@@ -6,18 +6,27 @@ Imported turns are redacted like asked ones (see kvchat.redaction), and a
 fact that looks like a secret fails the import.
 A file is checked whole before anything is written, and then written in one
 transaction per session, so a bad line never leaves half an import behind.
+Long imports and exports say how far they have got through an optional
+`progress(stage, done, total)` callback (see Progress).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from datetime import datetime, timezone
 
 from . import extraction, tokens
 from .redaction import redact
 from .schema import TURN_ROLES, TURN_STATUSES
-from .store import MAX_NAME_LENGTH, NewTurn, Store, StoreError, check_name, check_unicode, check_value
+from .store import MAX_NAME_LENGTH, NewTurn, Store, StoreError, Turn, check_name, check_unicode, check_value
+
+
+Progress = Callable[[str, int, "int | None"], None]
+"""progress(stage, done, total): `done` of `total` records (None: not known)
+are through `stage`, one of "checking", "storing" and "exporting"; called
+every PROGRESS_STEP records and at the end of each stage."""
+PROGRESS_STEP = 500
 
 
 class TransferError(Exception):
@@ -64,9 +73,14 @@ def _optional_text(record: dict, field: str, where: str, *, limit: int | None = 
     return _valid_text(value, field, where)
 
 
-def json_lines(lines: Iterable[str]) -> Iterator[tuple[str, dict]]:
-    """("line N", object) for each non-blank line, or TransferError naming the bad one."""
+def json_lines(lines: Iterable[str], progress: Progress | None = None) -> Iterator[tuple[str, dict]]:
+    """("line N", object) for each non-blank line, or TransferError naming the bad one;
+    `progress` hears of the lines checked."""
+    total = len(lines) if isinstance(lines, Sized) else None
+    number = 0
     for number, line in enumerate(lines, 1):
+        if progress is not None and number % PROGRESS_STEP == 0:
+            progress("checking", number, total)
         where = f"line {number}"
         if not line.strip():
             continue
@@ -77,6 +91,8 @@ def json_lines(lines: Iterable[str]) -> Iterator[tuple[str, dict]]:
         if not isinstance(record, dict):
             raise TransferError(f"{where}: expected a JSON object")
         yield where, record
+    if progress is not None:
+        progress("checking", number, number)
 
 
 def _required_text(record: dict, field: str, where: str) -> str:
@@ -87,13 +103,13 @@ def _required_text(record: dict, field: str, where: str) -> str:
 
 
 def parse_turns(
-    lines: Iterable[str], *, model: str, secrets: Iterable[str] = ()
+    lines: Iterable[str], *, model: str, secrets: Iterable[str] = (), progress: Progress | None = None
 ) -> dict[str, list[NewTurn]]:
     """Every turn of a JSON-lines file, grouped by session, in file order,
     with secrets (and the configured `secrets`) blanked."""
     secrets = list(secrets)
     by_session: dict[str, list[NewTurn]] = {}
-    for where, record in json_lines(lines):
+    for where, record in json_lines(lines, progress):
         try:
             session = check_name("session", _required_text(record, "session", where))
         except StoreError as exc:
@@ -120,19 +136,27 @@ def parse_turns(
 
 
 def import_turns(
-    store: Store, lines: Iterable[str], *, model: str, secrets: Iterable[str] = ()
+    store: Store, lines: Iterable[str], *, model: str, secrets: Iterable[str] = (),
+    progress: Progress | None = None,
 ) -> dict[str, int]:
     """Load a turns file; returns the number of turns added per session.
 
     A line whose `ref` is already stored in its session is skipped, so
     importing the same file (or an export) twice adds nothing twice.
+    Storing is reported a session at a time (each is one transaction).
     """
-    parsed = parse_turns(lines, model=model, secrets=secrets)
-    added = {}
+    parsed = parse_turns(lines, model=model, secrets=secrets, progress=progress)
+    total = sum(len(new) for new in parsed.values())
+    added, done = {}, 0
+    if progress is not None:
+        progress("storing", done, total)
     for name, new in parsed.items():
         known = store.refs(name)
         fresh = [turn for turn in new if turn.ref is None or turn.ref not in known]
         added[name] = store.add_turns(name, fresh)
+        done += len(new)
+        if progress is not None:
+            progress("storing", done, total)
     return added
 
 
@@ -178,14 +202,28 @@ def turn_record(session: str, turn) -> dict:
     return record
 
 
-def export_turns(store: Store, session_id: int | None = None) -> Iterator[dict]:
-    for session, turn in store.all_turns(session_id):
+def _all_turns(store: Store, session_id: int | None, progress: Progress | None) -> Iterator[tuple[str, Turn]]:
+    """store.all_turns, telling `progress` how many have been read."""
+    if progress is None:
+        yield from store.all_turns(session_id)
+        return
+    total = sum(s.turn_count for s in store.sessions() if session_id is None or s.id == session_id)
+    done = 0
+    for done, item in enumerate(store.all_turns(session_id), 1):
+        if done % PROGRESS_STEP == 0:
+            progress("exporting", done, total)
+        yield item
+    progress("exporting", done, done)
+
+
+def export_turns(store: Store, session_id: int | None = None, progress: Progress | None = None) -> Iterator[dict]:
+    for session, turn in _all_turns(store, session_id, progress):
         yield turn_record(session, turn)
 
 
-def export_markdown(store: Store, session_id: int | None = None) -> Iterator[str]:
+def export_markdown(store: Store, session_id: int | None = None, progress: Progress | None = None) -> Iterator[str]:
     current = None
-    for session, turn in store.all_turns(session_id):
+    for session, turn in _all_turns(store, session_id, progress):
         if session != current:
             current = session
             yield f"# Session: {session}\n\n"

@@ -295,10 +295,10 @@ class ProgressBar:
     once the work has taken `after` seconds, and only when stderr is a
     terminal. Pass `update` as the library's progress callback."""
 
-    def __init__(self, *, after: float = 0.5, needs_free_stdout: bool = False) -> None:
-        # With `needs_free_stdout` (export), output to the terminal itself is
-        # the progress, and a bar would be drawn through it.
-        self.enabled = is_terminal(sys.stderr) and not (needs_free_stdout and sys.stdout.isatty())
+    def __init__(self, *, after: float = 0.5, output_on_stdout: bool = False) -> None:
+        # When the work's output goes to the terminal (an export not redirected),
+        # that output shows the progress, and a bar would be drawn through it.
+        self.enabled = is_terminal(sys.stderr) and not (output_on_stdout and sys.stdout.isatty())
         self.started = time.monotonic()
         self.after = after
         self.progress = None

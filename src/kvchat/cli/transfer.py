@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from .common import JsonOption, ModelOption, find_session, open_store, print_json, read_lines, setting
+from .render import ProgressBar
 
 
 def import_turns(
@@ -22,10 +23,10 @@ def import_turns(
     from .. import transfer
 
     lines = read_lines(file)
-    with open_store() as store:
+    with open_store() as store, ProgressBar() as bar:
         # The configured key is blanked too, whatever its format.
         key = os.environ.get("OPENAI_API_KEY", "")
-        added = transfer.import_turns(store, lines, model=setting("model", model), secrets=[key])
+        added = transfer.import_turns(store, lines, model=setting("model", model), secrets=[key], progress=bar.update)
     if json_output:
         print_json({"imported": sum(added.values()), "sessions": added})
     else:
@@ -46,14 +47,14 @@ def export_turns(
 
     from .. import transfer
 
-    with open_store() as store:
+    with open_store() as store, ProgressBar(output_on_stdout=True) as bar:
         session_id = find_session(store, session).id if session else None
         write = sys.stdout.write
         if format is ExportFormat.markdown:
-            for chunk in transfer.export_markdown(store, session_id):
+            for chunk in transfer.export_markdown(store, session_id, bar.update):
                 write(chunk)
         else:
-            for record in transfer.export_turns(store, session_id):
+            for record in transfer.export_turns(store, session_id, bar.update):
                 write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
