@@ -1,7 +1,21 @@
-"""`kvchat chat` end to end: the dialog, what the model server received, what
-was stored, and what the user saw."""
+"""`kvchat chat` end to end: the dialog, its slash commands, what the model
+server received, what was stored, and what the user saw.
+
+Most tests pipe lines in (slash commands and \"\"\" blocks work there too); the
+ones at the end type at a real pseudo-terminal, where prompt_toolkit reads the
+keys."""
 
 from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from conftest import TEST_KEY
+from test_faults import Terminal
+from kvchat.roles import BUILTIN_ROLES
+from kvchat.tokens import messages_tokens
 
 
 def test_chat_holds_a_dialog_and_says_where_it_is_stored(model, kvchat, home):
@@ -27,3 +41,310 @@ def test_a_chat_with_nothing_asked_creates_no_session(model, kvchat, store):
     done = kvchat("chat", "--new", input="exit\n")
     assert done.exit_code == 0 and "no session was created" in done.stderr
     assert store.sessions() == []
+
+
+def questions(model) -> list[str]:
+    """The last user message of each chat request the server received."""
+    return [request["messages"][-1]["content"] for request in model.chat_requests]
+
+
+# -- multi-line messages and what counts as a command -----------------------------------
+
+
+def test_lines_between_triple_quotes_are_one_question(model, kvchat, store):
+    done = kvchat("chat", "--no-extract", input='"""\ndef f():\n\n    return 1\n/facts\n"""\nexit\n')
+    assert done.exit_code == 0, done.stderr
+    assert questions(model) == ["def f():\n\n    return 1\n/facts"]  # a slash line inside a block is text
+    assert [t.content for t in store.history(store.session("default").id)][0] == "def f():\n\n    return 1\n/facts"
+
+
+def test_a_block_cut_off_by_the_end_of_input_is_still_asked(model, kvchat):
+    done = kvchat("chat", "--no-extract", input='"""\nonly line\n')
+    assert done.exit_code == 0
+    assert questions(model) == ["only line"]
+
+
+def test_paths_and_double_slashes_are_questions_not_commands(model, kvchat):
+    done = kvchat("chat", "--no-extract", input="/etc/hosts is empty, why?\n//help me\nexit\n")
+    assert done.exit_code == 0, done.stderr
+    assert questions(model) == ["/etc/hosts is empty, why?", "/help me"]
+    assert "kvchat: error" not in done.stderr
+
+
+def test_help_lists_every_command(model, kvchat):
+    done = kvchat("chat", input="/help\n")
+    assert done.exit_code == 0
+    for command in ("/help", "/new", "/session", "/model", "/role", "/facts", "/forget", "/remember",
+                    "/recall", "/history", "/tokens", "/exit"):
+        assert re.search(rf"^  {command}\b", done.stdout, re.MULTILINE), command
+    assert model.chat_requests == []
+
+
+def test_exit_command_ends_the_chat_and_later_lines_are_not_asked(model, kvchat, store):
+    done = kvchat("chat", "--no-extract", input="hello\n/exit\nnever asked\n")
+    assert done.exit_code == 0
+    assert questions(model) == ["hello"]
+    assert "Conversation saved: session 'default'" in done.stderr
+    assert kvchat("chat", input="/QUIT\nnever asked\n").exit_code == 0
+    assert questions(model) == ["hello"]
+
+
+@pytest.mark.parametrize(
+    "line, error",
+    [
+        ("/frobnicate", "unknown command /frobnicate (/help lists them"),
+        ("/help me", "/help takes no arguments"),
+        ("/new now", "/new takes no arguments"),
+        ("/model two words", "usage: /model NAME"),
+        ("/role nobody", "no role named 'nobody' (the roles are: assistant, code"),
+        ("/remember user.editor", "usage: /remember KEY VALUE"),
+        ("/remember !!! vim", "'!!!' is not a usable fact key"),
+        ("/forget", "usage: /forget KEY"),
+        ("/forget user.nothing", "no fact with the key 'user.nothing'"),
+        ("/recall", "usage: /recall QUERY"),
+        ("/history zero", "usage: /history [N], N a number of turns"),
+        ("/history 0", "usage: /history [N]"),
+        ("/session \x01", "a session name must not contain control characters"),
+    ],
+)
+def test_a_bad_command_is_one_error_line_and_the_chat_goes_on(model, kvchat, store, line, error):
+    done = kvchat("chat", "-s", "work", "--no-extract", input=f"{line}\nstill here?\n")
+    assert done.exit_code == 0
+    errors = [text for text in done.stderr.splitlines() if text.startswith("kvchat: error: ")]
+    assert len(errors) == 1 and error in errors[0], done.stderr
+    assert "Traceback" not in done.stderr and "internal error" not in done.stderr
+    assert "echo: still here?" in done.stdout
+    assert [m["role"] for m in model.chat_requests[0]["messages"]] == ["system", "user"]
+    assert store.session("work").settings == {}
+
+
+# -- facts -------------------------------------------------------------------------------
+
+
+def test_remember_and_forget_change_the_facts_the_next_question_gets(model, kvchat, store):
+    done = kvchat("chat", "--no-extract", input=(
+        "/remember user.editor neovim with lazy.nvim\n"
+        "which editor do I use?\n"
+        "/facts\n"
+        "/forget user.editor\n"
+        "which editor do I use?\n"
+    ))
+    assert done.exit_code == 0, done.stderr
+    first, second = (request["messages"][0]["content"] for request in model.chat_requests)
+    assert "user.editor: neovim with lazy.nvim" in first
+    assert "neovim" not in second
+    assert "user.editor\tneovim with lazy.nvim\n" in done.stdout  # /facts, rendered as `kvchat facts` does
+    assert "user.editor: created" in done.stderr and "user.editor: forgotten" in done.stderr
+    assert store.fact("user.editor") is None
+    assert [(v.action, v.source) for v in store.fact_history("user.editor")] == [("set", "user"), ("forget", "user")]
+
+
+def test_remember_refuses_a_secret_as_kvchat_facts_set_does(model, kvchat, store):
+    secret = "sk-proj-" + "Ab3dE6gH9jK2mN5pQ8sT1vW4yZ7" * 2
+    done = kvchat("chat", input=f"/remember deploy.key {secret}\n")
+    direct = kvchat("facts", "set", "deploy.key", secret)
+    assert direct.exit_code == 1
+    refusal = direct.stderr.strip()
+    assert refusal.startswith("kvchat: error: that looks like a secret")
+    assert refusal in done.stderr.splitlines()
+    assert store.facts() == [] and secret not in done.stderr
+
+
+def test_facts_with_words_searches_them(model, kvchat, store):
+    store.set_fact("user.editor", "neovim", source="user")
+    store.set_fact("user.shell", "fish", source="user")
+    done = kvchat("chat", input="/facts shell\n")
+    assert done.stdout.splitlines() == ["user.shell\tfish"]
+
+
+def test_recall_shows_what_a_question_would_bring_without_asking_the_model(model, kvchat, store):
+    store.set_fact("user.database", "PostgreSQL 16 on the staging box", source="user")
+    store.set_fact("user.pet", "a cat called Miso", source="user")
+    done = kvchat("chat", input="/recall which database do we run?\n")
+    assert done.exit_code == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fact\t") and "PostgreSQL 16" in lines[0]
+    assert model.chat_requests == [] and store.sessions() == []
+
+
+# -- sessions, model and role ------------------------------------------------------------
+
+
+def test_new_moves_the_chat_to_a_fresh_session_named_after_the_time(model, kvchat, store):
+    done = kvchat("chat", "-s", "old", "--no-extract", input="in the old one\n/new\nin the new one\n")
+    assert done.exit_code == 0, done.stderr
+    fresh = next(s.name for s in store.sessions() if s.name != "old")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d-\d{6}", fresh)
+    assert f"New session {fresh!r}" in done.stderr and f"Conversation saved: session {fresh!r}" in done.stderr
+    assert model.chat_requests[1]["messages"][1:] == [{"role": "user", "content": "in the new one"}]
+    assert [t.content for t in store.history(store.session(fresh).id)] == ["in the new one", "echo: in the new one"]
+
+
+def test_session_switches_by_name_or_unique_start_and_a_new_name_starts_one(model, kvchat, store):
+    assert kvchat("ask", "-s", "project-alpha", "--no-extract", "alpha question").exit_code == 0
+    done = kvchat("chat", "--no-extract", input=(
+        "/session project\n"  # the start of exactly one session
+        "follow up\n"
+        "/session scratch\n"
+        "scratch question\n"
+        "/session\n"
+    ))
+    assert done.exit_code == 0, done.stderr
+    assert [m["content"] for m in model.chat_requests[1]["messages"][1:]] == [
+        "alpha question", "echo: alpha question", "follow up",
+    ]
+    assert model.chat_requests[2]["messages"][1:] == [{"role": "user", "content": "scratch question"}]
+    assert "Session 'project-alpha': 2 turns" in done.stderr
+    assert "New session 'scratch'" in done.stderr and "Session 'scratch' (`/session NAME` switches)" in done.stderr
+    assert store.session("project") is None and store.session("scratch").turn_count == 2
+
+
+def test_session_refuses_the_start_of_several_names(model, kvchat, store):
+    store.open_session("proj-a")
+    store.open_session("proj-b")
+    done = kvchat("chat", "-s", "proj-a", "--no-extract", input="/session proj\nstill in a\n")
+    assert "'proj' is the start of several sessions ('proj-a', 'proj-b')" in done.stderr
+    assert [s.name for s in store.sessions() if s.turn_count] == ["proj-a"]
+
+
+def test_model_applies_to_the_rest_of_the_chat_but_an_existing_session_keeps_its_own(model, kvchat, store):
+    store.update_settings("work", {"model": "gpt-4o"})
+    done = kvchat("chat", "-s", "work", "--no-extract", input="one\n/model fake-mini\ntwo\n/model\n")
+    assert done.exit_code == 0, done.stderr
+    assert [r["model"] for r in model.chat_requests] == ["gpt-4o", "fake-mini"]
+    assert "`kvchat sessions set work --model fake-mini` keeps it" in done.stderr
+    assert "Model fake-mini (from flag --model)" in done.stderr
+    assert store.session("work").settings == {"model": "gpt-4o"}
+
+
+def test_a_new_session_keeps_the_model_and_role_chosen_before_its_first_answer(model, kvchat, store):
+    done = kvchat("chat", "-s", "fresh", "--no-extract", input="/model fake-mini\n/role reviewer\nfirst\n")
+    assert done.exit_code == 0, done.stderr
+    assert "session 'fresh' keeps it once it has its first answer" in done.stderr
+    assert store.session("fresh").settings == {"model": "fake-mini", "role": "reviewer"}
+    again = kvchat("chat", "-s", "fresh", "--no-extract", input="second\n")
+    assert again.exit_code == 0
+    assert model.chat_requests[-1]["model"] == "fake-mini"
+
+
+def test_role_changes_the_system_text_and_an_unknown_role_changes_nothing(model, kvchat, store):
+    store.set_role("pirate", "Answer like a pirate.")
+    done = kvchat("chat", "--system", "Be terse.", "--no-extract",
+                  input="one\n/role pirate\ntwo\n/role nobody\nthree\n/role reviewer\nfour\n/role\n")
+    assert done.exit_code == 0, done.stderr
+    systems = [r["messages"][0]["content"] for r in model.chat_requests]
+    assert systems[0].startswith("Be terse.")
+    assert systems[1].startswith("Answer like a pirate.") and systems[2].startswith("Answer like a pirate.")
+    assert systems[3].startswith(BUILTIN_ROLES["reviewer"])
+    assert "kvchat: error: no role named 'nobody'" in done.stderr
+    assert "Role reviewer (from flag --role)" in done.stderr
+
+
+# -- history and tokens ------------------------------------------------------------------
+
+
+def test_history_shows_this_sessions_last_turns(model, kvchat, store):
+    done = kvchat("chat", "-s", "h", "--no-extract", input="first\nsecond\n/history\n/history 1\n/new\n/history\n")
+    assert done.exit_code == 0, done.stderr
+    shown = [line.split("\t")[1] for line in done.stdout.splitlines() if line.count("\t") == 2]
+    assert shown == ["user", "assistant", "user", "assistant", "assistant"]
+    assert "Nothing asked in session" in done.stderr
+
+
+def test_tokens_counts_exactly_the_prompt_the_next_question_sends(model, kvchat, store):
+    store.set_fact("user.database", "PostgreSQL 16 on the staging box", source="user")
+    question = "which database version do we run on staging?"
+    done = kvchat("chat", "--no-extract", input=f"a first question\n/tokens {question}\n{question}\n/tokens\n")
+    assert done.exit_code == 0, done.stderr
+    reports = re.findall(r"Next prompt: (\d+) tokens of gpt-4o-mini's 128000-token context", done.stdout)
+    assert len(model.chat_requests) == 2  # /tokens itself asks the model nothing
+    assert int(reports[0]) == messages_tokens(model.chat_requests[1]["messages"], "gpt-4o-mini")
+    assert re.search(r"^  facts +\d+  \(1 item\)$", done.stdout, re.MULTILINE)
+    assert re.search(r"^  recent turns +\d+  \(4 turns\)$", done.stdout, re.MULTILINE)  # after the second answer
+    assert "`/tokens QUESTION` counts those too" in done.stdout
+
+
+# -- at a real terminal ------------------------------------------------------------------
+
+
+class TerminalChat(Terminal):
+    """`kvchat chat` on a pseudo-terminal (test_faults.Terminal), typed at key
+    by key, answering the terminal's cursor-position requests.
+
+    prompt_toolkit asks the terminal where the cursor is (ESC [ 6 n) to know
+    the room below the prompt. Terminal emulators answer; this one does too
+    (row 1, column 1), so kvchat runs as it does for a user: nothing in kvchat
+    turns the request off, and no prompt waits for an answer that never comes."""
+
+    def __init__(self, *args: str):
+        super().__init__("chat", *args)
+        self.answered = 0
+
+    def _read(self, until: float) -> bool:
+        alive = super()._read(until)
+        for _ in range(self.screen.count(b"\x1b[6n") - self.answered):
+            os.write(self.fd, b"\x1b[1;1R")
+            self.answered += 1
+        return alive
+
+    def keys(self, data: str) -> None:
+        os.write(self.fd, data.encode())
+
+
+ENTER, ALT_ENTER, UP, LEFT, HOME, END = "\r", "\x1b\r", "\x1b[A", "\x1b[D", "\x01", "\x05"
+PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"
+
+
+def test_at_a_terminal_lines_can_be_edited_and_history_outlives_the_chat(model, store, home):
+    with TerminalChat("--no-extract") as term:
+        term.prompt()
+        term.keys("wrld" + HOME + "hello " + END + LEFT * 3 + "o" + ENTER)  # fix the typo mid-line
+        term.expect(b"echo: hello world")
+        term.prompt()
+        term.keys(f"my key is {TEST_KEY}" + ENTER)
+        term.expect(b"echo: my key is [redacted")
+        term.prompt()
+        term.keys("/tok\t")  # Tab completes the command
+        term.expect(b"ens")
+        term.keys(ENTER)
+        term.expect(b"Next prompt: ")
+        term.prompt()
+        term.keys("/exit" + ENTER)
+        assert term.wait() == 0
+    assert questions(model) == ["hello world", "my key is [redacted: api key]"]
+
+    history = (home / "chat_history").read_text()
+    assert "+hello world\n" in history and "+/tokens\n" in history
+    assert TEST_KEY not in history and "[redacted: api key]" in history
+    assert (home / "chat_history").stat().st_mode & 0o777 == 0o600
+
+    with TerminalChat("--no-extract") as term:  # a new chat: the up arrow reaches the last one's lines
+        term.prompt()
+        term.keys(UP * 4 + ENTER)  # /exit, /tokens, my key is ..., hello world
+        term.expect(b"echo: hello world")
+        term.prompt()
+        term.keys("\x04")  # Ctrl-D
+        assert term.wait() == 0
+    assert questions(model)[-1] == "hello world"
+
+
+def test_at_a_terminal_alt_enter_and_a_pasted_block_make_one_question_each(model, store):
+    with TerminalChat("--no-extract", "-s", "multi") as term:
+        term.prompt()
+        term.keys("first line" + ALT_ENTER + "second line" + ENTER)
+        term.expect(b"echo: first line")
+        term.prompt()
+        term.keys(PASTE_START + "pasted one\npasted two\n" + PASTE_END + "and typed" + ENTER)
+        term.expect(b"echo: pasted one")
+        term.prompt()
+        term.keys('"""' + ENTER + "block one" + ENTER)
+        term.expect(b"...> ")
+        term.keys("block two" + ENTER + '"""' + ENTER)
+        term.expect(b"echo: block one")
+        term.prompt()
+        term.keys("/exit" + ENTER)
+        assert term.wait() == 0
+    assert questions(model) == [
+        "first line\nsecond line", "pasted one\npasted two\nand typed", "block one\nblock two",
+    ]
+    assert store.session("multi").turn_count == 6

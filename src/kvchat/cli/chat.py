@@ -1,10 +1,11 @@
-"""`kvchat chat`: an interactive dialog in a session."""
+"""`kvchat chat`: an interactive dialog in a session, with slash commands
+(slash.py) and, at a terminal, line editing and history (repl.py)."""
 
 from __future__ import annotations
 
-import sys
 import time
-from typing import Annotated
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -39,10 +40,55 @@ from .ask import (
 from .common import ModelOption, SessionOption, open_store, setting_flags
 from .connection import conversation as make_conversation
 
-EXIT_WORDS = {"exit", "quit", "/exit", "/quit", "退出"}
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..conversation import AskOptions, Conversation
+    from ..store import Store
+
+EXIT_WORDS = {"exit", "quit", "退出"}
 # A second Ctrl-C within this many seconds of the first ends `kvchat chat` at
 # once, as in other REPLs; one alone stops the answer or clears the line.
 DOUBLE_CTRL_C_SECONDS = 1.5
+_UNCHANGED: Any = object()
+
+
+@dataclass
+class ChatState:
+    """The session this chat is in and the settings its next question uses.
+
+    `flags` are this chat's own settings: the command line's, then what
+    /model, /role and /session changed. They win over the session's stored
+    settings for as long as the chat lasts, as flags do for one `ask`; a
+    session that does not exist yet keeps them once it has its first answer
+    (`keep`, see remember_settings)."""
+
+    store: Store
+    flags: dict
+    system: str | None
+    stream: bool
+    no_extract: bool
+    conversation: Conversation | None = None
+    name: str = ""
+    settings: Settings | None = None
+    options: AskOptions | None = None
+    keep: dict = field(default_factory=dict)
+
+    def change(self, *, new: bool = False, system: str | None = _UNCHANGED, **flags) -> None:
+        """Move to another session or settings; when they cannot be used (an
+        unknown role, a bad value) nothing changes and the error is raised."""
+        before = dict(self.flags), self.system
+        self.flags.update(flags)
+        if system is not _UNCHANGED:
+            self.system = system
+        try:
+            name, settings, keep = resolve_settings(self.store, self.flags, new=new)
+            options = ask_options(self.store, settings, system=self.system, stream=self.stream,
+                                  no_extract=self.no_extract)
+        except Exception:
+            self.flags, self.system = before
+            raise
+        self.flags["session"] = name  # later changes stay in this session, a --new one included
+        self.name, self.settings, self.options, self.keep = name, settings, options, keep
 
 
 def chat(
@@ -69,23 +115,29 @@ def chat(
     save_code: SaveCodeOption = None,
     force: ForceOption = False,
 ) -> None:
-    """An interactive dialog in a session. Type exit or quit (or press Ctrl-D) to end it."""
-    from ..conversation import AskFailed
+    """An interactive dialog in a session. Type /help for the slash commands;
+    exit, /exit or Ctrl-D ends it.
 
-    flags = setting_flags(locals())
-    interactive = sys.stdin.isatty()
-    if interactive:
-        try:
-            import readline  # noqa: F401  (line editing and history for input())
-        except ImportError:
-            pass
-    with open_store() as store:
-        name, settings, keep = resolve_settings(store, flags, new=new)
-        options = ask_options(store, settings, system=system, stream=not no_stream, no_extract=no_extract)
-        conversation = make_conversation(store, settings)
+    At a terminal: line editing, history (up arrow; kept across chats), Tab
+    completes commands, Enter sends, Alt-Enter starts a new line. Anywhere, a
+    line of three double quotes starts and ends a message of several lines.
+    /model and /role apply to the rest of this chat; a new session keeps them.
+    """
+    from . import repl, slash
+
+    state = ChatState(
+        open_store(), setting_flags(locals()), system, stream=not no_stream, no_extract=no_extract,
+    )
+    with state.store as store:
+        state.change(new=new)
+        state.conversation = make_conversation(store, state.settings)
+        if repl.on_terminal():
+            read_line = repl.terminal_reader(slash.COMMANDS, state.conversation.secrets)
+        else:
+            read_line = repl.plain_reader()
         typer.echo(
-            f"kvchat chat: session {name!r}, model {settings.model}, memory {settings.memory}. "
-            "Type exit or quit (or Ctrl-D) to end.",
+            f"kvchat chat: session {state.name!r}, model {state.settings.model}, memory {state.settings.memory}. "
+            "/help lists the commands; exit, /exit or Ctrl-D ends.",
             err=True,
         )
         last_ctrl_c = float("-inf")  # time.monotonic() of the last Ctrl-C
@@ -95,7 +147,8 @@ def chat(
             nonlocal last_ctrl_c
             now = time.monotonic()
             if now - last_ctrl_c < DOUBLE_CTRL_C_SECONDS:
-                where = "" if store.session(name) is None else f"; session {name!r} is saved in {store.location}"
+                where = "" if store.session(state.name) is None else \
+                    f"; session {state.name!r} is saved in {store.location}"
                 typer.echo(f"\nkvchat: interrupted{where}", err=True)
                 raise typer.Exit(130)
             last_ctrl_c = now
@@ -103,47 +156,86 @@ def chat(
 
         while True:
             try:
-                line = input("you> " if interactive else "")
+                message = repl.read_message(read_line)
             except EOFError:
                 break
             except KeyboardInterrupt:
                 ctrl_c("(Ctrl-C again to leave; or type exit, or press Ctrl-D)")
                 continue
             last_ctrl_c = float("-inf")  # a line was typed since: the next Ctrl-C is a first one
-            if line.strip().lower() in EXIT_WORDS:
+            text = message.text
+            if not message.fenced and text.strip().lower() in EXIT_WORDS:
                 break
-            if not line.strip():
+            if not text.strip():
                 continue
+            command = None if message.fenced else slash.parse(text)
             try:
-                result = conversation.ask(
-                    name, line, options, on_text=write_answer,
-                    on_prompt=show_prompt if show_prompt_first else None,
-                )
-            except AskFailed as exc:
-                typer.echo(f"kvchat: error: {exc} (your question is kept)", err=True)
-                continue
+                if command is not None:
+                    slash.run(state, *command)
+                else:
+                    _ask(state, slash.question_text(text) if not message.fenced else text,
+                         show_prompt_first=show_prompt_first, verbose=verbose, save_code=save_code, force=force)
+            except slash.EndChat:
+                break
             except KeyboardInterrupt:
-                ctrl_c("kvchat: answer interrupted (the partial answer is kept; Ctrl-C again to leave)")
-                continue
-            remember_settings(store, name, keep, result)
-            keep = {}
-            if not result.answer.content.endswith("\n"):
-                write_answer("\n")
-            report_result(result, verbose)
-            if incomplete_message(result):
-                typer.echo(f"kvchat: error: {incomplete_message(result)}", err=True)
-            if save_code is not None:
-                from ..codeblocks import CodeBlockError
-                from .code import save_answer
-
-                try:
-                    save_answer(result.answer, save_code, force=force, quiet=False)
-                except CodeBlockError as exc:
-                    typer.echo(f"kvchat: error: {exc}", err=True)
-        if store.session(name) is None:
+                if command is None:
+                    ctrl_c("kvchat: answer interrupted (the partial answer is kept; Ctrl-C again to leave)")
+                else:
+                    ctrl_c("kvchat: command interrupted (Ctrl-C again to leave)")
+            except BrokenPipeError:
+                raise  # no one reads the answers any more: kvchat's usual quiet exit
+            except Exception as exc:
+                _report(exc)
+        if store.session(state.name) is None:
             typer.echo("Nothing was asked; no session was created.", err=True)
         else:
-            typer.echo(f"Conversation saved: session {name!r} in {store.location}", err=True)
+            typer.echo(f"Conversation saved: session {state.name!r} in {store.location}", err=True)
+
+
+def _ask(state: ChatState, text: str, *, show_prompt_first: bool, verbose: bool, save_code, force: bool) -> None:
+    from ..conversation import AskFailed
+
+    try:
+        result = state.conversation.ask(
+            state.name, text, state.options, on_text=write_answer,
+            on_prompt=show_prompt if show_prompt_first else None,
+        )
+    except AskFailed as exc:
+        typer.echo(f"kvchat: error: {exc} (your question is kept)", err=True)
+        return
+    remember_settings(state.store, state.name, state.keep, result)
+    state.keep = {}
+    if not result.answer.content.endswith("\n"):
+        write_answer("\n")
+    report_result(result, verbose)
+    if incomplete_message(result):
+        typer.echo(f"kvchat: error: {incomplete_message(result)}", err=True)
+    if save_code is not None:
+        from .code import save_answer
+
+        save_answer(result.answer, save_code, force=force, quiet=False)
+
+
+def _report(exc: Exception) -> None:
+    """A failed command or question in one line, as kvchat reports any
+    failure, except that the chat goes on."""
+    import os
+
+    from typer._click.exceptions import ClickException
+
+    from . import _known_errors
+
+    if os.environ.get("KVCHAT_DEBUG"):
+        raise exc
+    if isinstance(exc, ClickException):
+        typer.echo(f"kvchat: error: {exc.format_message()}", err=True)
+    elif isinstance(exc, _known_errors()):
+        typer.echo(f"kvchat: error: {exc}", err=True)
+    elif isinstance(exc, OSError):
+        typer.echo(f"kvchat: error: {exc.strerror or exc}", err=True)
+    else:
+        typer.echo(f"kvchat: internal error: {type(exc).__name__}: {exc} "
+                   "(set KVCHAT_DEBUG=1 to see the traceback)", err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,132 @@
+"""Reading what the user types in `kvchat chat`.
+
+At a terminal, prompt_toolkit gives line editing, a history kept across chats
+(`history_path()`), Tab completion of slash commands and multi-line input:
+Enter sends, Alt-Enter (or Esc then Enter) starts a new line, and a bracketed
+paste of several lines is one message. Elsewhere (a pipe, a file, a test's
+input) plain lines are read, with no prompt shown.
+
+Either way a line holding only `\"\"\"` starts a block that runs up to the next
+such line (or the end of the input) and is sent as one message, so a script
+can pass a question of several lines too.
+
+prompt_toolkit is imported only here and only for a terminal: it costs tens
+of milliseconds that `kvchat --help` and piped chats need not pay.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+
+from .. import paths
+from ..redaction import redact
+
+PROMPT = "you> "
+CONTINUATION = "...> "
+BLOCK_FENCE = '"""'
+HISTORY_NAME = "chat_history"
+
+ReadLine = Callable[[str], str]  # shows the prompt, returns the text; EOFError, KeyboardInterrupt
+
+
+@dataclass(frozen=True)
+class Message:
+    text: str
+    fenced: bool = False  # came as a \"\"\" block: always a question, never a command
+
+
+def history_path() -> Path:
+    """What was typed at chat's prompt, in kvchat's data directory (so
+    KVCHAT_HOME moves it too), with secrets blanked as in stored turns."""
+    return paths.data_dir() / HISTORY_NAME
+
+
+def on_terminal() -> bool:
+    """prompt_toolkit needs the keyboard and a screen: stdin a terminal, and
+    stdout or stderr one (the prompt goes to stderr when stdout is redirected)."""
+    return sys.stdin.isatty() and (sys.stdout.isatty() or sys.stderr.isatty())
+
+
+def read_message(read_line: ReadLine) -> Message:
+    """One message: a line, or a \"\"\" block (cut short by the end of input,
+    it is sent as it stands; Ctrl-C drops it)."""
+    line = read_line(PROMPT)
+    if line.strip() != BLOCK_FENCE:
+        return Message(line)
+    lines: list[str] = []
+    while True:
+        try:
+            line = read_line(CONTINUATION)
+        except EOFError:
+            break
+        if line.strip() == BLOCK_FENCE:
+            break
+        lines.append(line)
+    return Message("\n".join(lines), fenced=True)
+
+
+def plain_reader() -> ReadLine:
+    """Lines from a pipe or file: no prompt, since no one is watching."""
+    return lambda prompt: input()
+
+
+def terminal_reader(commands: Iterable[str], secrets: list[str]) -> ReadLine:
+    """A prompt_toolkit prompt: line editing, persistent history, Tab
+    completion of the slash commands, Alt-Enter for a new line."""
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.completion import WordCompleter
+    from prompt_toolkit.key_binding import KeyBindings
+    from prompt_toolkit.output import create_output
+    from prompt_toolkit.styles import Style
+
+    bindings = KeyBindings()
+
+    # prompt_toolkit's own Alt-Enter sends; here Enter sends and Alt-Enter
+    # (Esc, Enter on terminals without an Alt key) makes room for another line.
+    @bindings.add("escape", "enter")
+    def _new_line(event) -> None:
+        event.current_buffer.insert_text("\n")
+
+    session = PromptSession(
+        history=_history(secrets),
+        key_bindings=bindings,
+        completer=WordCompleter(sorted(commands), sentence=True, match_middle=False),
+        complete_while_typing=False,
+        output=create_output(always_prefer_tty=True),
+        # The user's colour in `kvchat history`. A coloured space is drawn,
+        # where a plain one would be skipped with a cursor move, so "you> "
+        # reaches the screen, and the tests that wait for it, whole.
+        style=Style.from_dict({"prompt": "ansicyan bold"}),
+    )
+    return lambda prompt: session.prompt([("class:prompt", prompt)])
+
+
+def _history(secrets: list[str]):
+    """The history file, owner-only, with secrets blanked before they are
+    written; this chat's own entries stay whole for the up arrow. Without a
+    usable file the history lasts only as long as the chat."""
+    from prompt_toolkit.history import FileHistory, InMemoryHistory
+
+    class RedactedHistory(FileHistory):
+        def store_string(self, string: str) -> None:
+            try:
+                super().store_string(redact(string, secrets))
+            except OSError as exc:
+                self.store_string = lambda string: None  # say it once, then stop trying
+                typer.echo(f"\nkvchat: warning: cannot write the chat history {self.filename}: "
+                           f"{exc.strerror or exc}", err=True)
+
+    path = history_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
+    except OSError as exc:
+        typer.echo(f"kvchat: warning: no chat history ({path}: {exc.strerror or exc})", err=True)
+        return InMemoryHistory()
+    return RedactedHistory(str(path))
