@@ -348,3 +348,16 @@ def test_at_a_terminal_alt_enter_and_a_pasted_block_make_one_question_each(model
         "first line\nsecond line", "pasted one\npasted two\nand typed", "block one\nblock two",
     ]
     assert store.session("multi").turn_count == 6
+
+
+def test_at_a_terminal_answers_render_as_markdown_unless_plain(model, store):
+    for plain in ((), ("--plain",)):
+        model.queue_answer("Use **bold** here.")
+        with TerminalChat("--no-extract", *plain) as term:
+            term.prompt()
+            term.keys("how?" + ENTER)
+            term.expect(b"here.")
+            term.prompt()
+            term.keys("/exit" + ENTER)
+            assert term.wait() == 0
+        assert ("Use **bold** here." in term.screen.decode()) == bool(plain)

@@ -31,14 +31,14 @@ from .ask import (
     WindowOption,
     incomplete_message,
     report_result,
-    write_answer,
     ask_options,
+    prompt_shower,
     remember_settings,
     resolve_settings,
-    show_prompt,
 )
 from .common import ModelOption, SessionOption, open_store, setting_flags
 from .connection import conversation as make_conversation
+from .render import AnswerView, PlainOption
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -114,6 +114,7 @@ def chat(
     verbose: VerboseOption = False,
     save_code: SaveCodeOption = None,
     force: ForceOption = False,
+    plain: PlainOption = False,
 ) -> None:
     """An interactive dialog in a session. Type /help for the slash commands;
     exit, /exit or Ctrl-D ends it.
@@ -174,7 +175,8 @@ def chat(
                     slash.run(state, *command)
                 else:
                     _ask(state, slash.question_text(text) if not message.fenced else text,
-                         show_prompt_first=show_prompt_first, verbose=verbose, save_code=save_code, force=force)
+                         show_prompt_first=show_prompt_first, verbose=verbose, save_code=save_code, force=force,
+                         plain=plain)
             except slash.EndChat:
                 break
             except KeyboardInterrupt:
@@ -192,21 +194,21 @@ def chat(
             typer.echo(f"Conversation saved: session {state.name!r} in {store.location}", err=True)
 
 
-def _ask(state: ChatState, text: str, *, show_prompt_first: bool, verbose: bool, save_code, force: bool) -> None:
+def _ask(state: ChatState, text: str, *, show_prompt_first: bool, verbose: bool, save_code, force: bool,
+         plain: bool) -> None:
     from ..conversation import AskFailed
 
     try:
-        result = state.conversation.ask(
-            state.name, text, state.options, on_text=write_answer,
-            on_prompt=show_prompt if show_prompt_first else None,
-        )
+        with AnswerView(plain=plain) as view:
+            result = state.conversation.ask(
+                state.name, text, state.options, on_text=view.write,
+                on_prompt=prompt_shower(view) if show_prompt_first else None,
+            )
     except AskFailed as exc:
         typer.echo(f"kvchat: error: {exc} (your question is kept)", err=True)
         return
     remember_settings(state.store, state.name, state.keep, result)
     state.keep = {}
-    if not result.answer.content.endswith("\n"):
-        write_answer("\n")
     report_result(result, verbose)
     if incomplete_message(result):
         typer.echo(f"kvchat: error: {incomplete_message(result)}", err=True)
