@@ -161,6 +161,7 @@ def test_help_loads_no_rendering_machinery():
         ("```python\nx = 1\n", 0),  # an open fence
         ("```python\nx = 1\n```\n", 3),  # closed
         ("```python\nx = 1\n    ```\n", 0),  # indented four spaces: still code, not the closing fence
+        ("````\nx\n```\n", 0),  # shorter than the opening fence: still code
         ("- one\n- two\n\n", 0),  # a list may go on after a blank line
         ("- one\n\nAfter the list\n", 2),  # it ends where the next block starts
         ("Intro\n\n```\ncode\n", 2),

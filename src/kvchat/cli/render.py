@@ -39,8 +39,9 @@ PlainOption = Annotated[
     bool, typer.Option("--plain", help="Print the answer as raw text, without Markdown rendering.")
 ]
 
-# Redraws of the live area per second: smooth to the eye, and cheap even for
-# a long unfinished code block, which is highlighted again on every redraw.
+# Redraws of the live area per second: smooth to the eye. Pieces that arrive
+# in between are rendered together, so a long unfinished code block is
+# highlighted again at most this often.
 REFRESHES_PER_SECOND = 10
 
 
@@ -96,11 +97,10 @@ def _finished_lines(text: str) -> int:
         return end
     if last.type in _DONE_AFTER_BLANK_LINE and text.count("\n") > end:
         return end
-    if last.type == "fence" and end - start >= 2:
-        closing = text.split("\n")[end - 1]
-        indent = len(closing) - len(closing.lstrip(" "))
-        fence = closing.strip()
-        if indent < 4 and fence.startswith(last.markup) and not fence.strip(last.markup[0]):
+    if last.type == "fence" and end - start >= 2 and text.split("\n")[end - 1].strip().startswith(last.markup):
+        # The last line looks like the closing fence; the parser is the judge:
+        # after a closed fence, a new line starts a block of its own.
+        if len(_blocks(text + "x\n")) > len(blocks):
             return end
     return start
 
