@@ -361,3 +361,14 @@ def test_at_a_terminal_answers_render_as_markdown_unless_plain(model, store):
             term.keys("/exit" + ENTER)
             assert term.wait() == 0
         assert ("Use **bold** here." in term.screen.decode()) == bool(plain)
+
+
+def test_chat_and_session_take_a_session_by_id_too(model, kvchat, store):
+    first = store.open_session("first-project")
+    store.open_session("second-project")
+    done = kvchat("chat", "-s", "sec", "--no-extract", input=f"in second\n/session #{first.id}\nin first\n")
+    assert done.exit_code == 0, done.stderr
+    assert "using session 'second-project', the only one whose name starts with 'sec'" in done.stderr
+    assert [(s.name, s.turn_count) for s in sorted(store.sessions(), key=lambda s: s.name)] == [
+        ("first-project", 2), ("second-project", 2),
+    ]

@@ -36,7 +36,7 @@ from .ask import (
     remember_settings,
     resolve_settings,
 )
-from .common import ModelOption, SessionOption, open_store, setting_flags
+from .common import ModelOption, SessionOption, open_store, session_to_use, setting_flags
 from .connection import conversation as make_conversation
 from .render import AnswerView, PlainOption
 
@@ -130,6 +130,8 @@ def chat(
         open_store(), setting_flags(locals()), system, stream=not no_stream, no_extract=no_extract,
     )
     with state.store as store:
+        if session is not None and not new:
+            state.flags["session"] = session_to_use(store, session)
         state.change(new=new)
         state.conversation = make_conversation(store, state.settings)
         if repl.on_terminal():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import shlex
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -109,15 +110,10 @@ def _session(state: ChatState, arguments: str) -> None:
     if not arguments:
         _say(f"Session {state.name!r} (`/session NAME` switches).")
         return
-    from ..store import StoreError, check_name
+    from ..store import check_name
+    from .common import session_to_use
 
-    wanted = check_name("a session name", arguments)
-    try:
-        name = state.store.resolve_session(wanted).name  # the name itself, or the start of exactly one
-    except StoreError:
-        if any(session.name.startswith(wanted) for session in state.store.sessions()):
-            raise  # the start of several: naming them beats starting yet another session
-        name = wanted
+    name = session_to_use(state.store, check_name("a session name", arguments))
     state.change(session=name)
     stored = state.store.session(name)
     if stored is None:
@@ -131,7 +127,7 @@ def _keeping(state: ChatState, setting: str, value: str) -> str:
     a new session keeps it once it has an answer, an existing one does not."""
     if state.store.session(state.name) is None:
         return f"session {state.name!r} keeps it once it has its first answer"
-    return (f"for this chat only; `kvchat sessions set {state.name} --{setting} {value}` "
+    return (f"for this chat only; `kvchat sessions set {shlex.quote(state.name)} --{setting} {shlex.quote(value)}` "
             "keeps it with the session")
 
 
@@ -164,10 +160,10 @@ def _facts(state: ChatState, arguments: str) -> None:
 def _remember(state: ChatState, arguments: str) -> None:
     from . import facts
 
-    key, _, value = arguments.partition(" ")
-    if not value.strip():
+    words = arguments.split(maxsplit=1)
+    if len(words) != 2:
         raise UsageError("usage: /remember KEY VALUE")
-    facts.set_fact(key, value)
+    facts.set_fact(*words)
 
 
 def _forget(state: ChatState, arguments: str) -> None:
@@ -232,7 +228,8 @@ def _exit(state: ChatState, arguments: str) -> None:
 _UNIQUE = [
     SlashCommand("/help", "this list", _help),
     SlashCommand("/new", "start a new session, named after the time", _new),
-    SlashCommand("/session [NAME]", "switch to session NAME (a unique start of a name will do; a new name starts one)", _session),
+    SlashCommand("/session [NAME]", "switch to session NAME (or #ID, or a unique start of a name); a new name starts one",
+                 _session),
     SlashCommand("/model [NAME]", "ask the next questions with model NAME", _model),
     SlashCommand("/role [NAME]", "answer the next questions in role NAME (see `kvchat roles list`)", _role),
     SlashCommand("/facts [WORDS]", "the stored facts, or those matching WORDS", _facts),
