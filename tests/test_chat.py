@@ -14,6 +14,7 @@ import pytest
 
 from conftest import TEST_KEY
 from test_faults import Terminal
+from kvchat import pricing
 from kvchat.roles import BUILTIN_ROLES
 from kvchat.tokens import messages_tokens
 
@@ -41,6 +42,14 @@ def test_a_chat_with_nothing_asked_creates_no_session(model, kvchat, store):
     done = kvchat("chat", "--new", input="exit\n")
     assert done.exit_code == 0 and "no session was created" in done.stderr
     assert store.sessions() == []
+
+
+def test_show_prompt_and_verbose_report_each_question(model, kvchat):
+    done = kvchat("chat", "--show-prompt", "--verbose", "--no-extract", input="one\ntwo\n")
+    assert done.exit_code == 0, done.stderr
+    assert len(re.findall(r"^total \d+ tokens", done.stderr, re.MULTILINE)) == 2
+    assert done.stderr.count("kvchat: usage: ") == 2
+    assert "kvchat: prompt recent turns: " in done.stderr  # the second question follows the first exchange
 
 
 def questions(model) -> list[str]:
@@ -262,6 +271,15 @@ def test_tokens_counts_exactly_the_prompt_the_next_question_sends(model, kvchat,
     assert re.search(r"^  facts +\d+  \(1 item\)$", done.stdout, re.MULTILINE)
     assert re.search(r"^  recent turns +\d+  \(4 turns\)$", done.stdout, re.MULTILINE)  # after the second answer
     assert "`/tokens QUESTION` counts those too" in done.stdout
+    price = pricing.PRICES["gpt-4o-mini"]
+    assert f"Estimated cost: ${int(reports[0]) * price.input / 1e6:.6f} for the prompt, " \
+           f"at most ${(int(reports[0]) * price.input + 2048 * price.output) / 1e6:.6f} with a whole 2048-token answer" \
+           in done.stdout
+
+
+def test_tokens_gives_no_price_for_a_model_without_one(model, kvchat):
+    done = kvchat("chat", "-m", "fake-model", input="/tokens\n")
+    assert "Next prompt: " in done.stdout and "Estimated cost" not in done.stdout
 
 
 # -- at a real terminal ------------------------------------------------------------------

@@ -194,7 +194,7 @@ def _history(state: ChatState, arguments: str) -> None:
 
 
 def _tokens(state: ChatState, arguments: str) -> None:
-    from .. import tokens
+    from .. import pricing, tokens
     from ..prompt import build_prompt
 
     options = state.options.prompt
@@ -218,6 +218,11 @@ def _tokens(state: ChatState, arguments: str) -> None:
         lines.append(f"  {section.name:<{width}}  {section.tokens:>6}{count}")
     if not arguments:
         lines.append("  (without your question and what it recalls: `/tokens QUESTION` counts those too)")
+    prompt_cost = pricing.cost(options.model, prompt.tokens, 0)
+    if prompt_cost is not None:
+        most = pricing.cost(options.model, prompt.tokens, options.answer_tokens)
+        lines.append(f"Estimated cost: ${prompt_cost:.6f} for the prompt, at most ${most:.6f} with a whole "
+                     f"{options.answer_tokens}-token answer (prices of {pricing.PRICES_CHECKED})")
     sys.stdout.write("\n".join(lines) + "\n")
 
 
