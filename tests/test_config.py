@@ -50,6 +50,9 @@ def test_defaults_with_nothing_set(config_file):
 
 def test_session_settings_are_all_but_the_connection_and_the_session_name():
     assert config.SESSION_SETTINGS == set(config.SETTINGS) - {"base_url", "timeout", "session"}
+    # An endpoint is only a name for one of the user's own servers, so a
+    # session may keep one (its models live there), where it may not keep an address.
+    assert "endpoint" in config.SESSION_SETTINGS
 
 
 def test_each_layer_beats_the_one_below(config_file, monkeypatch):
@@ -260,7 +263,7 @@ def test_kvchat_config_with_a_session(kvchat, store, monkeypatch):
 def test_kvchat_config_for_a_missing_session(kvchat):
     done = kvchat("config", "--session", "nope")
     assert done.exit_code == 1
-    assert done.stderr == "kvchat: error: no session named 'nope' (see `kvchat sessions`)\n"
+    assert done.stderr == "kvchat: error: no session named 'nope' or starting with it (see `kvchat sessions`)\n"
 
 
 def test_kvchat_config_with_a_broken_file_is_one_line(kvchat, config_file):

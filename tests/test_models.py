@@ -30,3 +30,39 @@ def test_a_server_without_a_model_list_or_with_a_bad_key_says_so_in_one_line(kvc
     done = kvchat("models")
     assert done.exit_code == 1 and "rejected the API key" in done.stderr
     assert TEST_KEY not in done.stderr
+
+
+def test_models_known_shows_the_table_without_a_server(kvchat):
+    from kvchat.tokens import KNOWN_MODELS
+
+    done = kvchat("models", "--known")
+    assert done.exit_code == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == len(KNOWN_MODELS)
+    assert lines[0].split() == ["gpt-5", "400000", "o200k_base"]
+    assert ["gpt-4", "8192", "cl100k_base"] in [line.split() for line in lines]
+    listed = json.loads(kvchat("models", "--known", "--json").stdout)
+    assert listed["default"] == {"context_tokens": 8192, "encoding": "o200k_base"}
+    assert {"name": "gpt-4o", "context_tokens": 128000, "encoding": "o200k_base"} in listed["models"]
+    assert len(listed["models"]) == len(KNOWN_MODELS)
+
+
+UNKNOWN_CONTEXT = (
+    "kvchat: warning: kvchat does not know the context window of 'llama3' and assumes 8192 tokens; "
+    "give it with --context-tokens (or KVCHAT_CONTEXT_TOKENS, or context_tokens in the config file)\n"
+)
+
+
+def test_an_unknown_model_warns_that_the_default_window_applies(kvchat, model, monkeypatch):
+    monkeypatch.setenv("KVCHAT_MODEL", "llama3")
+    done = kvchat("ask", "hello")
+    assert done.exit_code == 0 and done.stderr == UNKNOWN_CONTEXT
+    # Said once per run: a chat of several questions says it once.
+    done = kvchat("chat", input="one\ntwo\n")
+    assert done.exit_code == 0 and done.stderr.count("does not know the context window") == 1
+    # Not when the user gave the window, nor for a model kvchat knows.
+    assert "warning" not in kvchat("ask", "hello", "--context-tokens", "32768").stderr
+    monkeypatch.setenv("KVCHAT_CONTEXT_TOKENS", "32768")
+    assert "warning" not in kvchat("ask", "hello").stderr
+    monkeypatch.delenv("KVCHAT_CONTEXT_TOKENS")
+    assert "warning" not in kvchat("ask", "hello", "--model", "gpt-4o-mini").stderr

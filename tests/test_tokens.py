@@ -332,3 +332,36 @@ def test_corrupt_cache_is_repaired_without_network(tmp_path):
     )
     assert out == {"ids": [15339, 1917], "requests_imported": False}
     assert tokens._file_is_valid(path, source.sha256)
+
+
+# ----------------------------------------------------------- known models
+
+
+def test_every_known_model_has_a_supported_encoding_and_a_real_window():
+    for name, known in tokens.KNOWN_MODELS.items():
+        assert known.encoding in tokens.SUPPORTED_ENCODINGS, name
+        assert known.context >= 4_096, name
+        # One table answers both questions.
+        assert tokens.encoding_name_for_model(name) == known.encoding
+        assert tokens.context_window(name) == known.context
+
+
+@pytest.mark.parametrize(
+    "model, expected",
+    [
+        ("gpt-4o-2024-08-06", tokens.KNOWN_MODELS["gpt-4o"]),
+        ("openai/gpt-4-turbo-preview", tokens.KNOWN_MODELS["gpt-4-turbo"]),
+        ("o3-mini", tokens.KNOWN_MODELS["o3"]),
+        ("text-embedding-3-small", tokens.KNOWN_MODELS["text-embedding-3-small"]),
+        ("llama3", None),
+        ("qwen2.5-coder:7b", None),
+        ("", None),
+    ],
+)
+def test_known_model_matches_the_longest_known_name(model, expected):
+    assert tokens.known_model(model) == expected
+
+
+def test_unknown_models_get_the_defaults():
+    assert tokens.context_window("llama3") == tokens.DEFAULT_CONTEXT_WINDOW == 8_192
+    assert tokens.encoding_name_for_model("llama3") == tokens.DEFAULT_ENCODING == "o200k_base"

@@ -55,18 +55,15 @@ def model_client(settings: Settings) -> tuple[ModelClient, str]:
     return ModelClient(api_key=key, base_url=settings.base_url, timeout=settings.timeout), key
 
 
-_warned_models: set[str] = set()
-
-
 def warn_if_context_unknown(settings: Settings) -> None:
-    """Say (once per model and run) that the default context window applies to
-    a model kvchat does not know, unless the user gave one."""
+    """Say that the default context window applies to a model kvchat does not
+    know, unless the user gave one: once per conversation (see conversation()),
+    and again when chat switches to such a model."""
     from ..tokens import DEFAULT_CONTEXT_WINDOW, known_model
 
     model = settings.model
-    if settings.context_tokens is not None or known_model(model) is not None or model in _warned_models:
+    if settings.context_tokens is not None or known_model(model) is not None:
         return
-    _warned_models.add(model)
     typer.echo(
         f"kvchat: warning: kvchat does not know the context window of {model!r} and assumes "
         f"{DEFAULT_CONTEXT_WINDOW} tokens; give it with --context-tokens (or KVCHAT_CONTEXT_TOKENS, "
