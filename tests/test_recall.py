@@ -188,3 +188,19 @@ def test_recall_json_says_which_speaker_and_time_matched(kvchat, tmp_path):
     assert items[0]["parts"]["speaker"] > 0 and items[0]["parts"]["time"] > 0
     assert items[1]["parts"]["speaker"] == items[1]["parts"]["time"] == 0
     assert items[0]["turns"][0]["name"] == "Ada" and items[0]["turns"][0]["created_at"].startswith("2025-03-03")
+
+
+def test_a_long_context_turn_weighs_less_than_a_short_one():
+    from kvchat.recall import CONTEXT_DECAY, build_query
+    from kvchat.store import Turn
+
+    def turn(i, text):
+        return Turn(id=i, session_id=1, role="user", content=text, tokens=1, status="complete", created_at=NOW)
+
+    ramble = "kubernetes " + " ".join(f"filler{n}" for n in range(39))  # 40 terms
+    query = build_query("which namespace?", [turn(1, "kubernetes helm"), turn(2, ramble)])
+    # The short turn, one step further back, keeps its whole weight ...
+    assert query.context["helm"] == CONTEXT_DECAY**2
+    # ... while each term of the long newest turn counts less than a whole turn would.
+    assert query.context["filler0"] < CONTEXT_DECAY**2
+    assert query.context["kubernet"] == CONTEXT_DECAY**2 + query.context["filler0"]

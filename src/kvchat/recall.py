@@ -3,7 +3,8 @@
 The query is the question's terms plus, more lightly, the terms of the turns
 just before it: the conversation so far says what the question is about
 ("and how do I test it?"). Each earlier turn counts CONTEXT_DECAY times less
-than the one after it, and the assistant's turns half as much as the user's.
+than the one after it, the assistant's turns half as much as the user's, and
+a long turn a little less than a short one.
 
 Candidates come from the full-text indexes (FTS5, any term matching). They
 are then scored with bm25 under those query weights: a term counts by how
@@ -44,6 +45,13 @@ ASSISTANT_FACTOR = 0.5
 # in every candidate: at 100,000 facts this cap takes prompt building from
 # about 70 to 48 ms with the MADial scores unchanged (docs/retrieval.md).
 CONTEXT_MAX_TERMS = 128
+# A long turn brings many terms, and a Chinese one twice as many again (a
+# bigram and a character for each character): left alone they outweigh the
+# short turns and the question itself. A context turn of more than
+# CONTEXT_PLAIN_TERMS terms has its weight divided by (terms /
+# CONTEXT_PLAIN_TERMS) ** CONTEXT_LENGTH_DAMPING (docs/retrieval.md).
+CONTEXT_PLAIN_TERMS = 8
+CONTEXT_LENGTH_DAMPING = 0.25
 KEY_WEIGHT = 2.0
 BM25_K1 = 1.2
 BM25_B = 0.75
@@ -91,7 +99,10 @@ def build_query(question: str, context: list[Turn]) -> Query:
     earlier: dict[str, float] = {}
     for distance, turn in enumerate(reversed(context[-CONTEXT_TURNS:]), 1):
         weight = CONTEXT_DECAY**distance * (ASSISTANT_FACTOR if turn.role == "assistant" else 1.0)
-        for term in textsearch.terms(turn.content):
+        said = textsearch.terms(turn.content)
+        if len(said) > CONTEXT_PLAIN_TERMS:
+            weight *= (CONTEXT_PLAIN_TERMS / len(said)) ** CONTEXT_LENGTH_DAMPING
+        for term in said:
             earlier[term] = earlier.get(term, 0.0) + weight
     if len(earlier) > CONTEXT_MAX_TERMS:
         # Kept in their first-seen order among equals, so the choice is stable.
