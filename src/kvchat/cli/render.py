@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from functools import cache
@@ -43,6 +44,8 @@ PlainOption = Annotated[
 # in between are rendered together, so a long unfinished code block is
 # highlighted again at most this often.
 REFRESHES_PER_SECOND = 10
+# Work that is over sooner needs no progress bar.
+PROGRESS_AFTER_SECONDS = 0.5
 
 
 def is_terminal(stream) -> bool:
@@ -113,6 +116,14 @@ def _offset_of_line(text: str, line: int) -> int:
     return offset
 
 
+def _load_rendering() -> None:
+    import rich.live  # noqa: F401
+    import rich.markdown  # noqa: F401
+    import rich.syntax  # noqa: F401
+
+    _parser()
+
+
 class _Rendered:
     """Markdown as the answer shows it: set off by one blank line from the
     blocks printed before it (`separate`), and with `fit` only its last
@@ -152,8 +163,9 @@ class _MarkdownStream:
         self.live: Live | None = None
 
     def add(self, piece: str) -> None:
-        # Line numbers from the parser count lines as it does (it reads \r as a line end).
-        self.pending += piece.replace("\r\n", "\n").replace("\r", "\n")
+        # Count lines as the parser does: it reads \r as a line end too.
+        piece = piece.replace("\r\n", "\n").replace("\r", "\n")
+        self.pending += piece
         finished = ""
         if "\n" in piece:
             complete = self.pending[: self.pending.rfind("\n") + 1]
@@ -227,6 +239,10 @@ class AnswerView:
         self.ends_line = True  # the raw text written so far ends with a newline
 
     def __enter__(self) -> AnswerView:
+        if self.markdown:
+            # Rich's Markdown and Pygments take a few hundred milliseconds to
+            # load: load them while the model thinks, not after its first token.
+            threading.Thread(target=_load_rendering, name="kvchat-load-rendering", daemon=True).start()
         self._start_spinner()
         return self
 
@@ -292,15 +308,14 @@ class AnswerView:
 
 class ProgressBar:
     """A progress bar on stderr for work that turns out long: it appears only
-    once the work has taken `after` seconds, and only when stderr is a
+    once the work has taken PROGRESS_AFTER_SECONDS, and only when stderr is a
     terminal. Pass `update` as the library's progress callback."""
 
-    def __init__(self, *, after: float = 0.5, output_on_stdout: bool = False) -> None:
+    def __init__(self, *, output_on_stdout: bool = False) -> None:
         # When the work's output goes to the terminal (an export not redirected),
         # that output shows the progress, and a bar would be drawn through it.
         self.enabled = is_terminal(sys.stderr) and not (output_on_stdout and sys.stdout.isatty())
         self.started = time.monotonic()
-        self.after = after
         self.progress = None
         self.task = None
         self.stage = None
@@ -313,7 +328,7 @@ class ProgressBar:
         if not self.enabled:
             return
         if self.progress is None:
-            if time.monotonic() - self.started < self.after or (total is not None and done >= total):
+            if time.monotonic() - self.started < PROGRESS_AFTER_SECONDS or (total is not None and done >= total):
                 return
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
