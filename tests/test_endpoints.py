@@ -144,9 +144,13 @@ def test_without_an_endpoint_the_default_server_is_used(kvchat, local, monkeypat
     monkeypatch.setenv("KVCHAT_ENDPOINT", "local")
     monkeypatch.setenv("OPENAI_BASE_URL", REMOTE)
     monkeypatch.delenv("OPENAI_API_KEY")
-    # OPENAI_BASE_URL wins over the endpoint: the remote server, with no key for it.
+    # OPENAI_BASE_URL wins over the endpoint, and says so: the remote server, with no key for it.
     done = kvchat("ask", "hello")
-    assert done.exit_code == 1 and "no API key: run `kvchat keys set`" in done.stderr
+    assert done.exit_code == 1 and done.stderr.splitlines() == [
+        "kvchat: warning: OPENAI_BASE_URL is set and wins over endpoint 'local'",
+        "kvchat: error: no API key: run `kvchat keys set` (or set OPENAI_API_KEY, and OPENAI_BASE_URL "
+        "for a server other than OpenAI)",
+    ]
     monkeypatch.delenv("OPENAI_BASE_URL")
     monkeypatch.setenv("KVCHAT_ENDPOINT", "default")  # "default": no endpoint, OpenAI itself
     done = kvchat("config", "--json")

@@ -19,8 +19,8 @@ EndpointOption = Annotated[
     Optional[str],
     typer.Option(
         "--endpoint",
-        help="A named server from `kvchat endpoints` (default: KVCHAT_ENDPOINT, the session, the config file; "
-        "default means none).",
+        help="A named server from `kvchat endpoints` (default: the session's, KVCHAT_ENDPOINT or the config file's; "
+        "`default` means none). OPENAI_BASE_URL, when set, wins.",
     ),
 ]
 
@@ -40,29 +40,25 @@ def api_key(settings: Settings) -> str:
     raise CliError(missing_key_hint(settings))
 
 
-def timeout() -> float:
-    """Seconds to wait for the model: KVCHAT_TIMEOUT, the config file, or 600."""
-    from ..config import resolve
-
-    return resolve({}, None).timeout
-
-
 def model_client(settings: Settings) -> tuple[ModelClient, str]:
     """A client for the server of `settings`, and the key it uses."""
+    from ..endpoints import DEFAULT
     from ..model_client import ModelClient
+
+    if settings.endpoint not in (None, DEFAULT) and settings.source("base_url") == "env OPENAI_BASE_URL":
+        typer.echo(f"kvchat: warning: OPENAI_BASE_URL is set and wins over endpoint {settings.endpoint!r}", err=True)
 
     key = api_key(settings)
     return ModelClient(api_key=key, base_url=settings.base_url, timeout=settings.timeout), key
 
 
-def warn_if_context_unknown(settings: Settings) -> None:
+def warn_if_context_unknown(model: str, context_tokens: int | None) -> None:
     """Say that the default context window applies to a model kvchat does not
-    know, unless the user gave one: once per conversation (see conversation()),
-    and again when chat switches to such a model."""
+    know, unless the user gave one (`context_tokens`): once per conversation
+    (see conversation()), and again when chat switches to such a model."""
     from ..tokens import DEFAULT_CONTEXT_WINDOW, known_model
 
-    model = settings.model
-    if settings.context_tokens is not None or known_model(model) is not None:
+    if context_tokens is not None or known_model(model) is not None:
         return
     typer.echo(
         f"kvchat: warning: kvchat does not know the context window of {model!r} and assumes "
@@ -81,6 +77,6 @@ def conversation(store: Store, settings: Settings | None = None) -> Conversation
 
     settings = resolve({}, None) if settings is None else settings
     client, key = model_client(settings)
-    warn_if_context_unknown(settings)
+    warn_if_context_unknown(settings.model, settings.context_tokens)
     # Every stored key is blanked wherever it turns up, not only the one in use.
     return Conversation(store, client, secrets=[key, *usable_keys()])
