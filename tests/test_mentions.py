@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kvchat.mentions import periods, speakers
 
@@ -136,3 +138,12 @@ def test_a_time_between_speaker_and_verb_still_names_the_speaker():
     assert [s.role for s in speakers(text, periods=periods(text, NOW))] == ["assistant"]  # ... unless read as one
     text = "Bart40天前说过什么"
     assert [s.name for s in speakers(text, ["Bart"], periods(text, NOW))] == ["Bart"]
+
+
+@given(text=st.text(max_size=60) | st.lists(st.sampled_from(
+    ["两两两天前", "13月", "2月30日", "2026-13-45", "on February 30", "999 years ago", "上上周", "周", "你", "说过",
+     "yesterday", "last", "week", " ", "3", "月", "日", "年", "前", "Lisa"]), max_size=8).map("".join))
+def test_any_text_reads_without_error(text):
+    for period in periods(text, NOW):
+        assert period.start < period.end and period.words == text[period.span[0]:period.span[1]]
+    speakers(text, ["Lisa", "小明"], periods(text, NOW))

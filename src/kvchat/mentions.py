@@ -183,7 +183,10 @@ def periods(text: str, now: datetime) -> list[Period]:
             span = match.span()
             if any(start < span[1] and span[0] < end for start, end in taken):
                 continue
-            days = _read(name, match, today)
+            try:
+                days = _read(name, match, today)
+            except (ValueError, KeyError, OverflowError):  # no such date: 2 月 30 日, 两两两天前
+                continue
             if days is None:
                 continue
             taken.append(span)
@@ -194,22 +197,16 @@ def periods(text: str, now: datetime) -> list[Period]:
 def _read(name: str, match: re.Match, today: date) -> tuple[date, date] | None:
     """First and last day of what `match` (from pattern `name`) names."""
     groups = match.groupdict()
-    try:
+    if name in ("iso", "full_date", "month_day", "day_month"):
         if name in ("iso", "full_date"):
-            year = int(groups["year"]) if groups.get("year") else None
             month, day = _chinese_number(groups["m"]), _chinese_number(groups["d"])
-            if year is None:
-                found = _latest(month, day, today)
-                return None if found is None else (found, found)
-            return date(year, month, day), date(year, month, day)
-        if name in ("month_day", "day_month"):
+        else:
             month, day = _MONTHS[groups["month"].lower()], int(groups["day"])
-            if groups.get("year"):
-                return date(int(groups["year"]), month, day), date(int(groups["year"]), month, day)
-            found = _latest(month, day, today)
-            return None if found is None else (found, found)
-    except (ValueError, KeyError):
-        return None
+        if groups.get("year"):
+            exact = date(int(groups["year"]), month, day)
+            return exact, exact
+        found = _latest(month, day, today)
+        return None if found is None else (found, found)
     if name == "days_back":
         day = today - timedelta(days=_days_back(match.group()))
         return day, day
