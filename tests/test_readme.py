@@ -1,4 +1,5 @@
-"""The README's examples run as written, so the README cannot drift from kvchat.
+"""The README's examples (and docs/troubleshooting.md's) run as written, so
+the documentation cannot drift from kvchat.
 
 The convention, for whoever edits README.md:
 
@@ -36,6 +37,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+# Its examples follow the same convention, and run too.
+TROUBLESHOOTING = ROOT / "docs" / "troubleshooting.md"
 SAMPLE = Path(__file__).resolve().parent / "data" / "readme_sample.md"
 # Where pip put the `kvchat` command, next to this Python.
 VENV_BIN = Path(sys.executable).parent
@@ -152,8 +155,8 @@ def test_the_readme_has_examples_that_run():
     assert examples(README), "README.md has no ```console examples (see this file's docstring)"
 
 
-@pytest.mark.parametrize("example", examples(README), ids=lambda example: example.source)
-def test_a_readme_example_runs_as_written(example, model, tmp_path):
+@pytest.mark.parametrize("example", examples(README) + examples(TROUBLESHOOTING), ids=lambda example: example.source)
+def test_a_documented_example_runs_as_written(example, model, tmp_path):
     run_example(example, tmp_path)
 
 
