@@ -308,8 +308,9 @@ class ModelCall:
 
 @dataclass
 class UsageRow:
-    """Model calls summed over one group: a session (`key` its id, None for
-    deleted sessions), a model, a local day or a kind, split by kind and by
+    """Model calls summed over one group: a session (`key` its id; None for
+    calls of deleted sessions, and embeddings made for `kvchat recall` outside
+    any), a model, a local day (ISO date) or a kind, split by kind and by
     model (prices are per model)."""
 
     key: object
