@@ -172,3 +172,26 @@ def test_at_a_terminal_usage_is_a_table_with_a_total_and_says_what_the_costs_are
     assert "est. cost" in screen and "total" in screen
     assert "Tokens by kind of call: answers" in screen and "fact extraction" in screen
     assert f"list prices checked {pricing.PRICES_CHECKED}" in " ".join(screen.split())
+
+
+def test_a_cut_answer_is_recorded_as_counted_and_a_failed_call_not_at_all(kvchat, model, home):
+    model.queue_cut_stream("The first half of an ans")
+    done = kvchat("ask", "-s", "cut", "Tell me everything", "--no-extract")
+    assert done.exit_code == 1
+    [cut] = calls(home)
+    question_turns = json.loads(kvchat("history", "-s", "cut", "--json").stdout)
+    assert question_turns[1]["status"] == "interrupted"
+    # The server's usage report never came: kvchat's own counts of the prompt and the part that arrived.
+    assert cut == ("answer", "cut", MODEL, question_turns[1]["prompt_tokens"],
+                   tokens.count_tokens("The first half of an ans", MODEL), 0)
+    model.queue_error(400, "no such thing")
+    assert kvchat("ask", "-s", "cut", "again?", "--no-extract").exit_code == 1
+    assert len(calls(home)) == 1, "a refused request cost nothing"
+
+
+def test_an_extraction_reply_that_is_not_json_still_cost_its_tokens(kvchat, model, home):
+    model.queue_json_reply("Sure! Here are the facts you asked for")
+    assert kvchat("ask", "-s", "x", "I use neovim", "--extract", "model").exit_code == 0
+    kinds = [call[0] for call in calls(home)]
+    assert kinds == ["answer", "extract"]
+    assert calls(home)[1][4] == tokens.count_tokens("Sure! Here are the facts you asked for", MODEL)
