@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from datetime import datetime, timezone
 
 import pytest
 
@@ -163,7 +164,33 @@ def test_answers_stored_before_calls_were_recorded_are_counted_after_the_upgrade
         [row] = store.usage("model")
         assert (row.key, row.calls, row.prompt_tokens, row.completion_tokens) == ("gpt-4o", 1, 120, 7)
         assert row.counted_calls == 1, "whether the server reported it was not kept: not claimed"
+        [day] = store.usage("day")
+        assert day.key == datetime(2024, 1, 1, 10, 0, 1, tzinfo=timezone.utc).astimezone().date().isoformat()
     assert calls(home) == [("answer", "old", "gpt-4o", 120, 7, None)]
+
+
+@pytest.mark.parametrize("zone, days", [
+    ("UTC", {"2026-03-09": 2, "2026-03-10": 2}),
+    ("Asia/Kathmandu", {"2026-03-10": 4}),  # UTC+5:45: 18:20 UTC is 00:05 the next day
+    ("America/St_Johns", {"2026-03-09": 4}),  # UTC-2:30 in March (summer time)
+])
+def test_days_are_local_days_whatever_the_zone_offset(store, monkeypatch, zone, days):
+    import time
+
+    from kvchat.schema import model_calls
+
+    with store.engine.begin() as db:
+        for at in ("2026-03-09 18:20:00", "2026-03-09 23:59:00", "2026-03-10 00:14:00", "2026-03-10 00:16:00"):
+            db.execute(model_calls.insert().values(
+                kind="answer", model=MODEL, prompt_tokens=1, completion_tokens=1, reported=True,
+                created_at=datetime.fromisoformat(at)))
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        assert {row.key: row.calls for row in store.usage("day")} == days
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_at_a_terminal_usage_is_a_table_with_a_total_and_says_what_the_costs_are(kvchat, kvchat_terminal, model):

@@ -666,10 +666,14 @@ class Store:
         if by not in self.USAGE_GROUPS:
             raise ValueError(by)
         if by == "day":
-            # Summed by the hour in SQL, then by local day here, where the
+            # Summed by the quarter hour in SQL (every time zone's offset is
+            # a multiple of 15 minutes), then by local day here, where the
             # zone's offset on each date (summer time included) is known.
-            group = (func.substr(calls.c.created_at, 1, 13) if database.is_sqlite(self.url)
-                     else func.date_trunc("hour", calls.c.created_at))
+            if database.is_sqlite(self.url):
+                group = func.strftime("%Y-%m-%d %H:", calls.c.created_at).concat(
+                    func.printf("%02d", func.strftime("%M", calls.c.created_at) / 15 * 15))
+            else:
+                group = func.date_trunc("minute", calls.c.created_at)
         else:
             group = {"session": calls.c.session_id, "model": calls.c.model, "kind": calls.c.kind}[by]
         counted = func.sum(case((calls.c.reported.is_(True), 0), else_=1))
@@ -684,8 +688,7 @@ class Store:
         with self._read() as db:
             for key, kind, model, count, prompt, completion, not_reported in db.execute(query):
                 if by == "day":
-                    hour = key if isinstance(key, datetime) else datetime.strptime(key, "%Y-%m-%d %H")
-                    key = _utc(hour).astimezone().date().isoformat()
+                    key = _stored_time(key).astimezone().date().isoformat()
                 row = rows.setdefault(key, UsageRow(key))
                 row.calls += count
                 row.prompt_tokens += prompt
