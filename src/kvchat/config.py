@@ -270,6 +270,11 @@ def resolve(
     return Settings(items)
 
 
+def endpoint_source(name: str) -> str:
+    """The source of a value that endpoint `name` gave."""
+    return f"endpoint {name!r}"
+
+
 def _apply_endpoint(items: dict[str, Setting]) -> None:
     """The chosen endpoint's base URL and model, where nothing more specific
     than the config file gave one."""
@@ -282,7 +287,7 @@ def _apply_endpoint(items: dict[str, Setting]) -> None:
         endpoint = endpoints.get(chosen.value)
     except endpoints.EndpointError as exc:
         raise endpoints.EndpointError(f"{chosen.source}: {exc}") from None
-    source = f"endpoint {endpoint.name!r}"
+    source = endpoint_source(endpoint.name)
     for name, value in (("base_url", endpoint.base_url), ("model", endpoint.model)):
         if value is not None and (items[name].source == "default" or items[name].source.startswith("config ")):
             items[name] = Setting(name, value, source)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import paths
-from .config import ConfigError
+from .config import ConfigError, endpoint_source
 from .endpoints import DEFAULT, check_name, is_loopback
 
 if TYPE_CHECKING:
@@ -163,7 +163,7 @@ def usable_keys() -> list[str]:
 def _uses_endpoint(settings: Settings) -> str | None:
     """The endpoint whose server the call goes to, if it goes to one."""
     name = settings.endpoint
-    if name is None or name == DEFAULT or settings.source("base_url") != f"endpoint {name!r}":
+    if name is None or name == DEFAULT or settings.source("base_url") != endpoint_source(name):
         return None  # no endpoint, or OPENAI_BASE_URL overrides it
     return name
 
