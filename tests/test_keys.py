@@ -27,6 +27,11 @@ def mode(path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
+def database_bytes(home) -> bytes:
+    """The database file and its write-ahead log, as stored on disk."""
+    return b"".join(path.read_bytes() for path in home.glob("kvchat.db*"))
+
+
 def store_key(kvchat, key: str = STORED_KEY, *args: str):
     done = kvchat("keys", "set", *args, input=key + "\n")
     assert done.exit_code == 0, done.stderr
@@ -187,9 +192,7 @@ def test_stored_keys_never_reach_the_database_or_the_output(kvchat, model, monke
     assert STORED_KEY not in sent and OTHER_KEY not in sent
     printed = done.stdout + done.stderr + kvchat("history", "--json").stdout + kvchat("config", "--json").stdout
     assert STORED_KEY not in printed and OTHER_KEY not in printed
-    data = (home / "kvchat.db").read_bytes()
-    wal = home / "kvchat.db-wal"
-    data += wal.read_bytes() if wal.exists() else b""
+    data = database_bytes(home)
     assert STORED_KEY.encode() not in data and OTHER_KEY.encode() not in data
 
 
@@ -227,3 +230,13 @@ def test_at_a_terminal_the_key_is_typed_hidden(home):
     assert status == 0, screen
     assert b"API key (input hidden)" in screen and STORED_KEY.encode() not in screen
     assert (home / "keys" / "default").read_text() == STORED_KEY + "\n"
+
+
+def test_a_rejected_stored_key_is_not_repeated_in_the_error(kvchat, model, monkeypatch, home):
+    store_key(kvchat)
+    monkeypatch.delenv("OPENAI_API_KEY")
+    model.require_api_key = OTHER_KEY  # the server echoes the key it was sent, as OpenAI's does
+    done = kvchat("ask", "hello")
+    assert done.exit_code == 1 and "rejected the API key" in done.stderr
+    assert STORED_KEY not in done.stderr
+    assert STORED_KEY.encode() not in database_bytes(home)
