@@ -226,6 +226,7 @@ def test_key_env_names_the_variable_that_holds_the_endpoints_key(kvchat, local, 
 def test_a_remote_endpoint_without_a_key_says_how_to_give_one(kvchat, monkeypatch):
     add(kvchat, "groq", "--base-url", REMOTE, "--key-env", "GROQ_API_KEY")
     monkeypatch.setenv("OPENAI_API_KEY", TEST_KEY)  # never sent to another server
+    monkeypatch.delenv("GROQ_API_KEY", raising=False)  # the developer's own must not count
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     done = kvchat("models", "--endpoint", "groq")
     assert done.exit_code == 1
