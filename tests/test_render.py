@@ -4,6 +4,8 @@ model thinks (terminal only), and a terminal left sane after Ctrl-C."""
 
 from __future__ import annotations
 
+import io
+import itertools
 import os
 import re
 import signal
@@ -11,6 +13,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kvchat.cli.render import _finished_lines
 
@@ -169,3 +173,42 @@ def test_help_loads_no_rendering_machinery():
 )
 def test_a_block_is_printed_for_good_only_once_nothing_can_change_it(text, finished):
     assert _finished_lines(text) == finished
+
+
+BLOCKS = [
+    "# Heading\n", "A paragraph of words\nthat goes on\n", "```python\nx = 1\n\ny = 2\n```\n", "- a\n- b\n",
+    "1. one\n2. two\n", "- loose\n\n  item\n", "> quoted\n", "---\n", "| a | b |\n|---|---|\n| 1 | 2 |\n",
+    "    indented code\n", "Setext\n======\n", "a <T> tag, **bold**\n", "~~~\nz\n~~~\n", "````\n```\nnested\n````\n",
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    blocks=st.lists(st.tuples(st.sampled_from(BLOCKS), st.sampled_from(["", "\n", "\n\n"])), min_size=1, max_size=8),
+    cuts=st.lists(st.integers(1, 12), min_size=1, max_size=40),
+)
+def test_printing_blocks_as_they_finish_shows_what_rendering_the_whole_answer_shows(blocks, cuts):
+    """Whatever the pieces, what is printed for good (all that stays on the
+    screen) is the whole answer rendered at once, blank lines aside."""
+    from rich.console import Console
+
+    from kvchat.cli.render import _MarkdownStream, _Rendered
+
+    answer = "".join(block + gap for block, gap in blocks)
+    stream = _MarkdownStream()
+    # Not a terminal: the live area draws nothing, so only what is printed for good is captured.
+    stream.console = Console(file=io.StringIO(), width=60, color_system=None)
+    start = 0
+    for cut in itertools.cycle(cuts):
+        if start >= len(answer):
+            break
+        stream.add(answer[start:start + cut])
+        start += cut
+    stream.finish()
+    whole = Console(file=io.StringIO(), width=60, color_system=None)
+    whole.print(_Rendered(answer, separate=False))
+
+    def shown(console):
+        return [line.rstrip() for line in console.file.getvalue().splitlines() if line.strip()]
+
+    assert shown(stream.console) == shown(whole)
