@@ -20,10 +20,7 @@ from .common import (
     read_text_argument,
 )
 from .connection import conversation as make_conversation
-from .render import AnswerView, PlainOption, write_raw
-
-# chat.py still writes answers raw through this name.
-write_answer = write_raw
+from .render import AnswerView, PlainOption
 
 # Every option that is also a setting defaults to None ("not given"), so the
 # session's own setting, the environment and the config file can apply (see

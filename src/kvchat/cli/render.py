@@ -53,7 +53,7 @@ def is_terminal(stream) -> bool:
     return stream.isatty() and os.environ.get("TERM", "").lower() not in ("dumb", "unknown")
 
 
-def write_raw(piece: str) -> None:
+def _write_raw(piece: str) -> None:
     """Answer text as it is, flushed at once: whoever reads the pipe sees it as it streams."""
     sys.stdout.write(piece)
     sys.stdout.flush()
@@ -256,7 +256,7 @@ class AnswerView:
                 self.stream = _MarkdownStream()
             self.stream.add(piece)
         else:
-            write_raw(piece)
+            _write_raw(piece)
             self.ends_line = piece.endswith("\n")
 
     def pause(self) -> None:
@@ -286,7 +286,7 @@ class AnswerView:
             with ctrl_c_deferred():
                 self.stream.finish()
         elif not self.ends_line:
-            write_raw("\n")
+            _write_raw("\n")
 
     def _start_spinner(self) -> None:
         if not self.spins or self.spinner is not None:
