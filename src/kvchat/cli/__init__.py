@@ -17,24 +17,7 @@ from typer._click.exceptions import ClickException  # Typer vendors Click; usage
 from typer.core import TyperGroup
 
 from . import ask, chat, code, config, endpoints, facts, keys, models, recall, roles, sessions, transfer, usage
-from .common import CliError
-
-
-def _known_errors() -> tuple[type[Exception], ...]:
-    from ..codeblocks import CodeBlockError
-    from ..config import ConfigError
-    from ..conversation import AskFailed
-    from ..database import DatabaseError
-    from ..model_client import ModelError
-    from ..prompt import PromptTooLarge
-    from ..roles import RoleError
-    from ..store import StoreError
-    from ..transfer import TransferError
-
-    return (
-        CliError, AskFailed, CodeBlockError, ConfigError, DatabaseError, ModelError, PromptTooLarge, RoleError,
-        StoreError, TransferError,
-    )
+from .errors import one_line_error
 
 
 class _OneLineErrors(TyperGroup):
@@ -56,18 +39,9 @@ class _OneLineErrors(TyperGroup):
         except Exception as exc:
             if os.environ.get("KVCHAT_DEBUG"):
                 raise
-            if isinstance(exc, _known_errors()):
-                typer.echo(f"kvchat: error: {exc}", err=True)
-                raise typer.Exit(1) from None
-            if isinstance(exc, OSError):
-                typer.echo(f"kvchat: error: {exc.strerror or exc}", err=True)
-                raise typer.Exit(1) from None
-            typer.echo(
-                f"kvchat: internal error: {type(exc).__name__}: {exc} "
-                "(set KVCHAT_DEBUG=1 to see the traceback)",
-                err=True,
-            )
-            raise typer.Exit(2) from None
+            line, status = one_line_error(exc)
+            typer.echo(line, err=True)
+            raise typer.Exit(status) from None
 
 
 def _version(value: bool) -> None:

@@ -37,7 +37,7 @@ from .ask import (
     resolve_settings,
 )
 from .common import ModelOption, SessionOption, open_store, session_to_use, setting_flags
-from .connection import conversation as make_conversation
+from .connection import EndpointOption, conversation as make_conversation
 from .render import AnswerView, PlainOption
 
 if TYPE_CHECKING:
@@ -95,6 +95,7 @@ def chat(
     session: SessionOption = None,
     new: Annotated[bool, typer.Option("--new", help="Start a fresh session (named after the time).")] = False,
     model: ModelOption = None,
+    endpoint: EndpointOption = None,
     role: RoleOption = None,
     system: SystemOption = None,
     memory: MemoryOption = None,
@@ -225,21 +226,11 @@ def _report(exc: Exception) -> None:
     failure, except that the chat goes on."""
     import os
 
-    from typer._click.exceptions import ClickException
-
-    from . import _known_errors
+    from .errors import one_line_error
 
     if os.environ.get("KVCHAT_DEBUG"):
         raise exc
-    if isinstance(exc, ClickException):
-        typer.echo(f"kvchat: error: {exc.format_message()}", err=True)
-    elif isinstance(exc, _known_errors()):
-        typer.echo(f"kvchat: error: {exc}", err=True)
-    elif isinstance(exc, OSError):
-        typer.echo(f"kvchat: error: {exc.strerror or exc}", err=True)
-    else:
-        typer.echo(f"kvchat: internal error: {type(exc).__name__}: {exc} "
-                   "(set KVCHAT_DEBUG=1 to see the traceback)", err=True)
+    typer.echo(one_line_error(exc)[0], err=True)
 
 
 def register(app: typer.Typer) -> None:
