@@ -47,7 +47,7 @@ def fact_json(fact) -> dict:
     return {"id": fact.id, **fact_record(fact), "turn_id": fact.turn_id}
 
 
-def _show(found, json_output: bool, scores: dict[int, float] | None = None) -> None:
+def show_facts(found, json_output: bool, scores: dict[int, float] | None = None) -> None:
     if json_output:
         items = []
         for fact in found:
@@ -126,7 +126,7 @@ def facts(
         if skipped:
             _show_skipped(store.skipped_facts(), json_output)
         else:
-            _show(store.facts(), json_output)
+            show_facts(store.facts(), json_output)
 
 
 @app.command("search")
@@ -143,7 +143,7 @@ def search(
         raise CliError("the query has no words to search for")
     with open_store() as store:
         hits = store.search_facts(match, limit=limit)
-    _show([hit.record for hit in hits], json_output, {hit.record.id: hit.score for hit in hits})
+    show_facts([hit.record for hit in hits], json_output, {hit.record.id: hit.score for hit in hits})
 
 
 def _key(raw: str) -> str:

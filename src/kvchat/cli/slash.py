@@ -154,7 +154,7 @@ def _facts(state: ChatState, arguments: str) -> None:
     if arguments:
         facts.search(arguments, json_output=False)
     else:
-        facts._show(state.store.facts(), json_output=False)
+        facts.show_facts(state.store.facts(), json_output=False)
 
 
 def _remember(state: ChatState, arguments: str) -> None:
