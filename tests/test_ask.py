@@ -269,3 +269,19 @@ def test_a_ctrl_c_while_the_partial_answer_is_saved_waits_until_it_is_saved():
             finished.append("the save went on")
     assert finished == ["the save went on"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_session_is_named_by_its_start_or_id_and_a_new_name_starts_one(model, kvchat, store):
+    assert kvchat("ask", "first", "-s", "refactoring-parser", "--no-extract").exit_code == 0
+    done = kvchat("ask", "second", "-s", "refac", "--no-extract")
+    assert done.exit_code == 0 and "using session 'refactoring-parser'" in done.stderr
+    session_id = store.session("refactoring-parser").id
+    assert kvchat("ask", "third", "-s", f"#{session_id}", "--no-extract").exit_code == 0
+    assert store.session("refactoring-parser").turn_count == 6
+    assert store.session("refac") is None
+    # Once two names start the same way, the start names neither.
+    assert kvchat("ask", "elsewhere", "-s", "refactoring-tests", "--no-extract").exit_code == 0
+    done = kvchat("ask", "which?", "-s", "refac", "--no-extract")
+    assert done.exit_code == 1
+    assert done.stderr.startswith("kvchat: error: 'refac' is the start of several sessions")
+    assert model.chat_requests[-1]["messages"][-1]["content"] == "elsewhere"

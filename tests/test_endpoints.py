@@ -233,3 +233,15 @@ def test_a_remote_endpoint_without_a_key_says_how_to_give_one(kvchat, monkeypatc
     assert done.stderr == (
         "kvchat: error: no API key for endpoint 'groq': run `kvchat keys set --endpoint groq`, or set GROQ_API_KEY\n"
     )
+
+
+def test_the_endpoint_flag_of_ask_chat_and_recall_sends_them_there(kvchat, local, monkeypatch):
+    # KVCHAT_ENDPOINT names no server here: the flag alone decides.
+    done = kvchat("ask", "hello there", "--endpoint", "local")
+    assert done.exit_code == 0, done.stderr
+    assert local.chat_requests[-1]["model"] == "fake-mini"
+    done = kvchat("chat", "--endpoint", "local", "--no-extract", input="and again\n")
+    assert done.exit_code == 0, done.stderr
+    assert local.chat_requests[-1]["messages"][-1]["content"] == "and again"
+    done = kvchat("recall", "hello", "--endpoint", "nowhere")
+    assert done.exit_code == 1 and done.stderr.startswith("kvchat: error: flag --endpoint: unknown endpoint 'nowhere'")

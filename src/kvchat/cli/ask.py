@@ -18,8 +18,9 @@ from .common import (
     open_store,
     print_json,
     read_text_argument,
+    session_to_use,
 )
-from .connection import conversation as make_conversation
+from .connection import EndpointOption, conversation as make_conversation
 from .render import AnswerView, PlainOption
 
 # Every option that is also a setting defaults to None ("not given"), so the
@@ -239,6 +240,7 @@ def ask(
     session: SessionOption = None,
     new: Annotated[bool, typer.Option("--new", help="Start a fresh session (named after the time).")] = False,
     model: ModelOption = None,
+    endpoint: EndpointOption = None,
     role: RoleOption = None,
     system: SystemOption = None,
     memory: MemoryOption = None,
@@ -270,6 +272,8 @@ def ask(
     text = read_text_argument(question, "question")
     flags = setting_flags(locals())
     with open_store() as store:
+        if session is not None and not new:
+            flags["session"] = session_to_use(store, session)
         name, settings, keep = resolve_settings(store, flags, new=new)
         options = ask_options(store, settings, system=system, stream=not no_stream, no_extract=no_extract)
         conversation = make_conversation(store, settings)

@@ -22,6 +22,7 @@ from .common import (
     read_lines,
     read_text_argument,
 )
+from .connection import EndpointOption
 
 
 def item_json(item) -> dict:
@@ -87,6 +88,7 @@ def recall(
     question: Annotated[Optional[str], typer.Argument(help="The question; - reads it from standard input.")] = None,
     session: SessionOption = None,
     model: ModelOption = None,
+    endpoint: EndpointOption = None,
     role: ask.RoleOption = None,
     system: ask.SystemOption = None,
     memory: ask.MemoryOption = None,
