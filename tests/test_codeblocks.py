@@ -284,7 +284,7 @@ def test_code_errors_are_one_line(model, kvchat):
     kvchat("ask", "q2", "--no-extract")
     assert error_of(kvchat("code", "--index", "3")).endswith("no code block 3: answer 4 has only one")
     assert error_of(kvchat("code", "--index", "0")).startswith("kvchat: error: no code block 0")
-    assert error_of(kvchat("code", "-s", "other")) == "kvchat: error: no session named 'other' (see `kvchat sessions`)"
+    assert error_of(kvchat("code", "-s", "other")) == "kvchat: error: no session named 'other' or starting with it (see `kvchat sessions`)"
 
 
 def test_code_last_refuses_an_older_answer_after_a_failed_question(model, kvchat):

@@ -32,6 +32,21 @@ def test_recall_finds_older_turns_with_memory_tokens_zero(kvchat, tmp_path):
     assert json.loads(kvchat("recall", "when does the deploy key rotate?", "-s", "s", "--json").stdout) == []
 
 
+
+def test_recall_names_a_session_by_its_start_or_id(kvchat, tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text(
+        '{"session": "sprint-notes", "role": "user", "content": "The deploy key rotates every Tuesday", "ref": "a"}\n'
+        '{"session": "sprint-notes", "role": "assistant", "content": "Noted: Tuesday rotation.", "ref": "b"}\n'
+    )
+    kvchat("import", str(path))
+    for ref in ("sprint", "#1"):
+        done = kvchat("recall", "deploy key rotate", "-s", ref, "--memory-tokens", "0", "--json")
+        assert [item["ref"] for item in json.loads(done.stdout)] == ["a"], ref
+    # A name no session has, nor starts, recalls facts only.
+    assert json.loads(kvchat("recall", "deploy key rotate", "-s", "other", "--json").stdout) == []
+
+
 def test_recall_many_queries_in_one_process(kvchat, tmp_path):
     kvchat("facts", "set", "user.editor", "helix")
     queries = tmp_path / "q.jsonl"

@@ -9,7 +9,10 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from .common import CliError, JsonOption, SessionOption, console, find_session, on_terminal, open_store, print_json, setting
+from .common import (
+    CliError, JsonOption, SessionOption, console, find_session, given_or_configured_session, on_terminal, open_store,
+    print_json,
+)
 
 if TYPE_CHECKING:
     from ..codeblocks import CodeBlock
@@ -55,8 +58,9 @@ def _answer(store: Store, turn_id: int | None, session: str | None) -> Turn:
         if session is not None and turn.session_id != find_session(store, session).id:
             raise CliError(f"turn {turn_id} is not in session {session!r}")
         return turn
-    name = setting("session", session)
-    for turn in store.turns_newest_first(find_session(store, name).id):
+    found = given_or_configured_session(store, session)
+    name = found.name
+    for turn in store.turns_newest_first(found.id):
         if turn.role == "assistant":
             return turn
         if turn.role == "user":

@@ -55,8 +55,13 @@ def _prompt(store, question: str, session_name: str | None, flags: dict, system:
     from .. import config, tokens
     from ..prompt import build_prompt
 
-    name = session_name or config.resolve(flags, None).session
-    session = store.session(name)
+    if session_name is not None:
+        # By name, #ID or a unique start; a name no session has recalls facts only.
+        session, _ = store.find_session(session_name)
+        name = session.name if session else session_name
+    else:
+        name = config.resolve(flags, None).session
+        session = store.session(name)
     settings = config.resolve(flags, session.settings if session else None, name)
     options = ask.ask_options(store, settings, system=system, stream=False, no_extract=True)
     options.prompt.recall_limit = limit
