@@ -245,3 +245,14 @@ def test_the_endpoint_flag_of_ask_chat_and_recall_sends_them_there(kvchat, local
     assert local.chat_requests[-1]["messages"][-1]["content"] == "and again"
     done = kvchat("recall", "hello", "--endpoint", "nowhere")
     assert done.exit_code == 1 and done.stderr.startswith("kvchat: error: flag --endpoint: unknown endpoint 'nowhere'")
+
+
+def test_sessions_set_keeps_an_endpoint_and_refuses_an_unknown_one(kvchat, local, store):
+    done = kvchat("sessions", "set", "work", "--endpoint", "local")
+    assert done.exit_code == 0, done.stderr
+    assert store.session("work").settings == {"endpoint": "local"}
+    assert kvchat("ask", "hello", "-s", "work").exit_code == 0
+    assert local.chat_requests[-1]["model"] == "fake-mini"
+    done = kvchat("sessions", "set", "work", "--endpoint", "nowhere")
+    assert done.exit_code == 1 and "unknown endpoint 'nowhere'" in done.stderr
+    assert store.session("work").settings == {"endpoint": "local"}

@@ -26,6 +26,7 @@ from .common import (
     print_json,
     session_to_use,
 )
+from .connection import EndpointOption
 
 SessionArgument = Annotated[
     str, typer.Argument(help="The session: its name, #ID, or the start of exactly one name.", show_default=False)
@@ -190,6 +191,7 @@ def set_settings(
     name: Annotated[str, typer.Argument(
         help="The session: its name, #ID, or the start of exactly one name; a new session if none matches.")],
     model: ModelOption = None,
+    endpoint: EndpointOption = None,
     role: ask.RoleOption = None,
     memory: ask.MemoryOption = None,
     window: ask.WindowOption = None,
@@ -210,7 +212,7 @@ def set_settings(
 ) -> None:
     """Keep settings with a session: every later ask or chat in it uses them
     (flags on a call still win for that call)."""
-    from .. import config
+    from .. import config, endpoints
     from ..roles import role_text
 
     given = setting_flags(locals())
@@ -225,8 +227,11 @@ def set_settings(
     if not changes and not reset:
         raise CliError("nothing to set: give settings such as --memory summary, --unset NAME, or --reset")
     with open_store() as store:
+        # An unknown role or endpoint is refused now, not at the next ask.
         if role is not None:
-            role_text(store, role)  # an unknown role is refused now, not at the next ask
+            role_text(store, role)
+        if endpoint not in (None, "default"):
+            endpoints.get(endpoint)
         session = store.update_settings(session_to_use(store, name), changes, reset=reset)
     if json_output:
         print_json({"session": session.name, "settings": session.settings})
