@@ -152,7 +152,8 @@ _ERROR_TYPES = {
 }
 
 
-def _rough_tokens(text: str) -> int:
+def rough_tokens(text: str) -> int:
+    """The tokens the fake reports for `text`: one per 4 characters, rounded up."""
     return (len(text) + 3) // 4
 
 
@@ -208,6 +209,7 @@ class FakeOpenAIServer:
     json_schema_status: int = 400  # ...this status (400 or 500); json_object is accepted
     reject_response_format: bool = False  # 400 to any response_format
     no_stream_usage: bool = False  # never send a usage chunk, even when asked
+    no_usage: bool = False  # report no usage at all: completions, streams and embeddings
     reject_max_completion_tokens: bool = False  # 400 naming it (older compatible servers)
     reject_max_tokens: bool = False  # 400 naming it (OpenAI's reasoning models)
     reject_stream_options: bool = False  # 400 naming it
@@ -466,11 +468,11 @@ class FakeOpenAIServer:
             if as_base64:  # what OpenAI sends: little-endian float32
                 vector = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
             data.append({"object": "embedding", "index": index, "embedding": vector})
-        used = sum(_rough_tokens(text) for text in texts)
-        self._send_json(h, 200, {
-            "object": "list", "data": data, "model": model,
-            "usage": {"prompt_tokens": used, "total_tokens": used},
-        })
+        out: dict[str, Any] = {"object": "list", "data": data, "model": model}
+        if not self.no_usage:
+            used = sum(rough_tokens(text) for text in texts)
+            out["usage"] = {"prompt_tokens": used, "total_tokens": used}
+        self._send_json(h, 200, out)
 
     def _rejection(self, body: dict) -> _Error | None:
         fmt = body.get("response_format")
@@ -510,8 +512,8 @@ class FakeOpenAIServer:
     # -- response bodies ---------------------------------------------------
 
     def _usage(self, body: dict, text: str) -> dict:
-        prompt = sum(_rough_tokens(_content_text(m.get("content"))) for m in body["messages"] if isinstance(m, dict))
-        completion = _rough_tokens(text)
+        prompt = sum(rough_tokens(_content_text(m.get("content"))) for m in body["messages"] if isinstance(m, dict))
+        completion = rough_tokens(text)
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
     def _envelope(self, body: dict, obj: str, choices: list) -> dict:
@@ -528,7 +530,8 @@ class FakeOpenAIServer:
         out = self._envelope(
             body, "chat.completion", [{"index": 0, "message": message, "finish_reason": answer.finish_reason}]
         )
-        out["usage"] = self._usage(body, answer.text)
+        if not self.no_usage:
+            out["usage"] = self._usage(body, answer.text)
         return out
 
     def _stream(self, h: _Handler, body: dict, item: _Answer | _Cut) -> None:
@@ -561,7 +564,7 @@ class FakeOpenAIServer:
             return
         event(chunk({}, item.finish_reason))
         options = body.get("stream_options")
-        if isinstance(options, dict) and options.get("include_usage") and not self.no_stream_usage:
+        if isinstance(options, dict) and options.get("include_usage") and not (self.no_stream_usage or self.no_usage):
             usage_chunk = self._envelope(body, "chat.completion.chunk", [])
             usage_chunk["usage"] = self._usage(body, item.text)
             event(usage_chunk)

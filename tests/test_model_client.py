@@ -8,9 +8,9 @@ import threading
 import time
 
 import pytest
-from fake_openai import DEFAULT_JSON_REPLY, FakeOpenAIServer
+from fake_openai import DEFAULT_JSON_REPLY, FakeOpenAIServer, rough_tokens
 
-from kvchat.model_client import ModelClient, ModelError, Reply, is_openai_url
+from kvchat.model_client import Embeddings, ModelClient, ModelError, Reply, is_openai_url
 
 KEY = "sk-test-0123456789abcdef"
 USER = [{"role": "user", "content": "hello there"}]
@@ -286,7 +286,7 @@ def test_a_server_that_never_reports_stream_usage(server, client):
 # -- complete_json -----------------------------------------------------------
 
 
-def complete_json(client: ModelClient, **kwargs) -> str:
+def complete_json(client: ModelClient, **kwargs) -> Reply:
     return client.complete_json(USER, model="fake-model", schema=SCHEMA, schema_name="memory_update", **kwargs)
 
 
@@ -295,7 +295,7 @@ def format_types(server: FakeOpenAIServer) -> list[str]:
 
 
 def test_complete_json_asks_for_the_strict_schema(server, client):
-    assert complete_json(client, max_tokens=300) == DEFAULT_JSON_REPLY
+    assert complete_json(client, max_tokens=300).text == DEFAULT_JSON_REPLY
     (body,) = server.json_requests
     assert body["response_format"] == {
         "type": "json_schema",
@@ -306,9 +306,19 @@ def test_complete_json_asks_for_the_strict_schema(server, client):
     assert server.chat_requests == []
 
 
+def test_complete_json_returns_the_servers_usage_with_the_answer(server, client):
+    reply = complete_json(client)
+    sent = sum(rough_tokens(message["content"]) for message in USER)
+    assert (reply.finish_reason, reply.model) == ("stop", "fake-model")
+    assert (reply.prompt_tokens, reply.completion_tokens) == (sent, rough_tokens(DEFAULT_JSON_REPLY))
+    server.no_usage = True
+    reply = complete_json(client)
+    assert reply.text == DEFAULT_JSON_REPLY and (reply.prompt_tokens, reply.completion_tokens) == (None, None)
+
+
 def test_complete_json_returns_the_raw_text_even_when_it_is_not_json(server, client):
     server.queue_json_reply('Sure! Here it is: {"facts": [')
-    assert complete_json(client) == 'Sure! Here it is: {"facts": ['
+    assert complete_json(client).text == 'Sure! Here it is: {"facts": ['
 
 
 @pytest.mark.parametrize("status", [400, 500])
@@ -317,16 +327,16 @@ def test_json_schema_refused_falls_back_to_json_object_and_remembers(server, mak
     server.reject_json_schema = True
     server.json_schema_status = status
     server.queue_json_reply('{"facts": ["a"]}')
-    assert complete_json(client) == '{"facts": ["a"]}'
+    assert complete_json(client).text == '{"facts": ["a"]}'
     assert format_types(server) == ["json_schema", "json_object"]
-    assert complete_json(client) == DEFAULT_JSON_REPLY
+    assert complete_json(client).text == DEFAULT_JSON_REPLY
     assert format_types(server) == ["json_schema", "json_object", "json_object"]
 
 
 def test_any_response_format_refused_falls_back_to_plain_text(server, client):
     server.reject_response_format = True
     server.queue_answer('{"facts": []}')  # a plain request is answered from the chat script
-    assert complete_json(client) == '{"facts": []}'
+    assert complete_json(client).text == '{"facts": []}'
     assert format_types(server) == ["json_schema", "json_object"]
     (plain,) = server.chat_requests
     assert plain["messages"] == USER and not plain.get("stream")
@@ -445,7 +455,7 @@ def test_retry_after_as_an_http_date_is_honoured(server, make_client):
 
 def test_embed_is_retried_like_chat(server, make_client):
     server.queue_error(503, "loading the model", retry_after="0.01", embeddings=True)
-    assert len(make_client(max_retries=1).embed(["hello"], model="fake-embed")) == 1
+    assert len(make_client(max_retries=1).embed(["hello"], model="fake-embed").vectors) == 1
     assert len(server.embedding_requests) == 2
 
 
@@ -486,10 +496,10 @@ def test_a_malformed_stream_is_a_bad_response(server, client):
 
 def test_embed_returns_one_unit_vector_per_text_in_order(server, client):
     texts = ["drives an old automobile", "what car do I own?", "a cat called Tom", "每天开车去公司"]
-    vectors = client.embed(texts, model="fake-embed")
+    vectors = client.embed(texts, model="fake-embed").vectors
     assert len(vectors) == 4 and {len(v) for v in vectors} == {server.embedding_dimensions}
     assert all(abs(sum(x * x for x in v) - 1) < 1e-6 for v in vectors)
-    assert client.embed(texts[1:2], model="fake-embed") == vectors[1:2]  # deterministic
+    assert client.embed(texts[1:2], model="fake-embed").vectors == vectors[1:2]  # deterministic
     [body, _] = server.embedding_requests
     # Plain floats: not every imitation of OpenAI decodes the client's default base64.
     assert body == {"model": "fake-embed", "input": texts, "encoding_format": "float"}
@@ -497,14 +507,22 @@ def test_embed_returns_one_unit_vector_per_text_in_order(server, client):
 
 def test_embed_sends_at_most_64_texts_a_request(server, client):
     texts = [f"note number {n}" for n in range(130)]
-    vectors = client.embed(texts, model="fake-embed")
+    embeddings = client.embed(texts, model="fake-embed")
     assert [len(body["input"]) for body in server.embedding_requests] == [64, 64, 2]
     assert server.embedded_texts == texts
-    assert vectors[129] == client.embed(["note number 129"], model="fake-embed")[0]
+    assert embeddings.vectors[129] == client.embed(["note number 129"], model="fake-embed").vectors[0]
+    # The usage of the three requests, summed.
+    assert embeddings.prompt_tokens == sum(rough_tokens(text) for text in texts)
+
+
+def test_embed_without_reported_usage_says_so(server, client):
+    server.no_usage = True
+    embeddings = client.embed(["hello", "world"], model="fake-embed")
+    assert len(embeddings.vectors) == 2 and embeddings.prompt_tokens is None
 
 
 def test_embed_of_nothing_sends_nothing(server, client):
-    assert client.embed([], model="fake-embed") == []
+    assert client.embed([], model="fake-embed") == Embeddings([], 0)
     assert server.requests == []
 
 
@@ -564,7 +582,7 @@ def test_embed_puts_vectors_in_the_order_of_their_index(server, client):
     server.queue_malformed(
         '{"data": [{"index": 1, "embedding": [0.0, 1.0]}, {"index": 0, "embedding": [1.0, 0.0]}]}', embeddings=True
     )
-    assert client.embed(["first", "second"], model="fake-embed") == [[1.0, 0.0], [0.0, 1.0]]
+    assert client.embed(["first", "second"], model="fake-embed").vectors == [[1.0, 0.0], [0.0, 1.0]]
 
 
 def test_the_fake_embeddings_make_paraphrases_close_and_answer_base64_too(server):

@@ -25,10 +25,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from . import extraction, summaries, textsearch, tokens
+from .model_calls import reply_call
 from .model_client import ModelClient, ModelError, Reply
 from .prompt import Prompt, PromptOptions, PromptTooLarge, SemanticRecall, build_prompt, summary_fold_points
 from .redaction import redact
-from .store import ModelCall, NewTurn, Session, Store, Turn
+from .store import NewTurn, Session, Store, Turn
 
 # Extraction answers with a short JSON object; a model that runs on must not
 # keep `ask` waiting after the answer is shown.
@@ -283,18 +284,12 @@ class Conversation:
         model = options.extract_model or options.prompt.model
         messages = extraction.extraction_messages(question, answer, self._related_facts(question, answer))
         try:
-            raw = self.client.complete_json(
+            reply = self.client.complete_json(
                 messages, model=model, schema=extraction.EXTRACTION_SCHEMA, schema_name="facts",
                 max_tokens=EXTRACTION_ANSWER_TOKENS,
             )
-            # ModelClient.complete_json hands back only the text, so the
-            # tokens are counted here, not taken from the server's report.
-            self.store.record_model_call(ModelCall(
-                kind="extract", session_id=result.session.id, model=model,
-                prompt_tokens=tokens.messages_tokens(messages, model),
-                completion_tokens=tokens.count_tokens(raw, model), reported=False,
-            ))
-            found = extraction.parse_extraction(raw)
+            self.store.record_model_call(reply_call("extract", result.session.id, reply, messages, model))
+            found = extraction.parse_extraction(reply.text)
         except (ModelError, extraction.ExtractionError) as exc:
             result.notes.append(f"fact extraction stored nothing: {exc}")
             return

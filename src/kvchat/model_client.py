@@ -92,6 +92,12 @@ class Reply:
         return self.finish_reason is None
 
 
+@dataclass
+class Embeddings:
+    vectors: list[list[float]]  # one per text, in order
+    prompt_tokens: int | None  # None: the server did not report usage for every request
+
+
 def resolve_base_url(base_url: str | None) -> str:
     """The URL requests go to: `base_url`, else $OPENAI_BASE_URL, else OpenAI's own."""
     url = base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL
@@ -227,8 +233,8 @@ class ModelClient:
         schema: dict,
         schema_name: str,
         max_tokens: int | None = None,
-    ) -> str:
-        """The raw text of a JSON answer, for the caller to parse and validate.
+    ) -> Reply:
+        """The JSON answer, its text raw for the caller to parse and validate.
 
         Asks for `schema` strictly; a server that refuses (400/422/500/501) is
         asked for JSON mode instead, and then for plain text (the messages must
@@ -252,12 +258,13 @@ class ModelClient:
                     level += 1
                     continue
                 raise
-            text = self._reply_from(completion, model).text
+            reply = self._reply_from(completion, model)
             self._json_level, self._json_level_works = level, True
-            return text
+            return reply
 
-    def embed(self, texts: list[str], *, model: str) -> list[list[float]]:
-        """One vector per text, in order, from the server's embeddings endpoint.
+    def embed(self, texts: list[str], *, model: str) -> Embeddings:
+        """One vector per text, in order, from the server's embeddings endpoint,
+        with the prompt tokens the server reported for them.
 
         Texts go EMBED_BATCH to a request, so a large backlog is never one
         huge body. Vectors are asked for as plain floats: servers that imitate
@@ -269,6 +276,7 @@ class ModelClient:
 
         client = self._openai()
         vectors: list[list[float]] = []
+        reported: list[int | None] = []
         for start in range(0, len(texts), EMBED_BATCH):
             batch = texts[start : start + EMBED_BATCH]
             try:
@@ -280,9 +288,11 @@ class ModelClient:
                 hide = isinstance(err, openai.APIStatusError) and err.status_code in (401, 403)
                 raise self._error(err, model) from (None if hide else err)
             vectors += self._vectors_from(response, len(batch))
+            reported.append(_int_or_none(getattr(getattr(response, "usage", None), "prompt_tokens", None)))
         if len({len(vector) for vector in vectors}) > 1:
             raise self._malformed()
-        return vectors
+        prompt_tokens = None if None in reported else sum(reported)
+        return Embeddings(vectors, prompt_tokens)
 
     def models(self) -> list[str]:
         """The ids of the models the server offers, sorted. Raises `ModelError`."""

@@ -14,8 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import tokens
+from .model_calls import reply_call
 from .model_client import ModelClient, ModelError
-from .store import ModelCall, Store, Summary, Turn
+from .store import Store, Summary, Turn
 
 # The turns sent in one summary request, so that a request fits even small
 # local models together with the previous summary.
@@ -101,14 +102,7 @@ def _summarise(
         messages = summary_messages(previous, texts, limit)
         reply = client.chat(messages, model=model, max_tokens=summary_tokens, stream=False)
         update.calls += 1
-        store.record_model_call(ModelCall(
-            kind="summary", session_id=session_id, model=reply.model or model,
-            prompt_tokens=(reply.prompt_tokens if reply.prompt_tokens is not None
-                           else tokens.messages_tokens(messages, model)),
-            completion_tokens=(reply.completion_tokens if reply.completion_tokens is not None
-                               else tokens.count_tokens(reply.text, model)),
-            reported=reply.prompt_tokens is not None,
-        ))
+        store.record_model_call(reply_call("summary", session_id, reply, messages, model))
         text = tokens.truncate(reply.text.strip(), summary_tokens, model)
         if reply.finish_reason == "stop" and text:
             return text, reply.model or model

@@ -47,9 +47,10 @@ from typing import TYPE_CHECKING
 
 from . import recall as recall_module
 from . import tokens
+from .model_calls import embed_call
 from .model_client import EMBED_BATCH
 from .recall import MemoryItem
-from .store import Embedded, Fact, ModelCall, Store, Turn
+from .store import Embedded, Fact, Store, Turn
 
 if TYPE_CHECKING:
     import numpy
@@ -185,15 +186,10 @@ class SemanticRecall:
         for start in range(0, len(pending), EMBED_BATCH):
             chunk = pending[start : start + EMBED_BATCH]
             sent = [text for _, text in chunk]
-            vectors = self.client.embed(sent, model=self.embedding_model)
-            # ModelClient.embed hands back only the vectors: the tokens are counted here.
-            self.store.record_model_call(ModelCall(
-                kind="embed", session_id=self._session_id, model=self.embedding_model,
-                prompt_tokens=sum(tokens.count_tokens(text, self.embedding_model) for text in sent),
-                completion_tokens=0, reported=False,
-            ))
+            embeddings = self.client.embed(sent, model=self.embedding_model)
+            self.store.record_model_call(embed_call(self._session_id, embeddings, sent, self.embedding_model))
             rows = []
-            for (i, _), vector in zip(chunk, vectors):
+            for (i, _), vector in zip(chunk, embeddings.vectors):
                 unit = _unit(vector)
                 if i is None:
                     query_rows.append(unit)
