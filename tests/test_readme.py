@@ -1,4 +1,4 @@
-"""The README's examples (and docs/troubleshooting.md's) run as written, so
+"""The README's examples run as written, so
 the documentation cannot drift from kvchat.
 
 The convention, for whoever edits README.md:
@@ -16,7 +16,11 @@ The convention, for whoever edits README.md:
   text: within a line (`... user 6 tokens`) or as a whole line (any lines).
 - The commands of a block run in order, in one fresh kvchat home and working
   directory, against the fake model server, which answers every question with
-  `echo: ` and the question. Facts are learned by the rules
+  `echo: ` and the question. An HTML comment `<!-- answer: FILE -->` (FILE
+  relative to the repository; invisible on the rendered page) before a block
+  makes the text of FILE the answer to the block's first question, one
+  comment per question in order: for examples that need a real answer, such
+  as `kvchat code`. Facts are learned by the rules
   (KVCHAT_EXTRACT=rules), since the fake server's model extraction learns
   nothing.
 - Every command must succeed, except in a block whose info string is
@@ -30,7 +34,7 @@ import re
 import shlex
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -38,13 +42,13 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 # Its examples follow the same convention, and run too.
-TROUBLESHOOTING = ROOT / "docs" / "troubleshooting.md"
 SAMPLE = Path(__file__).resolve().parent / "data" / "readme_sample.md"
 # Where pip put the `kvchat` command, next to this Python.
 VENV_BIN = Path(sys.executable).parent
 
 PROGRAMS = {"kvchat", "echo", "printf", "python", "python3"}
 SETTING = re.compile(r"[A-Z][A-Z0-9_]*=")
+ANSWER_COMMENT = re.compile(r"<!--\s*answer:\s*(\S+)\s*-->")
 
 
 @dataclass
@@ -58,6 +62,7 @@ class Example:
     source: str  # file:line of the opening fence
     commands: list[Command]
     fails: bool  # `console error`: the last command must fail
+    answers: list[str] = field(default_factory=list)  # the model's answers to its first questions
 
 
 def examples(path: Path) -> list[Example]:
@@ -65,7 +70,10 @@ def examples(path: Path) -> list[Example]:
     from markdown_it import MarkdownIt
 
     found = []
+    answers: list[str] = []  # from comments since the last block
     for token in MarkdownIt("commonmark").parse(path.read_text(encoding="utf-8")):
+        if token.type == "html_block":
+            answers += [(ROOT / name).read_text(encoding="utf-8") for name in ANSWER_COMMENT.findall(token.content)]
         info = token.info.split()
         if token.type != "fence" or info[:1] != ["console"]:
             continue
@@ -75,7 +83,9 @@ def examples(path: Path) -> list[Example]:
             source=f"{path.name}:{token.map[0] + 1}",
             commands=_commands(token.content.splitlines()),
             fails=info[1:] == ["error"],
+            answers=answers,
         ))
+        answers = []
     return found
 
 
@@ -130,9 +140,12 @@ def _spaced(line: str) -> str:
     return " ".join(line.split())
 
 
-def run_example(example: Example, directory: Path) -> None:
-    """Run the commands of `example` in `directory`; fail as a test would,
-    naming the command, what it printed and what was missing."""
+def run_example(example: Example, directory: Path, model) -> None:
+    """Run the commands of `example` in `directory` against the fake server
+    `model`; fail as a test would, naming the command, what it printed and
+    what was missing."""
+    for answer in example.answers:
+        model.queue_answer(answer)
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "KVCHAT_EXTRACT": "rules"}
     for number, command in enumerate(example.commands, 1):
         check_runnable(command.line)
@@ -155,9 +168,9 @@ def test_the_readme_has_examples_that_run():
     assert examples(README), "README.md has no ```console examples (see this file's docstring)"
 
 
-@pytest.mark.parametrize("example", examples(README) + examples(TROUBLESHOOTING), ids=lambda example: example.source)
+@pytest.mark.parametrize("example", examples(README), ids=lambda example: example.source)
 def test_a_documented_example_runs_as_written(example, model, tmp_path):
-    run_example(example, tmp_path)
+    run_example(example, tmp_path, model)
 
 
 # -- the extractor and checker themselves, on tests/data/readme_sample.md -------
@@ -165,8 +178,10 @@ def test_a_documented_example_runs_as_written(example, model, tmp_path):
 
 def test_console_blocks_are_found_with_commands_output_and_kind():
     found = examples(SAMPLE)
-    assert [e.source for e in found] == ["readme_sample.md:9", "readme_sample.md:28", "readme_sample.md:34"]
-    first, error, continued = found
+    assert [e.source for e in found] == [
+        "readme_sample.md:9", "readme_sample.md:28", "readme_sample.md:34", "readme_sample.md:45",
+    ]
+    first, error, continued, answered = found
     assert [c.line for c in first.commands] == [
         'kvchat ask "My name is Ada"', "kvchat history", "kvchat facts", 'echo "What is my name?" | kvchat ask -',
     ]
@@ -176,6 +191,8 @@ def test_console_blocks_are_found_with_commands_output_and_kind():
     assert [c.line for c in continued.commands] == [
         'kvchat ask --session notes   "Remember my editor is helix"', "kvchat facts",
     ]
+    assert [e.answers for e in (first, error, continued)] == [[], [], []]
+    assert answered.answers == [(SAMPLE.parent / "primes_answer.md").read_text(encoding="utf-8")]
 
 
 def test_other_blocks_and_indented_code_are_not_examples():
@@ -187,7 +204,7 @@ def test_the_sample_examples_run(model, tmp_path):
     for number, example in enumerate(examples(SAMPLE)):
         directory = tmp_path / str(number)
         directory.mkdir()
-        run_example(example, directory)
+        run_example(example, directory, model)
 
 
 @pytest.mark.parametrize("command", [
@@ -211,16 +228,16 @@ def test_kvchat_pipelines_are_allowed(command):
 def test_an_example_whose_output_differs_fails(model, tmp_path):
     wrong = Example("sample", [Command("kvchat ask hello", ["echo: goodbye"])], fails=False)
     with pytest.raises(AssertionError, match="did not print 'echo: goodbye'"):
-        run_example(wrong, tmp_path)
+        run_example(wrong, tmp_path, model)
 
 
 def test_a_failing_command_fails_the_example_unless_the_block_expects_it(model, tmp_path):
     command = Command("kvchat sessions rename nobody somebody", ["kvchat: error: ..."])
     with pytest.raises(AssertionError, match="exited 1, expected 0"):
-        run_example(Example("sample", [command], fails=False), tmp_path)
-    run_example(Example("sample", [command], fails=True), tmp_path)
+        run_example(Example("sample", [command], fails=False), tmp_path, model)
+    run_example(Example("sample", [command], fails=True), tmp_path, model)
     with pytest.raises(AssertionError, match="expected failure"):
-        run_example(Example("sample", [Command("kvchat --version", [])], fails=True), tmp_path)
+        run_example(Example("sample", [Command("kvchat --version", [])], fails=True), tmp_path, model)
 
 
 def test_expected_lines_must_come_in_order():
