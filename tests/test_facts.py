@@ -103,6 +103,10 @@ def test_facts_import_and_export_keep_ref_and_time(kvchat, tmp_path):
     by_key = {f["key"]: f for f in exported}
     assert by_key["user.name"]["ref"] == "mem-1"
     assert by_key["user.name"]["created_at"].startswith("2023-12-25T10:00:00")
+    # A listing has every field for every fact: an unset ref is null, not missing.
+    listed = {f["key"]: f for f in json.loads(kvchat("facts", "--json").stdout)}
+    assert (listed["user.name"]["ref"], listed["user.hobby"]["ref"]) == ("mem-1", None)
+    assert set(listed["user.name"]) == set(listed["user.hobby"])
 
 
 def test_a_bad_facts_file_imports_nothing(kvchat, tmp_path):

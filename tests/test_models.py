@@ -41,10 +41,10 @@ def test_models_known_shows_the_table_without_a_server(kvchat):
     assert len(lines) == len(KNOWN_MODELS)
     assert lines[0].split() == ["gpt-5", "400000", "o200k_base"]
     assert ["gpt-4", "8192", "cl100k_base"] in [line.split() for line in lines]
+    # The same shape as `kvchat models --json`: a list of objects named by `id`.
     listed = json.loads(kvchat("models", "--known", "--json").stdout)
-    assert listed["default"] == {"context_tokens": 8192, "encoding": "o200k_base"}
-    assert {"name": "gpt-4o", "context_tokens": 128000, "encoding": "o200k_base"} in listed["models"]
-    assert len(listed["models"]) == len(KNOWN_MODELS)
+    assert [entry["id"] for entry in listed] == list(KNOWN_MODELS)
+    assert {"id": "gpt-4o", "context_tokens": 128000, "encoding": "o200k_base"} in listed
 
 
 UNKNOWN_CONTEXT = (

@@ -44,7 +44,8 @@ app = typer.Typer(
 def fact_json(fact) -> dict:
     from ..transfer import fact_record
 
-    return {"id": fact.id, **fact_record(fact), "turn_id": fact.turn_id}
+    # The export record leaves out an unset ref; a listing's fields are always there.
+    return {"id": fact.id, **fact_record(fact), "ref": fact.ref, "turn_id": fact.turn_id}
 
 
 def show_facts(found, json_output: bool, scores: dict[int, float] | None = None) -> None:
