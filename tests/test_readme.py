@@ -1,5 +1,4 @@
-"""The README's examples run as written, so
-the documentation cannot drift from kvchat.
+"""The README's examples run as written, so the README cannot drift from kvchat.
 
 The convention, for whoever edits README.md:
 
@@ -41,7 +40,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-# Its examples follow the same convention, and run too.
 SAMPLE = Path(__file__).resolve().parent / "data" / "readme_sample.md"
 # Where pip put the `kvchat` command, next to this Python.
 VENV_BIN = Path(sys.executable).parent
