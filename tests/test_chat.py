@@ -7,13 +7,11 @@ keys."""
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
 
-from conftest import TEST_KEY
-from test_faults import Terminal
+from conftest import TEST_KEY, Terminal
 from kvchat import pricing
 from kvchat.roles import BUILTIN_ROLES
 from kvchat.tokens import messages_tokens
@@ -286,7 +284,7 @@ def test_tokens_gives_no_price_for_a_model_without_one(model, kvchat):
 
 
 class TerminalChat(Terminal):
-    """`kvchat chat` on a pseudo-terminal (test_faults.Terminal), typed at key
+    """`kvchat chat` on a pseudo-terminal (conftest.Terminal), typed at key
     by key, answering the terminal's cursor-position requests.
 
     prompt_toolkit asks the terminal where the cursor is (ESC [ 6 n) to know
@@ -301,12 +299,9 @@ class TerminalChat(Terminal):
     def _read(self, until: float) -> bool:
         alive = super()._read(until)
         for _ in range(self.screen.count(b"\x1b[6n") - self.answered):
-            os.write(self.fd, b"\x1b[1;1R")
+            self.keys(b"\x1b[1;1R")
             self.answered += 1
         return alive
-
-    def keys(self, data: str) -> None:
-        os.write(self.fd, data.encode())
 
 
 ENTER, ALT_ENTER, UP, LEFT, HOME, END = "\r", "\x1b\r", "\x1b[A", "\x1b[D", "\x01", "\x05"

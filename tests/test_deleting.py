@@ -4,15 +4,11 @@ text is gone from the database file, and what is not deleted is untouched."""
 from __future__ import annotations
 
 import json
-import os
-import pty
-import select
-import sys
-import time
 from datetime import timedelta
 
 import pytest
 
+from conftest import Terminal
 from kvchat.store import DELETED_VALUE, ModelCall, NewTurn, Store, StoreError, now
 from kvchat.textsearch import analyze, match_query
 
@@ -213,40 +209,24 @@ def test_cli_delete_refuses_an_ambiguous_prefix(home, kvchat):
         assert [s.name for s in store.sessions()] == ["work-a"]
 
 
-def _on_terminal(args: list[str], answer: bytes, timeout: float = 60) -> tuple[int, str]:
+def _on_terminal(args: list[str], answer: str) -> tuple[int, str]:
     """Run kvchat on a pseudo-terminal and type `answer` at its question."""
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.execv(sys.executable, [sys.executable, "-m", "kvchat", *args])
-    screen, answered = b"", False
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not select.select([fd], [], [], 0.1)[0]:
-            continue
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        screen += chunk
-        if not answered and b"[y/N]" in screen:
-            os.write(fd, answer)
-            answered = True
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    return os.waitstatus_to_exitcode(status), screen.decode(errors="replace")
+    with Terminal(*args) as term:
+        term.expect(b"[y/N]", timeout=60)
+        term.keys(answer)
+        status = term.wait(timeout=60)
+    return status, term.text
 
 
 def test_cli_delete_asks_at_a_terminal_showing_what_goes(home):
     with Store() as store:
         secret_session(store)
-    code, screen = _on_terminal(["sessions", "delete", "secret", "--facts"], b"n\n")
+    code, screen = _on_terminal(["sessions", "delete", "secret", "--facts"], "n\n")
     assert code == 1 and "Delete session 'secret' (2 turns and 1 facts)? [y/N]" in screen
     assert "nothing deleted" in screen
     with Store() as store:
         assert store.session("secret") is not None
-    code, screen = _on_terminal(["sessions", "delete", "secret"], b"y\n")
+    code, screen = _on_terminal(["sessions", "delete", "secret"], "y\n")
     assert code == 0, screen
     assert "Deleted session 'secret': 2 turns." in screen
     with Store() as store:

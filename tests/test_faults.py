@@ -13,11 +13,7 @@ them, Ctrl-C at a real terminal, and failed extraction and summary requests.
 from __future__ import annotations
 
 import json
-import os
-import pty
-import select
 import socket
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +21,7 @@ from dataclasses import dataclass
 import pytest
 from fake_openai import FakeOpenAIServer
 
-from conftest import TEST_KEY
+from conftest import TEST_KEY, Terminal
 from kvchat.prompt import INCOMPLETE_NOTE
 
 QUESTION = "why does my build fail?"
@@ -248,79 +244,6 @@ def test_a_server_that_was_down_answers_in_the_same_chat_once_it_is_up(model, mo
 
 
 # -- Ctrl-C at a terminal -------------------------------------------------------------
-
-
-class Terminal:
-    """`kvchat` in a new process on a pseudo-terminal, typed at as a user
-    would: Ctrl-C is the byte 0x03, which the terminal turns into SIGINT."""
-
-    def __init__(self, *args: str):
-        self.args = args
-        self.screen = b""
-
-    def __enter__(self) -> Terminal:
-        self.pid, self.fd = pty.fork()
-        if self.pid == 0:
-            os.environ["COLUMNS"] = "120"
-            os.execv(sys.executable, [sys.executable, "-m", "kvchat", *self.args])
-        self.seen = 0
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.pid:
-            try:
-                os.kill(self.pid, 9)
-                os.waitpid(self.pid, 0)
-            except (ChildProcessError, ProcessLookupError):
-                pass
-        os.close(self.fd)
-
-    def _read(self, until: float) -> bool:
-        ready, _, _ = select.select([self.fd], [], [], max(0.0, min(0.1, until - time.monotonic())))
-        if ready:
-            try:
-                chunk = os.read(self.fd, 4096)
-            except OSError:  # the child has gone
-                return False
-            self.screen += chunk
-            return bool(chunk)
-        return True
-
-    def expect(self, text: bytes, timeout: float = 30) -> None:
-        """Wait until `text` shows up after what the last expect found."""
-        deadline = time.monotonic() + timeout
-        while text not in self.screen[self.seen:]:
-            if time.monotonic() > deadline or not self._read(deadline):
-                raise AssertionError(f"{text!r} never showed up; the screen:\n{self.screen.decode(errors='replace')}")
-        self.seen = self.screen.index(text, self.seen) + len(text)
-
-    def prompt(self) -> None:
-        """Wait for chat's prompt, and until input() reads keys behind it: a
-        SIGINT that lands between the prompt and readline's select() is only
-        acted on at the next key (CPython's readline loop), which no one types
-        that fast but a test does."""
-        self.expect(b"you> ")
-        time.sleep(0.3)
-
-    def send(self, line: str) -> None:
-        os.write(self.fd, line.encode() + b"\n")
-
-    def ctrl_c(self) -> None:
-        os.write(self.fd, b"\x03")
-
-    def wait(self, timeout: float = 30) -> int:
-        """The exit status, once the process has ended."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            done, status = os.waitpid(self.pid, os.WNOHANG)
-            if done:
-                self.pid = 0
-                while self._read(time.monotonic() + 0.05):
-                    if not select.select([self.fd], [], [], 0)[0]:
-                        break
-                return os.waitstatus_to_exitcode(status)
-            self._read(deadline)
-        raise AssertionError(f"still running; the screen:\n{self.screen.decode(errors='replace')}")
 
 
 LONG_ANSWER = "word " * 400

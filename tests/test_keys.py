@@ -7,16 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import pty
-import select
-import signal
 import stat
-import sys
-import time
 
 import pytest
 
-from conftest import TEST_KEY
+from conftest import TEST_KEY, Terminal
 
 # Assembled at run time, so no literal here looks like a real key to scanners.
 STORED_KEY = "sk-stored-" + "Qw3rTy" * 5
@@ -196,39 +191,15 @@ def test_stored_keys_never_reach_the_database_or_the_output(kvchat, model, monke
     assert STORED_KEY.encode() not in data and OTHER_KEY.encode() not in data
 
 
-def _run_at_terminal(args: list[str], typed: bytes, timeout: float = 30) -> tuple[int, bytes]:
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.execv(sys.executable, [sys.executable, "-m", "kvchat", *args])
-    screen, sent = b"", False
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def test_at_a_terminal_the_key_is_typed_hidden(home):
+    with Terminal("keys", "set") as term:
         # Click shows the prompt, then getpass turns echo off (dropping what
         # was typed so far) and writes the final space: type after that.
-        if not sent and b"(input hidden): " in screen:
-            os.write(fd, typed)
-            sent = True
-        ready, _, _ = select.select([fd], [], [], 0.1)
-        if not ready:
-            continue
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:  # the child has gone
-            break
-        if not chunk:
-            break
-        screen += chunk
-    else:
-        os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    return os.waitstatus_to_exitcode(status), screen
-
-
-def test_at_a_terminal_the_key_is_typed_hidden(home):
-    status, screen = _run_at_terminal(["keys", "set"], STORED_KEY.encode() + b"\r")
-    assert status == 0, screen
-    assert b"API key (input hidden)" in screen and STORED_KEY.encode() not in screen
+        term.expect(b"(input hidden): ")
+        term.keys(STORED_KEY + "\r")
+        status = term.wait()
+    assert status == 0, term.text
+    assert "API key (input hidden)" in term.text and STORED_KEY not in term.text
     assert (home / "keys" / "default").read_text() == STORED_KEY + "\n"
 
 

@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import io
 import itertools
-import os
 import re
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import Terminal
 from kvchat.cli.render import _finished_lines
 
 ANSWER = (
@@ -113,36 +114,15 @@ def test_a_long_answer_ends_up_on_the_screen_whole_and_once(model, kvchat_termin
 
 
 def test_ctrl_c_at_a_terminal_keeps_the_partial_answer_on_screen_and_the_cursor_back(model, store):
-    import pty
-    import select
-    import time
-
     model.chunk_chars = 4
     model.stream_delay = 0.05
     model.queue_answer("Partial words arrive.\n\n```python\n" + "x = 1\n" * 300 + "```\n")
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.execv(sys.executable, [sys.executable, "-m", "kvchat", "ask", "long", "--no-extract"])
-    screen, interrupted_at = b"", None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if interrupted_at is None and b"Partial words" in screen:
-            time.sleep(0.5)
-            os.kill(pid, signal.SIGINT)
-            interrupted_at = len(screen)
-        if not select.select([fd], [], [], 0.1)[0]:
-            continue
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        screen += chunk
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    assert os.waitstatus_to_exitcode(status) == 130
-    text = screen.decode(errors="replace")
+    with Terminal("ask", "long", "--no-extract") as term:
+        term.expect(b"Partial words", timeout=60)
+        time.sleep(0.5)
+        term.kill(signal.SIGINT)
+        assert term.wait(timeout=60) == 130
+    text = term.text
     assert "Traceback" not in text and "kvchat: interrupted" in text
     assert text.rfind("\x1b[?25h") > text.rfind("\x1b[?25l")  # the cursor is shown again
     question, answer = store.history(store.session("default").id)
