@@ -182,9 +182,33 @@ def test_new_moves_the_chat_to_a_fresh_session_named_after_the_time(model, kvcha
     assert done.exit_code == 0, done.stderr
     fresh = next(s.name for s in store.sessions() if s.name != "old")
     assert re.fullmatch(r"\d{4}-\d\d-\d\d-\d{6}", fresh)
-    assert f"New session {fresh!r}" in done.stderr and f"Conversation saved: session {fresh!r}" in done.stderr
+    assert f"New session {fresh!r}" in done.stderr
+    assert f"Conversation saved: sessions 'old', {fresh!r}" in done.stderr
     assert model.chat_requests[1]["messages"][1:] == [{"role": "user", "content": "in the new one"}]
     assert [t.content for t in store.history(store.session(fresh).id)] == ["in the new one", "echo: in the new one"]
+
+
+def test_a_chat_that_asked_then_moved_to_an_empty_session_says_what_it_saved(model, kvchat, store):
+    done = kvchat("chat", "-s", "first", "--no-extract", input="a question\n/new\n")
+    assert done.exit_code == 0, done.stderr
+    assert "Nothing was asked" not in done.stderr
+    assert done.stderr.splitlines()[-1].startswith("Conversation saved: session 'first' in ")
+
+
+def test_switching_to_a_session_with_its_own_endpoint_sends_questions_there(model, kvchat, store, monkeypatch):
+    assert kvchat("endpoints", "add", "here", "--base-url", model.base_url).exit_code == 0
+    assert kvchat("endpoints", "add", "nowhere", "--base-url", "http://127.0.0.1:9/v1").exit_code == 0
+    store.update_settings("pinned", {"endpoint": "nowhere"})
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    done = kvchat("chat", "-s", "open", "--endpoint", "here", "--no-extract",
+                  input="to here\n/session pinned\nnot to here\n")
+    # The chat's own --endpoint is a flag: it wins over the session's, as for ask.
+    assert done.exit_code == 0, done.stderr
+    assert questions(model) == ["to here", "not to here"]
+    done = kvchat("chat", "-s", "open", "--no-extract", input="to the default\n/session pinned\nnot to here\n")
+    assert done.exit_code == 0
+    assert "cannot reach the model server at http://127.0.0.1:9/v1" in done.stderr
+    assert questions(model)[-1] == "to the default"
 
 
 def test_session_switches_by_name_or_unique_start_and_a_new_name_starts_one(model, kvchat, store):

@@ -37,7 +37,7 @@ from .ask import (
     resolve_settings,
 )
 from .common import ModelOption, SessionOption, open_store, session_to_use, setting_flags
-from .connection import EndpointOption, conversation as make_conversation
+from .connection import EndpointOption, conversation as make_conversation, warn_if_context_unknown
 from .render import AnswerView, PlainOption
 
 if TYPE_CHECKING:
@@ -72,6 +72,7 @@ class ChatState:
     settings: Settings | None = None
     options: AskOptions | None = None
     keep: dict = field(default_factory=dict)
+    asked_in: list[str] = field(default_factory=list)  # the sessions this chat asked in, in order
 
     def change(self, *, new: bool = False, system: str | None = _UNCHANGED, **flags) -> None:
         """Move to another session or settings; when they cannot be used (an
@@ -84,11 +85,24 @@ class ChatState:
             name, settings, keep = resolve_settings(self.store, self.flags, new=new)
             options = ask_options(self.store, settings, system=self.system, stream=self.stream,
                                   no_extract=self.no_extract)
+            conversation = self.conversation
+            if conversation is None or _server(settings) != _server(self.settings):
+                # Another session may keep another endpoint: its questions,
+                # and its key, must go to that server and no other.
+                conversation = make_conversation(self.store, settings)
+            elif settings.model != self.settings.model:
+                warn_if_context_unknown(settings.model, settings.context_tokens)
         except Exception:
             self.flags, self.system = before
             raise
         self.flags["session"] = name  # later changes stay in this session, a --new one included
         self.name, self.settings, self.options, self.keep = name, settings, options, keep
+        self.conversation = conversation
+
+
+def _server(settings: Settings | None) -> tuple:
+    """What decides where questions go and with which key."""
+    return None if settings is None else (settings.endpoint, settings.base_url, settings.timeout)
 
 
 def chat(
@@ -134,7 +148,6 @@ def chat(
         if session is not None and not new:
             state.flags["session"] = session_to_use(store, session)
         state.change(new=new)
-        state.conversation = make_conversation(store, state.settings)
         if repl.on_terminal():
             read_line = repl.terminal_reader(slash.COMMANDS, state.conversation.secrets)
         else:
@@ -191,16 +204,20 @@ def chat(
                 raise  # no one reads the answers any more: kvchat's usual quiet exit
             except Exception as exc:
                 _report(exc)
-        if store.session(state.name) is None:
+        saved = [name for name in dict.fromkeys([*state.asked_in, state.name]) if store.session(name) is not None]
+        if not saved:
             typer.echo("Nothing was asked; no session was created.", err=True)
         else:
-            typer.echo(f"Conversation saved: session {state.name!r} in {store.location}", err=True)
+            names = ", ".join(repr(name) for name in saved)
+            typer.echo(f"Conversation saved: session{'s' if len(saved) > 1 else ''} {names} in {store.location}",
+                       err=True)
 
 
 def _ask(state: ChatState, text: str, *, show_prompt_first: bool, verbose: bool, save_code, force: bool,
          plain: bool) -> None:
     from ..conversation import AskFailed
 
+    state.asked_in.append(state.name)
     try:
         with AnswerView(plain=plain) as view:
             result = state.conversation.ask(
