@@ -310,9 +310,64 @@ def test_loads_both_encodings_without_network(tmp_path):
     assert out["o200k"] == [24912, 2375]
     assert out["cjk"] == tokens.count_tokens("你好，世界", "gpt-4o")
     assert out["requests_imported"] is False  # tiktoken never reached for its downloader
-    assert sorted(p.name for p in (home / "cache" / "tiktoken").iterdir()) == sorted(
-        tokens._cache_path(s, Path(".")).name for s in tokens._SOURCES.values()
+    cache = home / "cache" / "tiktoken"
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        [tokens._cache_path(s, Path(".")).name for s in tokens._SOURCES.values()]
+        + [tokens._RankTable.path(name, s, Path(".")).name for name, s in tokens._SOURCES.items()]
     )
+
+
+def test_later_processes_load_the_rank_table_not_the_text_file(tmp_path):
+    home = tmp_path / "home"
+    first = _run_offline(home, _COUNT_BOTH)
+    cache = home / "cache" / "tiktoken"
+    for source in tokens._SOURCES.values():
+        tokens._cache_path(source, cache).unlink()
+    # Had the text files been needed, they would have been written back.
+    assert _run_offline(home, _COUNT_BOTH) == first
+    assert not any(tokens._cache_path(s, cache).exists() for s in tokens._SOURCES.values())
+
+
+def test_rank_table_holds_exactly_tiktokens_ranks():
+    import tiktoken.load
+
+    source = tokens._SOURCES["cl100k_base"]
+    cache = tokens._cache_dir()
+    tokens._ensure_cached("cl100k_base", cache)
+    with tokens._tiktoken_reads_only(cache):
+        parsed = tiktoken.load.load_tiktoken_bpe(source.url, expected_hash=source.sha256)
+    assert tokens._RankTable.decode(tokens._RankTable.encode(parsed)) == parsed
+
+
+@pytest.mark.parametrize("damage", ["flip a byte", "truncate", "other format"])
+def test_damaged_rank_table_is_rebuilt_without_network(tmp_path, damage):
+    home = tmp_path / "home"
+    first = _run_offline(home, _COUNT_BOTH)
+    source = tokens._SOURCES["cl100k_base"]
+    table = tokens._RankTable.path("cl100k_base", source, home / "cache" / "tiktoken")
+    data = bytearray(table.read_bytes())
+    if damage == "flip a byte":
+        data[len(data) // 2] ^= 0x01
+    elif damage == "truncate":
+        del data[len(data) // 2 :]
+    else:
+        data[: len(tokens._RankTable.FORMAT)] = b"kvchat-ranks-0"
+    table.write_bytes(bytes(data))
+    assert tokens._RankTable.decode(bytes(data)) is None
+    assert _run_offline(home, _COUNT_BOTH) == first
+    assert tokens._RankTable.decode(table.read_bytes()) is not None
+
+
+def test_rank_table_is_refused_if_tiktoken_pins_another_file(monkeypatch):
+    """The table stands in for the file tiktoken's constructor loads: if that
+    constructor now names another file, kvchat must not hand it old ranks."""
+    stale = tokens._SOURCES["cl100k_base"]._replace(sha256="0" * 64)
+    ranks = {b"a": 0}
+    import tiktoken_ext.openai_public as public
+
+    with tokens._constructor_given(ranks, stale), pytest.raises(tokens.TokenizerDataError, match="_SOURCES"):
+        public.ENCODING_CONSTRUCTORS["cl100k_base"]()
+    assert public.load_tiktoken_bpe is not None and public.load_tiktoken_bpe.__module__ == "tiktoken.load"
 
 
 def test_corrupt_cache_is_repaired_without_network(tmp_path):

@@ -24,6 +24,13 @@ for the duration of the call any remote read is refused outright, so a future
 tiktoken that pins a different URL or hash fails loudly instead of quietly
 going online.
 
+Parsing the text file (200,000 base64 lines for o200k_base) is most of a
+fresh process's first count, so the parsed ranks are also kept in a binary
+form beside it (`_RankTable`), named after the pinned SHA-256 of the file
+they come from and checked against a SHA-256 of their own on every load. Later
+processes hand those ranks to tiktoken's constructor in place of its parse;
+a missing, stale or damaged table is rebuilt from the verified file.
+
 tiktoken, and the modules only the first load needs, are imported lazily:
 importing this module costs next to nothing.
 """
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -172,13 +180,18 @@ def _bundled_bytes(name: str, source: _EncodingSource) -> bytes:
     return data
 
 
-def _ensure_cached(name: str, cache_dir: Path) -> Path:
-    """Make sure `cache_dir` holds a verified copy of `name`'s BPE file."""
+def _source(name: str) -> _EncodingSource:
     source = _SOURCES.get(name)
     if source is None:
         raise TokenizerDataError(
             f"unsupported encoding {name!r}; kvchat ships {', '.join(SUPPORTED_ENCODINGS)}"
         )
+    return source
+
+
+def _ensure_cached(name: str, cache_dir: Path) -> Path:
+    """Make sure `cache_dir` holds a verified copy of `name`'s BPE file."""
+    source = _source(name)
     path = _cache_path(source, cache_dir)
     if not _file_is_valid(path, source.sha256):
         # Missing or corrupt: never leave it for tiktoken, which would delete
@@ -221,6 +234,93 @@ def _tiktoken_reads_only(cache_dir: Path) -> Iterator[None]:
             os.environ["TIKTOKEN_CACHE_DIR"] = saved_env
 
 
+class _RankTable:
+    """tiktoken's mergeable ranks (token bytes -> rank) in a form that loads
+    several times faster than the text file: one header line (format, the
+    byte order, the number of tokens, the SHA-256 of the body), then the
+    body: every token's length and rank as 32-bit integers, then all token
+    bytes end to end. Nothing in it is executed on load (unlike a pickle)."""
+
+    FORMAT = b"kvchat-ranks-1"
+
+    @staticmethod
+    def path(name: str, source: _EncodingSource, cache_dir: Path) -> Path:
+        return cache_dir / f"{name}-{source.sha256[:16]}.ranks"
+
+    @classmethod
+    def encode(cls, ranks: dict[bytes, int]) -> bytes:
+        from array import array
+
+        pieces = list(ranks)
+        body = (array("I", map(len, pieces)).tobytes() + array("I", ranks.values()).tobytes()
+                + b"".join(pieces))
+        header = b" ".join((cls.FORMAT, sys.byteorder.encode(), str(len(pieces)).encode(),
+                            _sha256_of(body).encode()))
+        return header + b"\n" + body
+
+    @classmethod
+    def decode(cls, data: bytes) -> dict[bytes, int] | None:
+        """The ranks, or None when `data` is not an intact table of this format."""
+        from array import array
+        from itertools import accumulate
+
+        header, _, body = data.partition(b"\n")
+        fields = header.split(b" ")
+        if (len(fields) != 4 or fields[0] != cls.FORMAT or fields[1] != sys.byteorder.encode()
+                or not fields[2].isdigit() or _sha256_of(body).encode() != fields[3]):
+            return None
+        count = int(fields[2])
+        lengths, ranks = array("I"), array("I")
+        lengths.frombytes(body[: 4 * count])
+        ranks.frombytes(body[4 * count : 8 * count])
+        ends = list(accumulate(lengths, initial=8 * count))
+        return dict(zip(map(body.__getitem__, map(slice, ends, ends[1:])), ranks))
+
+
+def _mergeable_ranks(name: str, source: _EncodingSource, cache_dir: Path) -> dict[bytes, int]:
+    """`name`'s ranks from its table, or parsed from the verified text file by
+    tiktoken (offline) and then kept as a table for the next process."""
+    table = _RankTable.path(name, source, cache_dir)
+    try:
+        ranks = _RankTable.decode(table.read_bytes())
+    except OSError:
+        ranks = None
+    if ranks is not None:
+        return ranks
+    _ensure_cached(name, cache_dir)
+    import tiktoken.load
+
+    with _tiktoken_reads_only(cache_dir):
+        ranks = tiktoken.load.load_tiktoken_bpe(source.url, expected_hash=source.sha256)
+    with contextlib.suppress(OSError):  # a read-only cache only costs the next process time
+        write_atomically(table, _RankTable.encode(ranks))
+    return ranks
+
+
+@contextlib.contextmanager
+def _constructor_given(ranks: dict[bytes, int], source: _EncodingSource) -> Iterator[None]:
+    """tiktoken's own constructor for the encoding (its split pattern and
+    special tokens), with `ranks` in place of its parse of the file it pins,
+    which must still be `source`'s. Callers hold `_lock`."""
+    import tiktoken_ext.openai_public as public
+
+    original_load = public.load_tiktoken_bpe
+
+    def verified_ranks(blobpath: str, expected_hash: str | None = None) -> dict[bytes, int]:
+        if (blobpath, expected_hash) != (source.url, source.sha256):
+            raise TokenizerDataError(
+                f"tiktoken now builds this encoding from {blobpath} ({expected_hash}), not the file "
+                "kvchat ships; update kvchat.tokens._SOURCES"
+            )
+        return ranks
+
+    public.load_tiktoken_bpe = verified_ranks
+    try:
+        yield
+    finally:
+        public.load_tiktoken_bpe = original_load
+
+
 def get_encoding(name: str) -> tiktoken.Encoding:
     """The tiktoken `Encoding` called `name`, loaded offline; cached per process."""
     encoding = _encodings.get(name)
@@ -229,12 +329,13 @@ def get_encoding(name: str) -> tiktoken.Encoding:
     with _lock:
         encoding = _encodings.get(name)
         if encoding is None:
-            cache_dir = _cache_dir()
-            _ensure_cached(name, cache_dir)
+            source = _source(name)
+            ranks = _mergeable_ranks(name, source, _cache_dir())
             import tiktoken
+            import tiktoken_ext.openai_public as public
 
-            with _tiktoken_reads_only(cache_dir):
-                encoding = tiktoken.get_encoding(name)
+            with _constructor_given(ranks, source):
+                encoding = tiktoken.Encoding(**public.ENCODING_CONSTRUCTORS[name]())
             _encodings[name] = encoding
     return encoding
 
