@@ -29,8 +29,19 @@ _CJK = (
     "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ebef"
     "\u3040-\u309f\u30a0-\u30ff\uac00-\ud7af"
 )
-_CJK_RUN = re.compile(f"[{_CJK}]+")
-_TOKEN = re.compile(f"[{_CJK}]+|[^\\W_{_CJK}]+")
+_PATTERNS = {
+    "cjk run": f"[{_CJK}]+",
+    "token": f"[{_CJK}]+|[^\\W_{_CJK}]+",  # a CJK run, or a word of letters and digits
+    "word": f"[^\\W_{_CJK}]+",
+}
+
+
+@cache
+def _pattern(name: str) -> re.Pattern[str]:
+    """One of _PATTERNS, compiled on first use: commands that never analyze
+    text (`kvchat history`, `--help`) import this module through the store
+    and should not pay for compiling these large Unicode classes."""
+    return re.compile(_PATTERNS[name])
 
 ENGLISH_STOPWORDS = frozenset(
     """a about above after again against all am an and any are aren't as at be because been
@@ -75,15 +86,16 @@ def analyze(text: str) -> list[str]:
     text = unicodedata.normalize("NFKC", text).lower()
     terms: list[str] = []
     words: list[str] = []
-    for token in _TOKEN.findall(text):
-        if _CJK_RUN.fullmatch(token):
+    cjk_run = _pattern("cjk run")
+    for token in _pattern("token").findall(text):
+        if cjk_run.fullmatch(token):
             terms += _cjk_terms(token)
         elif token not in ENGLISH_STOPWORDS and (len(token) > 1 or token.isdigit()):
             words.append(token)
             terms.append(token)
     if words:
         stems = iter(_stemmer().stemWords(words))
-        terms = [next(stems) if not _CJK_RUN.match(term) else term for term in terms]
+        terms = [next(stems) if not cjk_run.match(term) else term for term in terms]
     return terms
 
 
@@ -119,9 +131,6 @@ def term_counts(text: str) -> dict[str, int]:
     return dict(Counter(analyze(text)))
 
 
-_WORD = re.compile(f"[^\\W_{_CJK}]+")
-
-
 class QueryCounts:
     """How often each of a query's terms occurs in a text: `term_counts`
     restricted to those terms, without analyzing the whole text.
@@ -135,15 +144,16 @@ class QueryCounts:
     """
 
     def __init__(self, terms):
-        self.words = frozenset(term for term in terms if not _CJK_RUN.match(term))
-        self.cjk = tuple(term for term in terms if _CJK_RUN.match(term))
+        cjk_run = _pattern("cjk run")
+        self.words = frozenset(term for term in terms if not cjk_run.match(term))
+        self.cjk = tuple(term for term in terms if cjk_run.match(term))
 
     def __call__(self, text: str) -> dict[str, int]:
         text = unicodedata.normalize("NFKC", text).lower()
         counts: dict[str, int] = {}
         if self.words:
             words = [
-                word for word in _WORD.findall(text)
+                word for word in _pattern("word").findall(text)
                 if word not in ENGLISH_STOPWORDS and (len(word) > 1 or word.isdigit())
             ]
             if words:
