@@ -49,7 +49,7 @@ def test_defaults_with_nothing_set(config_file):
 
 
 def test_session_settings_are_all_but_the_connection_and_the_session_name():
-    assert config.SESSION_SETTINGS == set(config.SETTINGS) - {"base_url", "timeout", "session"}
+    assert config.SESSION_SETTINGS == set(config.SETTINGS) - {"base_url", "timeout", "session", "user"}
     # An endpoint is only a name for one of the user's own servers, so a
     # session may keep one (its models live there), where it may not keep an address.
     assert "endpoint" in config.SESSION_SETTINGS

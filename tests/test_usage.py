@@ -199,7 +199,7 @@ def test_days_are_local_days_whatever_the_zone_offset(store, monkeypatch, zone, 
     with store.engine.begin() as db:
         for at in ("2026-03-09 18:20:00", "2026-03-09 23:59:00", "2026-03-10 00:14:00", "2026-03-10 00:16:00"):
             db.execute(model_calls.insert().values(
-                kind="answer", model=MODEL, prompt_tokens=1, completion_tokens=1, reported=True,
+                user_name=store.user, kind="answer", model=MODEL, prompt_tokens=1, completion_tokens=1, reported=True,
                 created_at=datetime.fromisoformat(at)))
     monkeypatch.setenv("TZ", zone)
     time.tzset()

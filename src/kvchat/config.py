@@ -27,7 +27,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import budgets, paths
+from . import budgets, paths, users
 
 CONFIG_ENV = "KVCHAT_CONFIG"
 CONFIG_NAME = "config.toml"
@@ -86,6 +86,9 @@ SETTINGS: dict[str, Spec] = {
         # settings an import can bring) may name one; "default" means none.
         Spec("endpoint", str, None, "KVCHAT_ENDPOINT", optional=True),
         Spec("session", str, "default", "KVCHAT_SESSION", per_session=False),
+        # Whose sessions and facts these are; never a session's own setting,
+        # since a session belongs to its user.
+        Spec("user", str, users.default_user(), "KVCHAT_USER", per_session=False),
         Spec("memory", str, "token", "KVCHAT_MEMORY", choices=MEMORY_MODES),
         Spec("window", int, budgets.WINDOW_TURNS, "KVCHAT_WINDOW", minimum=1),
         Spec("memory_tokens", int, budgets.MEMORY_TOKENS, "KVCHAT_MEMORY_TOKENS", minimum=0),

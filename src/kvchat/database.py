@@ -14,13 +14,13 @@ import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import paths, textsearch
+from . import paths, textsearch, users
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
 # The newest migration this kvchat knows; a test keeps it equal to Alembic's head.
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0006"
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -82,6 +82,7 @@ def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record) -> None:
     dbapi_connection.create_function(
         "kvchat_index_key", 1, textsearch.index_key, deterministic=True
     )
+    dbapi_connection.create_function("kvchat_index_user", 1, users.index_user, deterministic=True)
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -221,11 +222,13 @@ def migration_scripts():
     return config, ScriptDirectory.from_config(config)
 
 
-def ensure_schema(engine: Engine) -> None:
+def ensure_schema(engine: Engine, user_name: str | None = None) -> None:
     """Bring the database up to this kvchat's schema, refusing a newer one.
 
-    Every migration runs in one transaction (SQLite's DDL is transactional): an
-    upgrade that fails part-way leaves the database as it was."""
+    Rows from before stores had users go to `user_name` (default: the
+    operating system's user). Every migration runs in one transaction
+    (SQLite's DDL is transactional): an upgrade that fails part-way leaves the
+    database as it was."""
     revision = current_revision(engine)
     if revision == SCHEMA_HEAD:
         return
@@ -253,6 +256,7 @@ def ensure_schema(engine: Engine) -> None:
                 connection = connection.execution_options(kvchat_write=True)
                 with connection.begin():
                     config.attributes["connection"] = connection
+                    config.attributes["user_name"] = user_name
                     command.upgrade(config, "head")
                     if sqlite and connection.exec_driver_sql("PRAGMA foreign_key_check").first():
                         raise DatabaseError(

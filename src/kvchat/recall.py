@@ -288,12 +288,14 @@ def _turns_in(store: Store, session_id: int, periods: list[mentions.Period], bef
     within = " OR ".join("(created_at >= ? AND created_at < ?)" for _ in bounds)
     sql = (
         f"SELECT {_TURN_COLUMNS} FROM turns WHERE session_id = ? AND id < ? "
-        f"AND status IN {USABLE_STATUSES!r} AND ({within}) ORDER BY id DESC LIMIT ?"
+        f"AND status IN {USABLE_STATUSES!r} AND ({within}) "
+        "AND EXISTS (SELECT 1 FROM sessions WHERE sessions.id = turns.session_id AND user_name = ?) "
+        "ORDER BY id DESC LIMIT ?"
     )
     params = [session_id, before_id if before_id is not None else 2**62]
     params += [bound for pair in bounds for bound in pair]
     with store._raw() as db:
-        return [_raw_turn(row) for row in db.execute(sql, [*params, CANDIDATES])]
+        return [_raw_turn(row) for row in db.execute(sql, [*params, store.user, CANDIDATES])]
 
 
 def recall(

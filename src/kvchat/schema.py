@@ -20,9 +20,17 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
+
+# Whose row it is (see kvchat.users): sessions, facts and their history,
+# skipped facts, roles and model calls. Turns, summaries and vectors belong to
+# a session or a fact, and through it to its user.
+def _user_name() -> Column:
+    return Column("user_name", String(200), nullable=False)
+
 
 TURN_ROLES = ("system", "user", "assistant")
 
@@ -35,13 +43,15 @@ sessions = Table(
     "sessions",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("name", String(200), nullable=False, unique=True),
+    _user_name(),
+    Column("name", String(200), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("last_active_at", DateTime(timezone=True), nullable=False),
     Column("turn_count", Integer, nullable=False, server_default="0"),
     Column("token_count", Integer, nullable=False, server_default="0"),
     Column("settings", Text),  # JSON: memory strategy and sizes, role, model
     Column("title", String(200)),  # set by the user, else made from the first question
+    UniqueConstraint("user_name", "name", name="uq_sessions_user_name_name"),
 )
 
 turns = Table(
@@ -77,13 +87,15 @@ facts = Table(
     "facts",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("key", String(200), nullable=False, unique=True),
+    _user_name(),
+    Column("key", String(200), nullable=False),
     Column("value", Text, nullable=False),
     Column("turn_id", Integer, ForeignKey("turns.id", ondelete="SET NULL")),
     Column("source", String(16), nullable=False),
     Column("ref", String(200)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("user_name", "key", name="uq_facts_user_name_key"),
 )
 
 # Every value a key has had, and its removal: the fact's audit trail. Keyed by
@@ -92,6 +104,7 @@ fact_history = Table(
     "fact_history",
     metadata,
     Column("id", Integer, primary_key=True),
+    _user_name(),
     Column("key", String(200), nullable=False),
     Column("value", Text),
     Column("action", String(16), nullable=False),
@@ -99,7 +112,7 @@ fact_history = Table(
     Column("source", String(16), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     CheckConstraint("action IN ('set', 'forget')", name="fact_history_action"),
-    Index("ix_fact_history_key_id", "key", "id"),
+    Index("ix_fact_history_user_name_key_id", "user_name", "key", "id"),
 )
 
 # The rolling summary of a session's turns up to and including last_turn_id.
@@ -120,10 +133,12 @@ roles = Table(
     "roles",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("name", String(200), nullable=False, unique=True),
+    _user_name(),
+    Column("name", String(200), nullable=False),
     Column("content", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("user_name", "name", name="uq_roles_user_name_name"),
 )
 
 # Vectors from the embeddings endpoint: float32, unit length, for the text
@@ -147,6 +162,7 @@ skipped_facts = Table(
     "skipped_facts",
     metadata,
     Column("id", Integer, primary_key=True),
+    _user_name(),
     Column("key", String(200)),
     Column("reason", String(200), nullable=False),
     Column("source", String(16), nullable=False),
@@ -165,6 +181,7 @@ model_calls = Table(
     "model_calls",
     metadata,
     Column("id", Integer, primary_key=True),
+    _user_name(),
     Column("kind", String(16), nullable=False),
     Column("session_id", Integer, ForeignKey("sessions.id", ondelete="SET NULL")),
     Column("model", String(200)),
@@ -173,6 +190,6 @@ model_calls = Table(
     Column("reported", Boolean),
     Column("created_at", DateTime(timezone=True), nullable=False),
     CheckConstraint("kind IN ('answer', 'extract', 'summary', 'embed')", name="model_call_kind"),
-    Index("ix_model_calls_created_at", "created_at"),
+    Index("ix_model_calls_user_name_created_at", "user_name", "created_at"),
     Index("ix_model_calls_session_id", "session_id"),
 )

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from . import database
+from . import database, users
 from .textsearch import MatchQuery, quote
 from .titles import title_from_question
 
@@ -344,12 +344,15 @@ class TermStats:
 
 
 class Store:
-    """Open (creating and upgrading as needed) the database at `url`."""
+    """Open (creating and upgrading as needed) the database at `url`, as
+    `user` (default: the operating system's user name): every read and write
+    sees that user's sessions, facts, roles and model calls only."""
 
-    def __init__(self, url: str | None = None, *, engine: Engine | None = None):
+    def __init__(self, url: str | None = None, *, engine: Engine | None = None, user: str | None = None):
+        self.user = check_name("a user name", user if user is not None else users.default_user())
         self.url = database.resolve_url(url) if engine is None else str(engine.url)
         self.engine = engine or database.create_engine(self.url)
-        database.ensure_schema(self.engine)
+        database.ensure_schema(self.engine, self.user)
         self._totals: dict[str, tuple[int, float]] = {}
 
     @property
@@ -370,6 +373,10 @@ class Store:
         self.close()
 
     # -- plumbing ---------------------------------------------------------
+
+    def _own(self, table):
+        """The condition that a row of `table` is this store's user's."""
+        return table.c.user_name == self.user
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -405,7 +412,7 @@ class Store:
         from .schema import sessions
 
         with self._read() as db:
-            row = db.execute(select(sessions).where(sessions.c.name == name)).first()
+            row = db.execute(select(sessions).where(self._own(sessions), sessions.c.name == name)).first()
         return _session(row) if row else None
 
     def open_session(self, name: str) -> Session:
@@ -422,14 +429,15 @@ class Store:
 
         from .schema import sessions
 
-        row = db.execute(select(sessions).where(sessions.c.name == name)).first()
+        mine = select(sessions).where(self._own(sessions), sessions.c.name == name)
+        row = db.execute(mine).first()
         if row is not None:
             return _session(row)
         stamp = _naive_utc(now())
         db.execute(
-            sessions.insert().values(name=name, created_at=stamp, last_active_at=stamp)
+            sessions.insert().values(user_name=self.user, name=name, created_at=stamp, last_active_at=stamp)
         )
-        return _session(db.execute(select(sessions).where(sessions.c.name == name)).one())
+        return _session(db.execute(mine).one())
 
     def sessions(self) -> list[Session]:
         from sqlalchemy import select
@@ -438,7 +446,8 @@ class Store:
 
         with self._read() as db:
             rows = db.execute(
-                select(sessions).order_by(sessions.c.last_active_at.desc(), sessions.c.id.desc())
+                select(sessions).where(self._own(sessions))
+                .order_by(sessions.c.last_active_at.desc(), sessions.c.id.desc())
             )
             return [_session(row) for row in rows]
 
@@ -527,7 +536,7 @@ class Store:
         from .schema import roles
 
         with self._read() as db:
-            return [_role(row) for row in db.execute(select(roles).order_by(roles.c.name))]
+            return [_role(row) for row in db.execute(select(roles).where(self._own(roles)).order_by(roles.c.name))]
 
     def role(self, name: str) -> Role | None:
         from sqlalchemy import select
@@ -535,7 +544,7 @@ class Store:
         from .schema import roles
 
         with self._read() as db:
-            row = db.execute(select(roles).where(roles.c.name == name)).first()
+            row = db.execute(select(roles).where(self._own(roles), roles.c.name == name)).first()
         return _role(row) if row else None
 
     def set_role(self, name: str, content: str) -> bool:
@@ -551,20 +560,20 @@ class Store:
             raise StoreError("a role's text must not be empty")
         stamp = _naive_utc(now())
         with self._write() as db:
-            exists = db.execute(select(roles.c.id).where(roles.c.name == name)).first()
+            exists = db.execute(select(roles.c.id).where(self._own(roles), roles.c.name == name)).first()
             if exists:
-                db.execute(
-                    roles.update().where(roles.c.name == name).values(content=content, updated_at=stamp)
-                )
+                db.execute(roles.update().where(roles.c.id == exists.id).values(content=content, updated_at=stamp))
             else:
-                db.execute(roles.insert().values(name=name, content=content, created_at=stamp, updated_at=stamp))
+                db.execute(roles.insert().values(
+                    user_name=self.user, name=name, content=content, created_at=stamp, updated_at=stamp
+                ))
         return not exists
 
     def remove_role(self, name: str) -> bool:
         from .schema import roles
 
         with self._write() as db:
-            return db.execute(roles.delete().where(roles.c.name == name)).rowcount > 0
+            return db.execute(roles.delete().where(self._own(roles), roles.c.name == name)).rowcount > 0
 
     # -- embeddings ---------------------------------------------------------
 
@@ -578,6 +587,7 @@ class Store:
         query = (
             select(facts, embeddings.c.digest, embeddings.c.dimensions, embeddings.c.vector)
             .select_from(facts.outerjoin(embeddings, stored))
+            .where(self._own(facts))
             .order_by(facts.c.id)
         )
         with self._read() as db:
@@ -649,7 +659,7 @@ class Store:
         from .schema import model_calls
 
         db.execute(model_calls.insert().values(
-            kind=call.kind, session_id=call.session_id, model=call.model, prompt_tokens=call.prompt_tokens,
+            user_name=self.user, kind=call.kind, session_id=call.session_id, model=call.model, prompt_tokens=call.prompt_tokens,
             completion_tokens=call.completion_tokens, reported=call.reported, created_at=_naive_utc(now()),
         ))
 
@@ -680,6 +690,7 @@ class Store:
         query = (
             select(group, calls.c.kind, calls.c.model, func.count(), func.sum(calls.c.prompt_tokens),
                    func.sum(calls.c.completion_tokens), counted)
+            .where(self._own(calls))
             .group_by(group, calls.c.kind, calls.c.model)
         )
         if since is not None:
@@ -712,7 +723,7 @@ class Store:
         found: dict[int, Session] = {}
         with self._read() as db:
             for start in range(0, len(wanted), 500):
-                query = select(sessions).where(sessions.c.id.in_(wanted[start : start + 500]))
+                query = select(sessions).where(self._own(sessions), sessions.c.id.in_(wanted[start : start + 500]))
                 found.update((row.id, _session(row)) for row in db.execute(query))
         return found
 
@@ -727,7 +738,7 @@ class Store:
 
         stamp = _naive_utc(now())
         rows = [
-            dict(key=key[:MAX_NAME_LENGTH] if key else None, reason=reason[:200], source=source,
+            dict(user_name=self.user, key=key[:MAX_NAME_LENGTH] if key else None, reason=reason[:200], source=source,
                  turn_id=turn_id, created_at=stamp)
             for key, reason in items
         ]
@@ -742,7 +753,7 @@ class Store:
 
         from .schema import skipped_facts as table
 
-        query = select(table).order_by(table.c.id.desc())
+        query = select(table).where(self._own(table)).order_by(table.c.id.desc())
         if limit is not None:
             query = query.limit(limit)
         with self._read() as db:
@@ -789,7 +800,9 @@ class Store:
         # substr, not LIKE: a prefix holding % or _ means those characters.
         starts = func.substr(sessions.c.name, 1, len(ref)) == ref
         with self._read() as db:
-            rows = db.execute(select(sessions).where(starts).order_by(sessions.c.name).limit(6)).all()
+            rows = db.execute(
+                select(sessions).where(self._own(sessions), starts).order_by(sessions.c.name).limit(6)
+            ).all()
         if not rows:
             return None, ""
         if len(rows) > 1:
@@ -807,7 +820,7 @@ class Store:
         if title is not None:
             title = check_name("a title", title)
         with self._write() as db:
-            found = db.execute(select(sessions.c.id).where(sessions.c.name == name)).scalar()
+            found = db.execute(select(sessions.c.id).where(self._own(sessions), sessions.c.name == name)).scalar()
             if found is None:
                 raise StoreError(f"no session named {name!r}")
             if title is None:
@@ -828,10 +841,10 @@ class Store:
 
         new = check_name("a session name", new)
         with self._write() as db:
-            session = db.execute(select(sessions.c.id).where(sessions.c.name == old)).first()
+            session = db.execute(select(sessions.c.id).where(self._own(sessions), sessions.c.name == old)).first()
             if session is None:
                 raise StoreError(f"no session named {old!r}")
-            taken = db.execute(select(sessions.c.id).where(sessions.c.name == new)).first()
+            taken = db.execute(select(sessions.c.id).where(self._own(sessions), sessions.c.name == new)).first()
             if taken is not None and taken.id != session.id:
                 raise StoreError(f"there is already a session named {new!r}")
             db.execute(sessions.update().where(sessions.c.id == session.id).values(name=new))
@@ -844,7 +857,7 @@ class Store:
         from .schema import sessions
 
         query = (
-            select(sessions).where(sessions.c.last_active_at < _naive_utc(before))
+            select(sessions).where(self._own(sessions), sessions.c.last_active_at < _naive_utc(before))
             .order_by(sessions.c.last_active_at, sessions.c.id)
         )
         with self._read() as db:
@@ -862,7 +875,7 @@ class Store:
         with self._read() as db:
             for start in range(0, len(ids), 500):
                 from_turns = select(turns.c.id).where(turns.c.session_id.in_(ids[start : start + 500]))
-                query = select(facts).where(facts.c.turn_id.in_(from_turns)).order_by(facts.c.key)
+                query = select(facts).where(self._own(facts), facts.c.turn_id.in_(from_turns)).order_by(facts.c.key)
                 found += [_fact(row) for row in db.execute(query)]
         return found
 
@@ -875,7 +888,7 @@ class Store:
         from .schema import sessions
 
         with self._write() as db:
-            found = db.execute(select(sessions.c.id).where(sessions.c.name == name)).scalar()
+            found = db.execute(select(sessions.c.id).where(self._own(sessions), sessions.c.name == name)).scalar()
             if found is None:
                 raise StoreError(f"no session named {name!r}")
             deleted = self._delete_sessions(db, [found], facts)
@@ -892,7 +905,7 @@ class Store:
 
         with self._write() as db:
             ids = list(db.execute(
-                select(sessions.c.id).where(sessions.c.last_active_at < _naive_utc(before))
+                select(sessions.c.id).where(self._own(sessions), sessions.c.last_active_at < _naive_utc(before))
             ).scalars())
             deleted = self._delete_sessions(db, ids, facts)
         self._erase_deleted_text(deleted)
@@ -933,8 +946,8 @@ class Store:
                 )
                 if gone:
                     db.execute(fact_history.insert(), [
-                        dict(key=row.key, value=None, action="forget", turn_id=None, source="user",
-                             created_at=stamp)
+                        dict(user_name=self.user, key=row.key, value=None, action="forget", turn_id=None,
+                             source="user", created_at=stamp)
                         for row in gone
                     ])
                 deleted.facts += len(gone)
@@ -1063,7 +1076,7 @@ class Store:
         query = (
             select(turns.c.ref)
             .join(sessions, sessions.c.id == turns.c.session_id)
-            .where(sessions.c.name == session_name, turns.c.ref.is_not(None))
+            .where(self._own(sessions), sessions.c.name == session_name, turns.c.ref.is_not(None))
         )
         with self._read() as db:
             return set(db.execute(query).scalars())
@@ -1087,12 +1100,14 @@ class Store:
                 )
 
     def turn(self, turn_id: int) -> Turn | None:
+        """Turn `turn_id`, if it is in one of the user's sessions."""
         from sqlalchemy import select
 
-        from .schema import turns
+        from .schema import sessions, turns
 
+        mine = select(sessions.c.id).where(self._own(sessions))
         with self._read() as db:
-            row = db.execute(select(turns).where(turns.c.id == turn_id)).first()
+            row = db.execute(select(turns).where(turns.c.id == turn_id, turns.c.session_id.in_(mine))).first()
         return _turn(row) if row else None
 
     def turns_newest_first(
@@ -1168,7 +1183,7 @@ class Store:
         match = f"content : ({wanted})"
         if session_id is not None:  # the session is a term of its own (see migration 0002)
             match = f'session_id : "s{int(session_id)}" AND {match}'
-        conditions, params = ["turns_fts MATCH ?"], [match]
+        conditions, params = ["turns_fts MATCH ?", "sessions.user_name = ?"], [match, self.user]
         for operator, value in ((">=", since), ("<=", until)):
             if value is not None:
                 conditions.append(f"turns.created_at {operator} ?")
@@ -1194,7 +1209,7 @@ class Store:
 
         query = select(sessions.c.name.label("session_name"), turns).join(
             sessions, sessions.c.id == turns.c.session_id
-        )
+        ).where(self._own(sessions))
         if session_id is not None:
             query = query.where(turns.c.session_id == session_id)
         query = query.order_by(turns.c.session_id, turns.c.id)
@@ -1222,6 +1237,7 @@ class Store:
             FROM turns_fts JOIN turns ON turns.id = turns_fts.rowid
             WHERE turns_fts MATCH ? AND turns.session_id = ?
               AND turns.id < ? AND turns.status IN {USABLE_STATUSES!r}
+              AND EXISTS (SELECT 1 FROM sessions WHERE sessions.id = turns.session_id AND user_name = ?)
             ORDER BY score DESC, turns.id DESC
             LIMIT ?
             """
@@ -1230,6 +1246,7 @@ class Store:
             f'session_id : "s{int(session_id)}" AND content : ({query.expression})',
             session_id,
             before_id if before_id is not None else 2**62,
+            self.user,
             limit,
         )
         with self._raw() as db:
@@ -1243,7 +1260,7 @@ class Store:
         from .schema import facts
 
         with self._read() as db:
-            return [_fact(row) for row in db.execute(select(facts).order_by(facts.c.key))]
+            return [_fact(row) for row in db.execute(select(facts).where(self._own(facts)).order_by(facts.c.key))]
 
     def fact(self, key: str) -> Fact | None:
         from sqlalchemy import select
@@ -1251,7 +1268,7 @@ class Store:
         from .schema import facts
 
         with self._read() as db:
-            row = db.execute(select(facts).where(facts.c.key == key)).first()
+            row = db.execute(select(facts).where(self._own(facts), facts.c.key == key)).first()
         return _fact(row) if row else None
 
     def set_fact(
@@ -1276,13 +1293,13 @@ class Store:
         from .schema import fact_history, facts
 
         stamp = _naive_utc(at or now())
-        row = db.execute(select(facts.c.id, facts.c.value).where(facts.c.key == key)).first()
+        row = db.execute(select(facts.c.id, facts.c.value).where(self._own(facts), facts.c.key == key)).first()
         if row is not None and row.value == value:
             return "unchanged"
         if row is None:
             db.execute(
                 facts.insert().values(
-                    key=key, value=value, turn_id=turn_id, source=source, ref=ref,
+                    user_name=self.user, key=key, value=value, turn_id=turn_id, source=source, ref=ref,
                     created_at=stamp, updated_at=stamp,
                 )
             )
@@ -1293,7 +1310,7 @@ class Store:
             db.execute(facts.update().where(facts.c.id == row.id).values(**changes))
         db.execute(
             fact_history.insert().values(
-                key=key, value=value, action="set", turn_id=turn_id, source=source, created_at=stamp
+                user_name=self.user, key=key, value=value, action="set", turn_id=turn_id, source=source, created_at=stamp
             )
         )
         return "created" if row is None else "updated"
@@ -1306,11 +1323,11 @@ class Store:
     def _forget_fact(self, db, key, source, turn_id) -> bool:
         from .schema import fact_history, facts
 
-        removed = db.execute(facts.delete().where(facts.c.key == key)).rowcount
+        removed = db.execute(facts.delete().where(self._own(facts), facts.c.key == key)).rowcount
         if removed:
             db.execute(
                 fact_history.insert().values(
-                    key=key, value=None, action="forget", turn_id=turn_id, source=source,
+                    user_name=self.user, key=key, value=None, action="forget", turn_id=turn_id, source=source,
                     created_at=_naive_utc(now()),
                 )
             )
@@ -1353,21 +1370,23 @@ class Store:
             stored: set[str] = set()
             for start in range(0, len(keys), 500):
                 chunk = keys[start : start + 500]
-                stored.update(db.execute(select(facts.c.key).where(facts.c.key.in_(chunk))).scalars())
+                stored.update(db.execute(
+                    select(facts.c.key).where(self._own(facts), facts.c.key.in_(chunk))
+                ).scalars())
             fresh, later = [], []
             for item in checked:
                 (later if item[0] in stored else fresh).append(item)
                 stored.add(item[0])
             if fresh:
                 rows = [
-                    dict(key=key, value=value, turn_id=None, source="import", ref=ref,
+                    dict(user_name=self.user, key=key, value=value, turn_id=None, source="import", ref=ref,
                          created_at=_naive_utc(at or stamp), updated_at=_naive_utc(at or stamp))
                     for key, value, ref, at in fresh
                 ]
                 db.execute(facts.insert(), rows)
                 db.execute(
                     fact_history.insert(),
-                    [dict(key=row["key"], value=row["value"], action="set", turn_id=None, source="import",
+                    [dict(user_name=self.user, key=row["key"], value=row["value"], action="set", turn_id=None, source="import",
                           created_at=row["created_at"]) for row in rows],
                 )
             changed = len(fresh)
@@ -1382,7 +1401,8 @@ class Store:
 
         with self._read() as db:
             rows = db.execute(
-                select(fact_history).where(fact_history.c.key == key).order_by(fact_history.c.id)
+                select(fact_history).where(self._own(fact_history), fact_history.c.key == key)
+                .order_by(fact_history.c.id)
             )
             return [
                 FactVersion(
@@ -1469,13 +1489,26 @@ class Store:
         # before the LIMIT reads a row of facts per match.
         sql = f"""
             SELECT {_FACT_COLUMNS}, hit.score
-            FROM (SELECT rowid AS id, -bm25(facts_fts, 2.0, 1.0) AS score FROM facts_fts
+            FROM (SELECT rowid AS id, -bm25(facts_fts, 0.0, 2.0, 1.0) AS score FROM facts_fts
                   WHERE facts_fts MATCH ? ORDER BY score DESC LIMIT ?) AS hit
-            JOIN facts ON facts.id = hit.id
+            JOIN facts ON facts.id = hit.id AND facts.user_name = ?
             ORDER BY hit.score DESC, facts.updated_at DESC
             """
+        match = f"{{key value}} : ({query.expression})"
         with self._raw() as db:
-            return [Hit(_raw_fact(row), row[-1]) for row in db.execute(sql, (query.expression, limit))]
+            # When others have facts too, only this user's are ranked: the
+            # user is a term of its own in the index (see migration 0006).
+            # Alone, the user's term would hold every fact, and ANDing it in
+            # costs 2.2 ms at 100,000 facts (2.7 against 0.5 ms): it is left
+            # out. The join checks the user either way, so a fact another
+            # user writes in between is never returned.
+            others = db.execute(
+                "SELECT EXISTS (SELECT 1 FROM facts WHERE user_name < ?1) "
+                "OR EXISTS (SELECT 1 FROM facts WHERE user_name > ?1)", (self.user,)
+            ).fetchone()[0]
+            if others:
+                match = f"user_name : {quote(users.index_user(self.user))} AND {match}"
+            return [Hit(_raw_fact(row), row[-1]) for row in db.execute(sql, (match, limit, self.user))]
 
     @contextmanager
     def _raw(self) -> Iterator:

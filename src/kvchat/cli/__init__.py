@@ -16,7 +16,7 @@ import typer
 from typer._click.exceptions import ClickException  # Typer vendors Click; usage errors are these
 from typer.core import TyperGroup
 
-from . import ask, chat, code, config, endpoints, facts, keys, models, recall, roles, sessions, transfer, usage
+from . import ask, chat, code, common, config, endpoints, facts, keys, models, recall, roles, sessions, transfer, usage
 from .errors import one_line_error
 
 
@@ -68,9 +68,19 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print kvchat's version and exit."
     ),
+    user: str = typer.Option(
+        None, "--user",
+        help="Whose sessions and facts to use, in a store several people share "
+        "(default: KVCHAT_USER, the config file, or your login name).",
+    ),
 ) -> None:
     """A terminal chat assistant for code that remembers: every turn, and key/value
     facts about you, in a local SQLite database."""
+    if user is not None:
+        from ..store import check_name
+
+        check_name("a user name", user)
+    common.user_flag = user
 
 
 ask.register(app)

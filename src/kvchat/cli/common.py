@@ -57,10 +57,16 @@ class CliError(Exception):
     """A problem to report to the user in one line, with exit status 1."""
 
 
+# What the root command's --user gave for this invocation (None: not given).
+user_flag: str | None = None
+
+
 def open_store() -> Store:
+    """The store, as the user --user names, else KVCHAT_USER, the config
+    file's `user`, or the operating system's user name."""
     from ..store import Store
 
-    return Store(os.environ.get("KVCHAT_DB"))
+    return Store(os.environ.get("KVCHAT_DB"), user=setting("user", user_flag))
 
 
 def find_session(store: Store, ref: str) -> Session:
