@@ -11,8 +11,9 @@ from contextlib import closing
 import pytest
 from test_database_faults import _database_at
 
-from kvchat.store import Store
-from kvchat.textsearch import match_query, terms
+from kvchat import database
+from kvchat.store import NewTurn, Store
+from kvchat.textsearch import index_key, index_text, match_query, terms
 
 # Words only alice's memories hold, so finding any of them anywhere bob looks is a leak.
 ALICE_FACT = ("project.archive.keeper", "the lighthouse keeper named Zebulon")
@@ -202,3 +203,49 @@ def test_an_upgraded_store_gives_its_rows_to_the_user_who_upgraded_it(home):
     with Store(user="dana") as dana:
         assert dana.fact("user.editor").value == "neovim"
         assert [turn.content for _, turn in dana.search_history(terms("命令行"))] == ["我喜欢用Rust写命令行工具"]
+
+
+def _migrate(path, revision: str) -> None:
+    """Downgrade the database at `path` to `revision`, in one transaction, as ensure_schema upgrades."""
+    from alembic import command
+
+    engine = database.create_engine(database.resolve_url(str(path)))
+    config, _ = database.migration_scripts()
+    try:
+        with engine.connect() as connection:
+            connection.connection.driver_connection.execute("PRAGMA foreign_keys = OFF")  # tables are rebuilt
+            connection = connection.execution_options(kvchat_write=True)
+            with connection.begin():
+                config.attributes["connection"] = connection
+                command.downgrade(config, revision)
+    finally:
+        engine.dispose()
+
+
+def test_a_store_of_one_user_goes_back_to_the_schema_without_users_and_up_again(home):
+    path = home / "kvchat.db"
+    with Store(str(path), user="dana") as dana:
+        dana.add_turns("work", [NewTurn("user", "我喜欢用Rust写命令行工具", 10)])
+        dana.set_fact("user.editor", "neovim", source="user")
+    _migrate(path, "0005")
+    with closing(sqlite3.connect(path)) as raw:
+        raw.create_function("kvchat_index_key", 1, index_key)
+        raw.create_function("kvchat_index_text", 1, index_text)
+        assert raw.execute("SELECT facts.key FROM facts_fts JOIN facts ON facts.id = facts_fts.rowid "
+                           "WHERE facts_fts MATCH 'editor'").fetchall() == [("user.editor",)]
+        with pytest.raises(sqlite3.IntegrityError):  # one session of a name in the whole store again
+            raw.execute("INSERT INTO sessions (name, created_at, last_active_at) VALUES ('work', '2024-01-01', '2024-01-01')")
+    with Store(str(path), user="erin") as erin:
+        assert [s.name for s in erin.sessions()] == ["work"], "upgraded again, by erin this time"
+
+
+def test_a_store_of_several_users_refuses_to_go_back_and_is_left_as_it_was(home):
+    path = home / "kvchat.db"
+    for user in ("dana", "erin"):
+        with Store(str(path), user=user) as store:
+            store.open_session("work")
+    with pytest.raises(RuntimeError, match=r"^sessions holds rows of several users \('dana', 'erin', \.\.\.\)"):
+        _migrate(path, "0005")
+    with Store(str(path), user="erin") as erin:
+        assert database.current_revision(erin.engine) == database.SCHEMA_HEAD
+        assert [s.name for s in erin.sessions()] == ["work"]

@@ -77,10 +77,19 @@ def _drop_facts_full_text() -> None:
     op.execute("DROP TABLE IF EXISTS facts_fts")
 
 
-def _make_unique_per_user(table: str, column: str) -> None:
+def _unique_per_user(table: str, column: str) -> None:
     with op.batch_alter_table(table, recreate="always", naming_convention=NAMING) as batch:
         batch.drop_constraint(f"uq_{table}_{column}", type_="unique")
         batch.create_unique_constraint(f"uq_{table}_user_name_{column}", ["user_name", column])
+
+
+def _unique_in_store(table: str, column: str) -> None:
+    with op.batch_alter_table(table, recreate="always") as batch:
+        batch.drop_constraint(f"uq_{table}_user_name_{column}", type_="unique")
+        batch.create_unique_constraint(f"uq_{table}_{column}", [column])
+
+
+UNIQUE_PER_USER = (("sessions", "name"), ("facts", "key"), ("roles", "name"))
 
 
 def upgrade() -> None:
@@ -93,9 +102,8 @@ def upgrade() -> None:
         op.execute(sa.text(f"UPDATE {table} SET user_name = :user").bindparams(user=user))
         with op.batch_alter_table(table) as batch:
             batch.alter_column("user_name", existing_type=sa.String(200), nullable=False)
-    _make_unique_per_user("sessions", "name")
-    _make_unique_per_user("facts", "key")
-    _make_unique_per_user("roles", "name")
+    for table, column in UNIQUE_PER_USER:
+        _unique_per_user(table, column)
     op.drop_index("ix_fact_history_key_id", "fact_history")
     op.create_index("ix_fact_history_user_name_key_id", "fact_history", ["user_name", "key", "id"])
     op.drop_index("ix_model_calls_created_at", "model_calls")
@@ -106,6 +114,32 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    raise NotImplementedError(
-        "kvchat cannot go back to one user per store: two users' sessions and facts may share names"
-    )
+    """Back to one user per store, which only a store that has had one user
+    can go: two users' sessions and facts may share names."""
+    import importlib
+
+    bind = op.get_bind()
+    for table in OWNED_TABLES:
+        found = bind.execute(sa.text(f"SELECT DISTINCT user_name FROM {table} LIMIT 2")).scalars().all()
+        if len(found) > 1:
+            raise RuntimeError(
+                f"{table} holds rows of several users ({', '.join(map(repr, found))}, ...); "
+                "schema 0005 has no users, so this store cannot go back to it"
+            )
+    sqlite = bind.dialect.name == "sqlite"
+    if sqlite:
+        _drop_facts_full_text()
+    op.drop_index("ix_model_calls_user_name_created_at", "model_calls")
+    op.create_index("ix_model_calls_created_at", "model_calls", ["created_at"])
+    op.drop_index("ix_fact_history_user_name_key_id", "fact_history")
+    op.create_index("ix_fact_history_key_id", "fact_history", ["key", "id"])
+    for table, column in UNIQUE_PER_USER:
+        _unique_in_store(table, column)
+    for table in OWNED_TABLES:
+        with op.batch_alter_table(table) as batch:
+            batch.drop_column("user_name")
+    if sqlite:
+        analyzer = importlib.import_module("kvchat.migrations.versions.0002_own_analyzer")
+        for statement in analyzer._facts_full_text(analyzer.NEW_TOKENIZER, "kvchat_index_key"):
+            op.execute(statement)
+        op.execute("CREATE VIRTUAL TABLE facts_terms USING fts5vocab(facts_fts, 'row')")
