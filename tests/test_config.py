@@ -297,3 +297,20 @@ def test_ask_uses_the_server_and_timeout_from_the_config_file(model, kvchat, con
     config_file.write_text(f'base_url = "{model.base_url}"\ntimeout = 30\n')
     done = kvchat("ask", "hello", "--no-extract")
     assert done.exit_code == 0 and done.stdout == "echo: hello\n"
+
+
+def test_the_user_comes_from_the_flag_the_environment_the_file_or_the_login_name(config_file, monkeypatch):
+    from kvchat.users import default_user
+
+    assert config.resolve_one("user", None) == config.Setting("user", default_user(), "default")
+    config_file.write_text('user = "dana"\n')
+    assert config.resolve_one("user", None) == config.Setting("user", "dana", f"config {config_file}")
+    monkeypatch.setenv("KVCHAT_USER", "erin")
+    assert config.resolve_one("user", None) == config.Setting("user", "erin", "env KVCHAT_USER")
+    assert config.resolve_one("user", "fay") == config.Setting("user", "fay", "flag --user")
+
+
+def test_opening_the_store_is_not_stopped_by_an_unknown_endpoint(kvchat, monkeypatch):
+    monkeypatch.setenv("KVCHAT_ENDPOINT", "nowhere")
+    assert kvchat("facts", "set", "user.editor", "helix").exit_code == 0
+    assert "helix" in kvchat("facts").stdout

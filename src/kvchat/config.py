@@ -256,21 +256,42 @@ def resolve(
     file = load(path)
     session_settings = session_settings or {}
     where = f"session {session_name!r}" if session_name is not None else "session"
-    items = {}
-    for name, spec in SETTINGS.items():
-        if flags.get(name) is not None:
-            value, source = _check(spec, flags[name], spec.flag), f"flag {spec.flag}"
-        elif spec.per_session and name in session_settings:
-            value, source = _check(spec, session_settings[name], f"{where}: {name}"), where
-        elif environ.get(spec.env):
-            value, source = _parse(spec, environ[spec.env], spec.env), f"env {spec.env}"
-        elif name in file:
-            value, source = file[name], f"config {path}"
-        else:
-            value, source = spec.default, "default"
-        items[name] = Setting(name, value, source)
+    items = {name: _layered(spec, flags.get(name), session_settings, where, environ, file, path)
+             for name, spec in SETTINGS.items()}
     _apply_endpoint(items)
     return Settings(items)
+
+
+def resolve_one(name: str, given: object, environ: Mapping[str, str] | None = None) -> Setting:
+    """One setting that no session and no endpoint sets (such as `user`):
+    `given` (a flag; None: not given) > environment > file > default.
+    Unlike `resolve`, an endpoint setting that names no known server does not
+    stand in the way of, say, opening the store."""
+    spec = _spec(name)
+    if spec.per_session:
+        raise ValueError(f"{name} may come from a session: use resolve")
+    environ = os.environ if environ is None else environ
+    path = default_path(environ)
+    return _layered(spec, given, {}, "session", environ, load(path), path)
+
+
+def _layered(
+    spec: Spec, given: object, session_settings: Mapping[str, object], where: str,
+    environ: Mapping[str, str], file: Mapping[str, object], path: Path,
+) -> Setting:
+    """The setting's value from the first layer that has one."""
+    name = spec.name
+    if given is not None:
+        value, source = _check(spec, given, spec.flag), f"flag {spec.flag}"
+    elif spec.per_session and name in session_settings:
+        value, source = _check(spec, session_settings[name], f"{where}: {name}"), where
+    elif environ.get(spec.env):
+        value, source = _parse(spec, environ[spec.env], spec.env), f"env {spec.env}"
+    elif name in file:
+        value, source = file[name], f"config {path}"
+    else:
+        value, source = spec.default, "default"
+    return Setting(name, value, source)
 
 
 def endpoint_source(name: str) -> str:

@@ -64,9 +64,10 @@ user_flag: str | None = None
 def open_store() -> Store:
     """The store, as the user --user names, else KVCHAT_USER, the config
     file's `user`, or the operating system's user name."""
+    from ..config import resolve_one
     from ..store import Store
 
-    return Store(os.environ.get("KVCHAT_DB"), user=setting("user", user_flag))
+    return Store(os.environ.get("KVCHAT_DB"), user=resolve_one("user", user_flag).value)
 
 
 def find_session(store: Store, ref: str) -> Session:
