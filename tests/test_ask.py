@@ -285,3 +285,25 @@ def test_a_session_is_named_by_its_start_or_id_and_a_new_name_starts_one(model, 
     assert done.exit_code == 1
     assert done.stderr.startswith("kvchat: error: 'refac' is the start of several sessions")
     assert model.chat_requests[-1]["messages"][-1]["content"] == "elsewhere"
+
+
+def test_an_answer_piped_into_a_reader_that_stops_early_is_still_stored_whole(model, home):
+    import subprocess
+    import sys
+
+    answer = "".join(f"line {n} of a long answer\n" for n in range(20_000))  # far more than a pipe holds
+    model.queue_answer(answer)
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "kvchat", "ask", "a long one", "--no-extract"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ),
+    )
+    assert reader.stdout.read(50).startswith(b"line 0 of a long answer")
+    reader.stdout.close()  # as `| head -c 50` does
+    assert reader.wait(timeout=60) == 0
+    assert reader.stderr.read() == b""
+    from kvchat.store import Store
+
+    with Store() as store:
+        stored = store.history(store.session("default").id)
+    assert [(t.role, t.status) for t in stored] == [("user", "complete"), ("assistant", "complete")]
+    assert stored[1].content == answer

@@ -141,11 +141,19 @@ class Conversation:
             on_prompt(prompt)
 
         received: list[str] = []
+        # What showing the answer raised (the reader of a pipe went away:
+        # `kvchat ask ... | head`): the answer is still received and stored
+        # whole, and the failure raised only then.
+        display_failed: list[Exception] = []
 
         def collect(piece: str) -> None:
             received.append(piece)
-            if on_text is not None:
+            if on_text is None or display_failed:
+                return
+            try:
                 on_text(piece)
+            except Exception as exc:
+                display_failed.append(exc)
 
         try:
             reply = self.client.chat(
@@ -163,6 +171,8 @@ class Conversation:
             answer, prompt_tokens, completion_tokens, reported = self._store_answer(
                 asked, reply.text, reply, prompt, model
             )
+        if display_failed:
+            raise display_failed[0]
         result = AskResult(
             session=session, question=asked, answer=answer, prompt=prompt,
             prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
