@@ -10,7 +10,7 @@ import pytest
 
 from kvchat import database
 from kvchat.store import NewTurn, Store, StoreError
-from kvchat.textsearch import match_query
+from kvchat.textsearch import match_query, terms
 
 
 def test_fresh_database_is_created_private_and_at_the_newest_schema(home):
@@ -85,6 +85,15 @@ def test_an_oldest_schema_database_with_data_is_upgraded_and_searchable(home):
         # cascade); every connection afterwards has them on again.
         with store.engine.connect() as connection:
             assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    # Its rows went to the user who upgraded it (here the login name), and
+    # another user sharing the file now starts with nothing of theirs.
+    with Store(user="someone.else") as other:
+        assert other.session("old") is None and other.facts() == []
+        assert other.search_facts(match_query("editor"), limit=5) == []
+        assert other.search_history(terms("migrations")) == []
+    with Store() as store:
+        assert [turn.content for _, turn in store.search_history(terms("migrations"))] == [
+            "We were running the migrations of 数据库 yesterday"]
 
 
 def test_a_database_from_a_newer_kvchat_is_refused_untouched(home):
