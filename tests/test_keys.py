@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -103,12 +105,21 @@ def test_remove_deletes_the_file(kvchat, home):
         ("  \n", "the API key is empty"),
         (f"{STORED_KEY} {OTHER_KEY}", "the API key holds spaces, line breaks or control characters: give the key alone"),
         (f"{STORED_KEY}\n{OTHER_KEY}\n", "the API key holds spaces, line breaks or control characters: give the key alone"),
+        ("k" * 5000, "the API key is longer than 4096 characters: is that the right text?"),
     ],
 )
 def test_a_bad_key_is_refused_in_one_line_without_showing_it(kvchat, home, text, message):
     done = kvchat("keys", "set", input=text)
     assert done.exit_code == 1 and done.stderr == f"kvchat: error: {message}\n"
     assert STORED_KEY not in done.stderr and not (home / "keys" / "default").exists()
+
+
+def test_an_endless_input_is_refused_after_reading_only_as_much_as_a_key_can_be(home):
+    with open("/dev/zero", "rb") as endless:
+        done = subprocess.run([sys.executable, "-m", "kvchat", "keys", "set"], stdin=endless,
+                              capture_output=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr == b"kvchat: error: the API key is longer than 4096 characters: is that the right text?\n"
 
 
 def test_a_key_for_an_unknown_endpoint_is_refused_before_it_is_read(kvchat, home):

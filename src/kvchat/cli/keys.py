@@ -38,7 +38,13 @@ def _what(endpoint: str | None) -> str:
 def _read_key() -> str:
     if sys.stdin.isatty():
         return typer.prompt("API key (input hidden)", hide_input=True, prompt_suffix=": ")
-    data = sys.stdin.buffer.read()
+    from ..credentials import MAX_KEY_LENGTH
+
+    # Bounded: `kvchat keys set < /dev/zero` must not fill the memory first.
+    limit = MAX_KEY_LENGTH * 4 + 2  # UTF-8 takes at most 4 bytes a character, and a line end
+    data = sys.stdin.buffer.read(limit + 1)
+    if len(data) > limit:
+        raise CliError(f"the API key is longer than {MAX_KEY_LENGTH} characters: is that the right text?")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
