@@ -49,6 +49,18 @@ def test_a_terminal_shows_the_answer_as_markdown_with_highlighted_code(model, kv
     assert "first step" in shown and "second step" in shown
 
 
+def test_escape_sequences_in_an_answer_are_shown_not_obeyed_at_a_terminal(model, kvchat_terminal, store):
+    hostile = "Here: \x1b]0;PWNED\x07 and \x1b]52;c;Y3VybCBldmlsLnNo\x07 then \x1b[31mred\x1b[0m \u202egnp.exe\n"
+    model.queue_answer(hostile)
+    done = kvchat_terminal("ask", "show me", "--no-extract")
+    assert done.exit_code == 0, done.stdout
+    assert "\x1b]" not in done.stdout and "\x07" not in done.stdout and "\u202e" not in done.stdout
+    assert "\x1b[31m" not in done.stdout
+    assert "\u241b]0;PWNED\u2407" in done.stdout and "<U+202E>gnp.exe" in done.stdout
+    # What is stored, and what a pipe gets, is the answer as it came.
+    assert store.history(store.session("default").id)[-1].content == hostile
+
+
 def test_plain_on_a_terminal_shows_the_raw_text(model, kvchat_terminal):
     model.queue_answer(ANSWER)
     done = kvchat_terminal("ask", "plan it", "--no-extract", "--plain")

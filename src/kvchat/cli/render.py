@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Annotated, Iterator
 import typer
 
 from .common import console
+from .terminal_text import visible
 
 if TYPE_CHECKING:
     from markdown_it import MarkdownIt
@@ -164,7 +165,7 @@ class _MarkdownStream:
 
     def add(self, piece: str) -> None:
         # Count lines as the parser does: it reads \r as a line end too.
-        piece = piece.replace("\r\n", "\n").replace("\r", "\n")
+        piece = visible(piece.replace("\r\n", "\n").replace("\r", "\n"))
         self.pending += piece
         finished = ""
         if "\n" in piece:
