@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 
 def test_a_usage_error_shows_usage_not_an_internal_error(kvchat):
     done = kvchat("recall", "--bogus")
@@ -76,3 +78,16 @@ def test_facts_json_before_the_query_still_means_json(kvchat):
 
     kvchat("facts", "set", "user.editor", "vim")
     assert json.loads(kvchat("facts", "--json", "vim").stdout)[0]["key"] == "user.editor"
+
+
+@pytest.mark.parametrize("args", [
+    ("code", "99999999999999999999999"),
+    ("history", "-n", "99999999999999999999999"),
+    ("history", "--since", "99999999999d"),
+    ("sessions", "prune", "--older-than", "99999999999999d", "--dry-run"),
+])
+def test_a_number_too_large_to_use_is_one_line_not_an_internal_error(model, kvchat, args):
+    assert kvchat("ask", "hello", "--no-extract").exit_code == 0
+    done = kvchat(*args)
+    assert done.exit_code == 1, done.stderr
+    assert done.stderr.startswith("kvchat: error: ") and "\n" == done.stderr[-1] and done.stderr.count("\n") == 1

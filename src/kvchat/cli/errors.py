@@ -37,6 +37,10 @@ def one_line_error(exc: Exception) -> tuple[str, int]:
         return f"kvchat: error: {exc}", 1
     if isinstance(exc, OSError):
         return f"kvchat: error: {exc.strerror or exc}", 1
+    if isinstance(exc, OverflowError):
+        # A number typed beyond what SQLite or a date can hold (`-n 1e30`,
+        # `--since 99999999999d`): the user's input, not a bug.
+        return "kvchat: error: a number given is too large", 1
     return (
         f"kvchat: internal error: {type(exc).__name__}: {exc} (set KVCHAT_DEBUG=1 to see the traceback)",
         2,
