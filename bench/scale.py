@@ -19,9 +19,9 @@ third of the answers with a code block. Then it measures:
   against the raw UTF-8 text it holds;
 - whole `kvchat` processes (median wall time of --runs runs each, the
   commands interleaved) next to `python -c pass`, `import typer`, `import
-  openai`, and Simon Willison's `llm` where bench/.venv-llm has it; `kvchat
-  ask` runs against tests/fake_openai.py, started here, and its peak RSS is
-  read from os.wait4.
+  openai`, and Simon Willison's `llm` where bench/.venv-llm has it (its log
+  database written by llm itself, see llm_log_db); `kvchat ask` runs against
+  tests/fake_openai.py, started here, and its peak RSS is read from os.wait4.
 
 Prints one Markdown table and writes it as JSON to bench/results/scale.json.
 
@@ -313,10 +313,13 @@ def run_once(argv: list[str], env: dict) -> tuple[float, int, int]:
     return seconds, code, usage.ru_maxrss
 
 
-def llm_log_db(home: Path, turns: int, texts: Texts) -> Path | None:
+def llm_log_db(home: Path, turns: int, texts: Texts, server) -> Path | None:
     """A log database for `llm` of as many responses as the store has
-    exchanges, written through llm's own schema (its migrations), or None
-    when llm is not installed."""
+    exchanges, or None when llm is not installed. llm writes it itself: one
+    llm conversation per kvchat session, each exchange a real prompt through
+    llm's OpenAI plugin to the local test server, logged with
+    `Response.log_to_db` as `llm prompt` logs it (into the threads, turns and
+    messages tables of llm 0.3x, not its legacy `responses` table)."""
     if not LLM.exists():
         return None
     llm_home = home / "llm"
@@ -324,34 +327,42 @@ def llm_log_db(home: Path, turns: int, texts: Texts) -> Path | None:
     if logs.exists():
         return llm_home
     llm_home.mkdir(parents=True, exist_ok=True)
+    # llm reaches the test server as an extra OpenAI-compatible model.
+    (llm_home / "extra-openai-models.yaml").write_text(
+        f"- model_id: kvbench\n  model_name: {MODEL}\n  api_base: {server.base_url}\n")
     script = r"""
-import json, sys, sqlite_utils
+import json, sys, llm, sqlite_utils
 from llm.migrations import migrate
 db = sqlite_utils.Database(sys.argv[1])
 migrate(db)
-count = 0
-rows = []
+model = llm.get_model("kvbench")
+current = None
 for line in sys.stdin:
-    r = json.loads(line)
-    rows.append(r)
-    if len(rows) >= 5000:
-        db["responses"].insert_all(rows); rows = []
-if rows:
-    db["responses"].insert_all(rows)
+    session, question = json.loads(line)
+    if session != current:
+        current, conversation = session, model.conversation()
+    response = conversation.prompt(question)
+    response.text()
+    response.log_to_db(db)
 """
+    partial = llm_home / "logs.db.partial"
+    partial.unlink(missing_ok=True)
     py = LLM.parent / "python"
-    child = subprocess.Popen([str(py), "-c", script, str(logs)], stdin=subprocess.PIPE, text=True)
-    for i in range(turns // 2):
-        s = i % SESSIONS
-        lang = session_lang(s)
-        child.stdin.write(json.dumps({
-            "id": f"r{i:08d}", "model": MODEL, "prompt": texts.question(lang), "system": None,
-            "prompt_json": None, "options_json": "{}", "response": texts.answer(lang), "response_json": None,
-            "conversation_id": session_name(s), "duration_ms": 100,
-            "datetime_utc": f"2025-01-01T00:00:{i % 60:02d}",
-        }, ensure_ascii=False) + "\n")
+    env = dict(os.environ, LLM_USER_PATH=str(llm_home))
+    child = subprocess.Popen([str(py), "-c", script, str(partial)], stdin=subprocess.PIPE, text=True, env=env)
+    server.chunk_chars = 4096  # whole answers in one streamed chunk: the build's pace is llm's own
+    # Session after session, as build() writes the kvchat store.
+    per_session = turns // SESSIONS // 2
+    for s in range(SESSIONS):
+        for _ in range(per_session):
+            lang = session_lang(s)
+            server.queue_answer(texts.answer(lang))
+            child.stdin.write(json.dumps([session_name(s), texts.question(lang)], ensure_ascii=False) + "\n")
     child.stdin.close()
-    child.wait()
+    if child.wait() != 0:
+        raise SystemExit(f"building llm's log database failed (exit {child.returncode})")
+    server.reset()
+    partial.rename(logs)
     return llm_home
 
 
@@ -368,7 +379,7 @@ def measure_processes(home: Path, runs: int, server, texts: Texts, turns: int) -
         "kvchat facts": [str(KVCHAT), "facts"],
         "kvchat ask": None,  # built per run: a fresh question in session s0003
     }
-    llm_home = llm_log_db(home, turns, texts)
+    llm_home = llm_log_db(home, turns, texts, server)
     if llm_home is not None:
         llm_env = dict(env, LLM_USER_PATH=str(llm_home))
         commands["llm --version"] = [str(LLM), "--version"]
