@@ -249,3 +249,18 @@ def test_a_store_of_several_users_refuses_to_go_back_and_is_left_as_it_was(home)
     with Store(str(path), user="erin") as erin:
         assert database.current_revision(erin.engine) == database.SCHEMA_HEAD
         assert [s.name for s in erin.sessions()] == ["work"]
+
+
+def test_an_export_carries_no_user_and_an_import_goes_to_whoever_imports_it(kvchat, model, tmp_path):
+    alice, bob, mallory = as_user(kvchat, "alice"), as_user(kvchat, "bob"), as_user(kvchat, "mallory")
+    model.queue_answer("Kept.")
+    alice("ask", "Remember the harbour code", "-s", "harbour", "--no-extract")
+    exported = alice("export").stdout
+    assert exported and all("user" not in json.loads(line) for line in exported.splitlines())
+    # A line naming a user is still imported as the importer's own: nobody writes into another's memory.
+    lines = tmp_path / "turns.jsonl"
+    lines.write_text("".join(json.dumps({**json.loads(line), "user": "mallory"}) + "\n" for line in exported.splitlines()))
+    assert bob("import", str(lines)).exit_code == 0
+    assert [s["name"] for s in json.loads(bob("sessions", "--json").stdout)] == ["harbour"]
+    assert json.loads(mallory("sessions", "--json").stdout) == []
+    assert len(json.loads(alice("history", "-s", "harbour", "--json").stdout)) == 2, "alice's own are untouched"
