@@ -143,8 +143,8 @@ def test_a_session_is_addressed_by_its_name_or_a_unique_start_of_it(store):
         store.resolve_session("1_0")  # the prefix is text, not a LIKE pattern
     beta = store.session("beta")
     assert store.resolve_session(f"#{beta.id}") == beta
-    add(store, f"#{beta.id}", "x")
-    assert store.resolve_session(f"#{beta.id}").name == f"#{beta.id}", "an exact name wins over an id"
+    with pytest.raises(StoreError, match="cannot be a session name"):
+        add(store, f"#{beta.id}", "x")  # it would take beta's place wherever #ID is used
     with pytest.raises(StoreError, match="no session has the id #12345"):
         store.resolve_session("#12345")
 
@@ -188,7 +188,7 @@ def test_cli_delete_needs_yes_without_a_terminal(home, kvchat):
     refused = kvchat("sessions", "delete", "secret", "--facts")
     assert refused.exit_code == 1
     assert refused.stderr == "kvchat: error: deleting needs confirmation: pass --yes to delete without being asked\n"
-    done = kvchat("sessions", "delete", "sec", "--facts", "--yes")
+    done = kvchat("sessions", "delete", "secret", "--facts", "--yes")
     assert done.exit_code == 0, done.stderr
     assert done.stderr == "Deleted session 'secret': 2 turns and 1 facts.\n"
     gone = kvchat("sessions", "delete", "secret", "--yes")
@@ -207,6 +207,33 @@ def test_cli_delete_refuses_an_ambiguous_prefix(home, kvchat):
     assert kvchat("sessions", "delete", "work-b", "--yes", "--json").stdout.startswith('{')
     with Store() as store:
         assert [s.name for s in store.sessions()] == ["work-a"]
+
+
+def test_cli_delete_takes_a_whole_name_or_id_never_only_its_start(home, kvchat):
+    with Store() as store:
+        add(store, "test-important", "precious data")
+        session_id = store.session("test-important").id
+    out = kvchat("sessions", "delete", "test", "--yes")
+    assert out.exit_code == 1
+    assert out.stderr == (
+        f"kvchat: error: 'test' is only the start of session 'test-important': give its whole name "
+        f"or '#{session_id}' to delete it\n"
+    )
+    with Store() as store:
+        assert store.session("test-important") is not None
+    assert kvchat("sessions", "delete", f"#{session_id}", "--yes").exit_code == 0
+    with Store() as store:
+        assert store.sessions() == []
+
+
+def test_no_session_can_be_named_like_an_id(home, kvchat, model):
+    with Store() as store:
+        add(store, "big", "x")
+    renamed = kvchat("sessions", "rename", "big", "#3")
+    assert renamed.exit_code == 1
+    assert renamed.stderr == "kvchat: error: '#3' cannot be a session name: #N stands for the session whose id is N\n"
+    asked = kvchat("ask", "hello", "-s", "#99")  # no session has id 99: not a name to create either
+    assert asked.exit_code == 1 and model.chat_requests == []
 
 
 def _on_terminal(args: list[str], answer: str) -> tuple[int, str]:

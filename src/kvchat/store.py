@@ -66,6 +66,14 @@ def check_name(kind: str, value: str) -> str:
     return check_unicode(kind, cleaned)
 
 
+def check_new_session_name(name: str) -> str:
+    """`name`, unless it would read as a session id: `#12` names session 12
+    everywhere, so a session called "#12" would take another's place."""
+    if SESSION_ID.fullmatch(name) or name == "#":
+        raise StoreError(f"{name!r} cannot be a session name: #N stands for the session whose id is N")
+    return name
+
+
 # Text no database can hold (see check_unicode) that reached a query anyway,
 # e.g. a session name looked up: one line, not a traceback.
 _NOT_UNICODE = "the text is not valid Unicode (it holds a lone surrogate)"
@@ -433,6 +441,7 @@ class Store:
         row = db.execute(mine).first()
         if row is not None:
             return _session(row)
+        check_new_session_name(name)
         stamp = _naive_utc(now())
         db.execute(
             sessions.insert().values(user_name=self.user, name=name, created_at=stamp, last_active_at=stamp)
@@ -839,7 +848,7 @@ class Store:
 
         from .schema import sessions
 
-        new = check_name("a session name", new)
+        new = check_new_session_name(check_name("a session name", new))
         with self._write() as db:
             session = db.execute(select(sessions.c.id).where(self._own(sessions), sessions.c.name == old)).first()
             if session is None:

@@ -298,7 +298,7 @@ DeleteFactsOption = Annotated[
 
 @sessions_app.command("delete")
 def delete_session(
-    name: SessionArgument,
+    name: Annotated[str, typer.Argument(help="The session: its whole name, or #ID.", show_default=False)],
     facts: DeleteFactsOption = False,
     yes: YesOption = False,
     json_output: JsonOption = False,
@@ -307,7 +307,13 @@ def delete_session(
     and settings (and with --facts the facts learnt from it). The text is
     erased from the database file, not only hidden."""
     with open_store() as store:
-        session = store.resolve_session(name)
+        session, how = store.find_session(name)
+        if session is None:
+            session = store.resolve_session(name)  # says that no session has that name
+        if how == "prefix":
+            # Deleting is for good: the start of a name is not enough, even if only one name starts so.
+            raise CliError(f"{name!r} is only the start of session {session.name!r}: give its whole name "
+                           f"or '#{session.id}' to delete it")
         learnt = len(store.facts_from_sessions([session.id])) if facts else 0
         what = f"{session.turn_count} turns" + (f" and {learnt} facts" if facts else "")
         if not _confirm_or_refuse(f"Delete session {session.name!r} ({what})?", yes):
