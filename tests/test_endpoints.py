@@ -140,21 +140,37 @@ def test_kvchat_endpoint_sends_ask_there_with_its_model(kvchat, local, monkeypat
     assert local.chat_requests[-1]["model"] == "gpt-4o-mini"
 
 
-def test_without_an_endpoint_the_default_server_is_used(kvchat, local, monkeypatch):
-    monkeypatch.setenv("KVCHAT_ENDPOINT", "local")
+def test_an_endpoint_chosen_as_specifically_as_openai_base_url_or_more_wins_over_it(kvchat, local, home, monkeypatch):
+    # OPENAI_BASE_URL is often exported for other tools: a kvchat endpoint
+    # chosen by flag, session or KVCHAT_ENDPOINT is the more deliberate choice.
     monkeypatch.setenv("OPENAI_BASE_URL", REMOTE)
     monkeypatch.delenv("OPENAI_API_KEY")
-    # OPENAI_BASE_URL wins over the endpoint, and says so: the remote server, with no key for it.
+    for how in (["--endpoint", "local"], ["-s", "pinned"]):
+        kvchat("sessions", "set", "pinned", "--endpoint", "local")
+        done = kvchat("ask", "hello", *how)
+        assert done.exit_code == 0 and done.stdout == "echo: hello\n", done.stderr
+    monkeypatch.setenv("KVCHAT_ENDPOINT", "local")
+    assert kvchat("ask", "and again").exit_code == 0
+    assert local.chat_requests[-1]["model"] == "fake-mini"
+    assert len(local.chat_requests) == 3
+
+
+def test_an_endpoint_in_the_config_file_gives_way_to_openai_base_url_and_says_so(kvchat, local, home, monkeypatch):
+    (home / "config.toml").write_text('endpoint = "local"\n')
+    monkeypatch.setenv("OPENAI_BASE_URL", REMOTE)
+    monkeypatch.delenv("OPENAI_API_KEY")
     done = kvchat("ask", "hello")
+    # The remote server, with no key for it; nor is the endpoint's model asked of it.
     assert done.exit_code == 1 and done.stderr.splitlines() == [
         "kvchat: warning: OPENAI_BASE_URL is set and wins over endpoint 'local'",
         "kvchat: error: no API key: run `kvchat keys set` (or set OPENAI_API_KEY, and OPENAI_BASE_URL "
         "for a server other than OpenAI)",
     ]
+    settings = json.loads(kvchat("config", "--json").stdout)
+    assert settings["model"] == {"value": "gpt-4o-mini", "source": "default"}
     monkeypatch.delenv("OPENAI_BASE_URL")
     monkeypatch.setenv("KVCHAT_ENDPOINT", "default")  # "default": no endpoint, OpenAI itself
-    done = kvchat("config", "--json")
-    settings = json.loads(done.stdout)
+    settings = json.loads(kvchat("config", "--json").stdout)
     assert settings["base_url"] == {"value": None, "source": "default"}
     assert settings["model"] == {"value": "gpt-4o-mini", "source": "default"}
     assert local.chat_requests == []

@@ -299,19 +299,32 @@ def endpoint_source(name: str) -> str:
     return f"endpoint {name!r}"
 
 
+def _level(source: str) -> int:
+    """How specific a setting's source is: flag, session, env, config, default."""
+    for level, start in enumerate(("default", "config ", "env ", "session ", "flag ")):
+        if source.startswith(start):
+            return level
+    raise ValueError(source)
+
+
 def _apply_endpoint(items: dict[str, Setting]) -> None:
-    """The chosen endpoint's base URL and model, where nothing more specific
-    than the config file gave one."""
+    """The chosen endpoint's base URL, unless a base URL was given more
+    specifically than the endpoint was chosen (`--endpoint local` beats an
+    exported OPENAI_BASE_URL; an endpoint in the config file does not); and
+    its model, only when the call goes to its server and no model was given
+    more specifically than in the config file."""
     chosen = items["endpoint"]
+    if chosen.value is None or chosen.value == "default":
+        return
     from . import endpoints  # deferred: only a call that names an endpoint reads its file
 
-    if chosen.value is None or chosen.value == endpoints.DEFAULT:
-        return
     try:
         endpoint = endpoints.get(chosen.value)
     except endpoints.EndpointError as exc:
         raise endpoints.EndpointError(f"{chosen.source}: {exc}") from None
     source = endpoint_source(endpoint.name)
-    for name, value in (("base_url", endpoint.base_url), ("model", endpoint.model)):
-        if value is not None and (items[name].source == "default" or items[name].source.startswith("config ")):
-            items[name] = Setting(name, value, source)
+    if _level(items["base_url"].source) > _level(chosen.source):
+        return  # another server: the endpoint's model may not exist there
+    items["base_url"] = Setting("base_url", endpoint.base_url, source)
+    if endpoint.model is not None and _level(items["model"].source) <= _level("config "):
+        items["model"] = Setting("model", endpoint.model, source)

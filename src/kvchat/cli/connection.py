@@ -20,7 +20,7 @@ EndpointOption = Annotated[
     typer.Option(
         "--endpoint",
         help="A named server from `kvchat endpoints` (default: the session's, KVCHAT_ENDPOINT or the config file's; "
-        "`default` means none). OPENAI_BASE_URL, when set, wins.",
+        "`default` means none); it wins over OPENAI_BASE_URL.",
     ),
 ]
 
