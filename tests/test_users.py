@@ -136,6 +136,8 @@ def test_the_user_comes_from_the_flag_the_environment_or_the_login_name(kvchat, 
     assert "a heron" in kvchat("facts").stdout
     config = json.loads(kvchat("config", "--json").stdout)
     assert config["user"] == {"value": "carol", "source": "env KVCHAT_USER"}
+    config = json.loads(kvchat("--user", "dave", "config", "--json").stdout)
+    assert config["user"] == {"value": "dave", "source": "flag --user"}
     monkeypatch.delenv("KVCHAT_USER")
     assert "a heron" not in kvchat("facts").stdout
     assert json.loads(kvchat("config", "--json").stdout)["user"] == {"value": default_user(), "source": "default"}

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from . import common
 from .common import JsonOption, console, find_session, on_terminal, open_store, print_json
 
 app = typer.Typer(
@@ -46,7 +47,7 @@ def config(
         with open_store() as store:
             found = find_session(store, session)
         session, session_settings = found.name, found.settings
-    settings = settings_config.resolve({"session": session}, session_settings, session)
+    settings = settings_config.resolve({"session": session, "user": common.user_flag}, session_settings, session)
     if json_output:
         print_json({item.name: {"value": item.value, "source": item.source} for item in settings})
         return
