@@ -84,6 +84,8 @@ def test_facts_json_before_the_query_still_means_json(kvchat):
     ("code", "99999999999999999999999"),
     ("history", "-n", "99999999999999999999999"),
     ("history", "--since", "99999999999d"),
+    ("history", "--until", "0001-01-01"),
+    ("history", "--since", "9999-12-31T23:59:59-12:00"),
     ("sessions", "prune", "--older-than", "99999999999999d", "--dry-run"),
 ])
 def test_a_number_too_large_to_use_is_one_line_not_an_internal_error(model, kvchat, args):

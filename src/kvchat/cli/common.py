@@ -125,18 +125,21 @@ def parse_when(text: str, option: str, *, end_of_day: bool = False) -> datetime:
     from ..store import now
 
     value = text.strip()
-    if _DURATION.fullmatch(value.lower()):
-        return now() - parse_age(value)
     try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise CliError(
-            f"{option}: {text!r} is neither a date or time (2026-11-20, 2026-11-20T14:30) "
-            "nor an age (90m, 12h, 7d, 2w)"
-        ) from None
-    if end_of_day and _DATE_ALONE.fullmatch(value):
-        moment = datetime.combine(moment.date(), time.max)
-    return moment if moment.tzinfo is not None else moment.astimezone()
+        if _DURATION.fullmatch(value.lower()):
+            return now() - parse_age(value)
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise CliError(
+                f"{option}: {text!r} is neither a date or time (2026-11-20, 2026-11-20T14:30) "
+                "nor an age (90m, 12h, 7d, 2w)"
+            ) from None
+        if end_of_day and _DATE_ALONE.fullmatch(value):
+            moment = datetime.combine(moment.date(), time.max)
+        return moment if moment.tzinfo is not None else moment.astimezone()
+    except (OverflowError, ValueError):  # year 0 or 10000 once moved to a time zone, or an age past year 1
+        raise CliError(f"{option}: {text!r} is further from now than kvchat can count") from None
 
 
 def _json_default(value):
