@@ -53,7 +53,16 @@ def test_search_keeps_to_a_session_when_one_is_given_and_to_the_last_n(kvchat, s
 def test_search_text_is_data_and_words_it_lacks_are_an_error(kvchat, store):
     add(store, "a", 'a "quoted" NEAR(x y) OR * term')
     assert shown(kvchat, "--search", '"quoted" OR *') == [("a", 'a "quoted" NEAR(x y) OR * term')]
-    one_line_error(kvchat("history", "--search", "the ..."), "--search: 'the ...' has no words to search for")
+    one_line_error(kvchat("history", "--search", "... !"), "--search: '... !' has no words to search for")
+
+
+def test_search_finds_words_the_index_leaves_out_and_still_wants_every_word(kvchat, store):
+    add(store, "a", "Thanks for the help!", "Hello, the world is round.", "hello there, world", "The world is flat.")
+    add(store, "b", "谢谢你的帮助")
+    assert shown(kvchat, "--search", "thanks") == [("a", "Thanks for the help!")]
+    assert shown(kvchat, "--search", "Hello world") == [("a", "Hello, the world is round."), ("a", "hello there, world")]
+    assert shown(kvchat, "--search", "hello round") == [("a", "Hello, the world is round.")]
+    assert shown(kvchat, "--search", "thanks", "-s", "b") == []
 
 
 def test_search_results_from_several_sessions_say_which_session_in_plain_text(kvchat, store):

@@ -1180,26 +1180,41 @@ class Store:
         return rows
 
     def search_history(
-        self, terms: Iterable[str], *, session_id: int | None = None, since: datetime | None = None,
-        until: datetime | None = None, limit: int | None = None,
+        self, terms: Iterable[str], words: Iterable[str] = (), *, session_id: int | None = None,
+        since: datetime | None = None, until: datetime | None = None, limit: int | None = None,
     ) -> list[tuple[str, Turn]]:
         """(session name, turn) for the last `limit` turns (all when None)
-        holding every one of `terms` (analyzed as kvchat.textsearch does), in
-        one session or all of them, between `since` and `until`; oldest first."""
+        holding every one of `terms` (analyzed as kvchat.textsearch does) and
+        every one of `words` (lower-case; found in the text as written, for
+        words the index leaves out), in one session or all of them, between
+        `since` and `until`; oldest first."""
         wanted = " AND ".join(quote(term) for term in dict.fromkeys(terms))
-        if not wanted:
+        words = list(dict.fromkeys(words))
+        if not wanted and not words:
             return []
-        match = f"content : ({wanted})"
-        if session_id is not None:  # the session is a term of its own (see migration 0002)
-            match = f'session_id : "s{int(session_id)}" AND {match}'
-        conditions, params = ["turns_fts MATCH ?", "sessions.user_name = ?"], [match, self.user]
+        conditions, params = ["sessions.user_name = ?"], [self.user]
+        if wanted:
+            match = f"content : ({wanted})"
+            if session_id is not None:  # the session is a term of its own (see migration 0002)
+                match = f'session_id : "s{int(session_id)}" AND {match}'
+            conditions.append("turns_fts MATCH ?")
+            params.append(match)
+            source = "turns_fts JOIN turns ON turns.id = turns_fts.rowid"
+        else:
+            source = "turns"
+            if session_id is not None:
+                conditions.append("turns.session_id = ?")
+                params.append(session_id)
+        for word in words:
+            conditions.append("instr(lower(turns.content), ?) > 0")
+            params.append(word)
         for operator, value in ((">=", since), ("<=", until)):
             if value is not None:
                 conditions.append(f"turns.created_at {operator} ?")
                 params.append(_naive_utc(value).strftime(_STORED_TIME))
         sql = (
-            f"SELECT {_TURN_COLUMNS}, sessions.name FROM turns_fts "
-            "JOIN turns ON turns.id = turns_fts.rowid JOIN sessions ON sessions.id = turns.session_id "
+            f"SELECT {_TURN_COLUMNS}, sessions.name FROM {source} "
+            "JOIN sessions ON sessions.id = turns.session_id "
             f"WHERE {' AND '.join(conditions)} ORDER BY turns.id DESC"
         )
         if limit is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from datetime import timedelta
 from typing import Annotated, Optional
@@ -27,6 +28,8 @@ from .common import (
     session_to_use,
 )
 from .connection import EndpointOption
+
+_WORD = re.compile(r"\w+")
 
 SessionArgument = Annotated[
     str, typer.Argument(help="The session: its name, #ID, or the start of exactly one name.", show_default=False)
@@ -97,11 +100,15 @@ def history(
         if search is not None:
             from ..textsearch import terms
 
+            # The index leaves out common words ("thanks", "hello"); a turn
+            # must still hold each of them, found in its text as written.
             words = terms(search)
-            if not words:
-                raise CliError(f"--search: {search!r} has no words to search for (only punctuation or stopwords)")
+            unindexed = [word.casefold() for word in _WORD.findall(search) if not terms(word)]
+            if not words and not unindexed:
+                raise CliError(f"--search: {search!r} has no words to search for (only punctuation)")
             session_id = find_session(store, session).id if session is not None else None
-            found = store.search_history(words, session_id=session_id, since=since_at, until=until_at, limit=limit)
+            found = store.search_history(words, unindexed, session_id=session_id, since=since_at, until=until_at,
+                                         limit=limit)
         else:
             chosen = given_or_configured_session(store, session)
             found = [(chosen.name, turn) for turn in store.history(chosen.id, limit, since=since_at, until=until_at)]
