@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 
@@ -48,6 +50,19 @@ def test_stored_text_is_shown_as_text_not_markup_on_a_terminal(kvchat, kvchat_te
         assert "internal error" not in shown.stdout
     assert "arr[i] and a[/b]" in kvchat_terminal("facts").stdout
     assert "[bold]hi[/bold]" in kvchat_terminal("history", "-s", "proj[/x]").stdout
+
+
+def test_escape_sequences_in_stored_text_are_shown_not_obeyed_on_a_terminal(kvchat, kvchat_terminal):
+    hostile = "x \x1b]0;PWNED\x07 \x1b[2J \u202egnp.exe"
+    kvchat("facts", "set", "project.note", hostile)
+    kvchat("import", "-", input=json.dumps({"session": "logs", "role": "user", "content": hostile}) + "\n")
+    kvchat("sessions", "title", "logs", hostile)
+    for args in (("facts",), ("sessions",), ("history", "-s", "logs"), ("recall", "pwned"), ("history", "--search", "pwned")):
+        screen = kvchat_terminal(*args).stdout
+        assert "PWNED" in screen, args
+        assert "\x1b]0;" not in screen and "\x1b[2J" not in screen and "\u202e" not in screen, args
+    # Piped, the text is as stored.
+    assert hostile in kvchat("facts").stdout
 
 
 def test_a_reader_that_goes_away_is_not_an_error(kvchat):

@@ -22,6 +22,7 @@ from .common import (
 )
 from .connection import EndpointOption, conversation as make_conversation
 from .render import AnswerView, PlainOption
+from .terminal_text import safe_text
 
 # Every option that is also a setting defaults to None ("not given"), so the
 # session's own setting, the environment and the config file can apply (see
@@ -154,7 +155,6 @@ def ask_options(store, settings, *, system: str | None, stream: bool, no_extract
 def show_prompt(prompt, *, err: bool = True) -> None:
     """The prompt as the model gets it, section by section with token counts."""
     from rich.rule import Rule
-    from rich.text import Text
 
     from .common import console
 
@@ -164,7 +164,7 @@ def show_prompt(prompt, *, err: bool = True) -> None:
             continue
         count = f", {section.items} {'turns' if section.name == 'summary' else 'items'}" if section.items else ""
         out.print(Rule(f"{section.name} ({section.tokens} tokens{count})", align="left", style="dim"))
-        out.print(Text(section.text))
+        out.print(safe_text(section.text))
     out.print(Rule(f"total {prompt.tokens} tokens", align="left", style="dim"))
 
 

@@ -9,6 +9,7 @@ import typer
 
 from . import common
 from .common import JsonOption, console, find_session, on_terminal, open_store, print_json
+from .terminal_text import safe_text
 
 app = typer.Typer(
     invoke_without_command=True,
@@ -64,7 +65,7 @@ def config(
     table.add_column("from", style="dim")
     for item in settings:
         # Text, not str: values are the user's text, never Rich markup.
-        table.add_row(item.name, Text(show_value(item.value)), Text(item.source))
+        table.add_row(item.name, safe_text(show_value(item.value)), safe_text(item.source))
     out = console()
     out.print(table)
     path = settings_config.default_path()

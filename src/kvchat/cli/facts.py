@@ -21,6 +21,7 @@ from .common import (
     print_json,
     read_lines,
 )
+from .terminal_text import safe_text
 
 
 class _FactsGroup(TyperGroup):
@@ -66,7 +67,6 @@ def show_facts(found, json_output: bool, scores: dict[int, float] | None = None)
         console().print("No facts." if scores is None else "No matching facts.")
         return
     from rich.table import Table
-    from rich.text import Text
 
     table = Table(box=None, header_style="bold")
     table.add_column("key", style="cyan", no_wrap=True)
@@ -75,7 +75,7 @@ def show_facts(found, json_output: bool, scores: dict[int, float] | None = None)
     table.add_column("from", style="dim")
     for fact in found:
         # Text, not str: stored text is data, never Rich markup.
-        table.add_row(Text(fact.key), Text(fact.value), local_time(fact.updated_at), fact.source)
+        table.add_row(safe_text(fact.key), safe_text(fact.value), local_time(fact.updated_at), fact.source)
     console().print(table)
 
 
@@ -96,7 +96,6 @@ def _show_skipped(skipped, json_output: bool) -> None:
         console().print("No facts were skipped.")
         return
     from rich.table import Table
-    from rich.text import Text
 
     table = Table(box=None, header_style="bold")
     table.add_column("when", style="dim", no_wrap=True)
@@ -106,8 +105,8 @@ def _show_skipped(skipped, json_output: bool) -> None:
     table.add_column("turn", style="dim")
     for item in skipped:
         table.add_row(
-            local_time(item.created_at), Text(item.key or "(hidden: the key itself looked secret)"),
-            Text(item.reason), item.source, str(item.turn_id or ""),
+            local_time(item.created_at), safe_text(item.key or "(hidden: the key itself looked secret)"),
+            safe_text(item.reason), item.source, str(item.turn_id or ""),
         )
     console().print(table)
 

@@ -23,6 +23,7 @@ from .common import (
     read_text_argument,
 )
 from .connection import EndpointOption
+from .terminal_text import safe_text
 
 
 def item_json(item) -> dict:
@@ -172,7 +173,7 @@ def recall(
         if item.matched:
             head.append(f"  matched: {', '.join(item.matched)}", style="yellow")
         out.print(head)
-        out.print(Text(item.text))
+        out.print(safe_text(item.text))
         out.print()
 
 

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from .common import JsonOption, console, on_terminal, open_store, print_json, read_text_argument
+from .terminal_text import safe_text
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -49,7 +50,6 @@ def list_roles(json_output: JsonOption = False) -> None:
             sys.stdout.write(f"{entry.name}\t{_kind(entry)}\t{_first_line(entry.text)}\n")
         return
     from rich.table import Table
-    from rich.text import Text
 
     # Names and kinds in full; the text alone is cut to the terminal's width
     # (Rich gives the rest of the line to the one ratio column only when expanding).
@@ -59,7 +59,7 @@ def list_roles(json_output: JsonOption = False) -> None:
     table.add_column("text", no_wrap=True, overflow="ellipsis", ratio=1)
     for entry in entries:
         # Text, not str: role text is the user's, never Rich markup.
-        table.add_row(Text(entry.name), _kind(entry), Text(_first_line(entry.text)))
+        table.add_row(safe_text(entry.name), _kind(entry), safe_text(_first_line(entry.text)))
     console().print(table)
 
 

@@ -28,6 +28,7 @@ from .common import (
     session_to_use,
 )
 from .connection import EndpointOption
+from .terminal_text import safe_text, visible
 
 _WORD = re.compile(r"\w+")
 
@@ -134,15 +135,15 @@ def history(
     for name, turn in found:
         header = Text()
         if several:
-            header.append(f"{name}  ", style="bold blue")
-        header.append(turn.name or turn.role, style=ROLE_STYLE.get(turn.role, "bold"))
+            header.append(f"{visible(name)}  ", style="bold blue")
+        header.append(visible(turn.name or turn.role), style=ROLE_STYLE.get(turn.role, "bold"))
         header.append(f"  {local_time(turn.created_at)}  {turn.tokens} tokens", style="dim")
         if turn.status != "complete":
             header.append(f"  {turn.status}", style="bold yellow")
             if turn.error:
-                header.append(f": {turn.error}", style="yellow")
+                header.append(f": {visible(turn.error)}", style="yellow")
         out.print(header)
-        out.print(Text(turn.content))
+        out.print(safe_text(turn.content))
         out.print()
 
 
@@ -172,7 +173,6 @@ def sessions(ctx: typer.Context, json_output: JsonOption = False) -> None:
             )
         return
     from rich.table import Table
-    from rich.text import Text
 
     table = Table(box=None, header_style="bold")
     for column, justify in (("id", "right"), ("session", "left"), ("title", "left"), ("turns", "right"),
@@ -180,8 +180,8 @@ def sessions(ctx: typer.Context, json_output: JsonOption = False) -> None:
         # The title gives way when the terminal is narrow, cut on its one line.
         table.add_column(column, justify=justify, no_wrap=column != "title")
     for s in found:
-        title = Text(s.title or "", no_wrap=True, overflow="ellipsis")
-        table.add_row(f"#{s.id}", Text(s.name), title, str(s.turn_count), str(s.token_count),
+        title = safe_text(s.title or "", no_wrap=True, overflow="ellipsis")
+        table.add_row(f"#{s.id}", safe_text(s.name), title, str(s.turn_count), str(s.token_count),
                       local_time(s.last_active_at))
     console().print(table if found else "No sessions yet. Start one with `kvchat ask` or `kvchat chat`.")
 

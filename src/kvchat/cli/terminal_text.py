@@ -29,3 +29,10 @@ def _stand_in(match: re.Match) -> str:
 def visible(text: str) -> str:
     """`text` with every character that could act on the terminal replaced by a visible stand-in."""
     return _UNSAFE.sub(_stand_in, text)
+
+
+def safe_text(value: str, **options):
+    """A Rich Text of `value` made visible (see above), for a table or a listing at a terminal."""
+    from rich.text import Text
+
+    return Text(visible(value), **options)

@@ -9,6 +9,7 @@ import typer
 
 from .common import CliError, JsonOption, console, on_terminal, open_store, print_json
 from .sessions import SinceOption, time_range
+from .terminal_text import safe_text
 
 KIND_NAMES = {"answer": "answers", "extract": "fact extraction", "summary": "summaries", "embed": "embeddings"}
 
@@ -121,7 +122,7 @@ def usage(
     for name, footer, justify in columns:
         table.add_column(name, footer=footer, justify=justify)
     for item in shown:
-        table.add_row(Text(label(item)), str(item["calls"]), f"{item['prompt_tokens']:,}",
+        table.add_row(safe_text(label(item)), str(item["calls"]), f"{item['prompt_tokens']:,}",
                       f"{item['completion_tokens']:,}", _cost_text(item))
     out.print(table)
     split = " · ".join(
