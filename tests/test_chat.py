@@ -409,3 +409,11 @@ def test_chat_and_session_take_a_session_by_id_too(model, kvchat, store):
     assert [(s.name, s.turn_count) for s in sorted(store.sessions(), key=lambda s: s.name)] == [
         ("first-project", 2), ("second-project", 2),
     ]
+
+
+def test_a_line_that_is_not_utf8_is_refused_and_the_chat_reads_on(model, kvchat_process, store):
+    done = kvchat_process("chat", "--no-extract", input=b"caf\xe9 au lait\nsecond line\n")
+    assert done.exit_code == 0, done.stderr
+    assert "kvchat: error: that line of standard input is not valid UTF-8; it was not asked" in done.stderr
+    assert questions(model) == ["second line"]
+    assert [t.content for t in store.history(store.session("default").id)] == ["second line", "echo: second line"]

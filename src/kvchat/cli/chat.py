@@ -36,7 +36,7 @@ from .ask import (
     remember_settings,
     resolve_settings,
 )
-from .common import ModelOption, SessionOption, open_store, session_to_use, setting_flags
+from .common import CliError, ModelOption, SessionOption, open_store, session_to_use, setting_flags
 from .connection import EndpointOption, conversation as make_conversation, warn_if_context_unknown
 from .render import AnswerView, PlainOption
 
@@ -178,6 +178,9 @@ def chat(
                 break
             except KeyboardInterrupt:
                 ctrl_c("(Ctrl-C again to leave; or type exit, or press Ctrl-D)")
+                continue
+            except CliError as exc:  # a line that cannot be read: say so and read on
+                _report(exc)
                 continue
             last_ctrl_c = float("-inf")  # a line was typed since: the next Ctrl-C is a first one
             text = message.text

@@ -26,6 +26,7 @@ import typer
 
 from .. import paths
 from ..redaction import redact
+from .common import CliError
 
 PROMPT = "you> "
 CONTINUATION = "...> "
@@ -72,8 +73,19 @@ def read_message(read_line: ReadLine) -> Message:
 
 
 def plain_reader() -> ReadLine:
-    """Lines from a pipe or file: no prompt, since no one is watching."""
-    return lambda prompt: input()
+    """Lines from a pipe or file: no prompt, since no one is watching. A line
+    that is not UTF-8 is refused (Python hands its bad bytes on as lone
+    surrogates, which no database can store)."""
+
+    def read(prompt: str) -> str:
+        line = input()
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:
+            raise CliError("that line of standard input is not valid UTF-8; it was not asked") from None
+        return line
+
+    return read
 
 
 def terminal_reader(commands: Iterable[str], secrets: list[str]) -> ReadLine:
@@ -126,6 +138,7 @@ def _history(secrets: list[str]):
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
+        os.chmod(path, 0o600)  # a file made before, or by hand, is tightened too: it holds what was typed
     except OSError as exc:
         typer.echo(f"kvchat: warning: no chat history ({path}: {exc.strerror or exc})", err=True)
         return InMemoryHistory()
