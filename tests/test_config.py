@@ -233,7 +233,8 @@ def test_kvchat_config_lists_every_setting_and_its_source(kvchat, config_file, m
     done = kvchat("config")
     assert done.exit_code == 0
     rows = [line.split("\t") for line in done.stdout.splitlines()]
-    assert [row[0] for row in rows] == list(config.SETTINGS)
+    # Every setting, then the API key the calls would use (masked; here there is none).
+    assert [row[0] for row in rows] == [*config.SETTINGS, "api_key"]
     table = {name: (value, source) for name, value, source in rows}
     assert table["model"] == ("qwen2.5-coder", f"config {config_file}")
     assert table["facts"] == ("false", "env KVCHAT_FACTS")
@@ -244,7 +245,7 @@ def test_kvchat_config_lists_every_setting_and_its_source(kvchat, config_file, m
 def test_kvchat_config_json(kvchat, monkeypatch):
     monkeypatch.setenv("KVCHAT_WINDOW", "4")
     data = json.loads(kvchat("config", "--json").stdout)
-    assert list(data) == list(config.SETTINGS)
+    assert list(data) == [*config.SETTINGS, "api_key"]
     assert data["window"] == {"value": 4, "source": "env KVCHAT_WINDOW"}
     assert data["base_url"] == {"value": None, "source": "default"}
 

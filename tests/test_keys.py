@@ -222,3 +222,16 @@ def test_a_rejected_stored_key_is_not_repeated_in_the_error(kvchat, model, monke
     assert done.exit_code == 1 and "rejected the API key" in done.stderr
     assert STORED_KEY not in done.stderr
     assert STORED_KEY.encode() not in database_bytes(home)
+
+
+def test_config_says_which_key_calls_use_and_from_where_never_showing_it(kvchat, home, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    config = json.loads(kvchat("config", "--json").stdout)
+    assert config["api_key"] == {"value": None, "source": "none: `kvchat keys set` stores one"}
+    assert kvchat("keys", "set", input=STORED_KEY + "\n").exit_code == 0
+    config = json.loads(kvchat("config", "--json").stdout)
+    assert config["api_key"] == {"value": "****" + STORED_KEY[-4:], "source": f"key file {home / 'keys' / 'default'}"}
+    monkeypatch.setenv("OPENAI_API_KEY", OTHER_KEY)
+    shown = kvchat("config").stdout
+    assert f"api_key\t****{OTHER_KEY[-4:]}\tenv OPENAI_API_KEY" in shown
+    assert STORED_KEY not in shown and OTHER_KEY not in shown

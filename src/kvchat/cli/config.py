@@ -49,12 +49,15 @@ def config(
             found = find_session(store, session)
         session, session_settings = found.name, found.settings
     settings = settings_config.resolve({"session": session, "user": common.user_flag}, session_settings, session)
+    key = _key_shown(settings)
     if json_output:
-        print_json({item.name: {"value": item.value, "source": item.source} for item in settings})
+        shown = {item.name: {"value": item.value, "source": item.source} for item in settings}
+        print_json(shown | {"api_key": {"value": key[0], "source": key[1]}})
         return
     if not on_terminal():
         for item in settings:
             sys.stdout.write(f"{item.name}\t{show_value(item.value)}\t{item.source}\n")
+        sys.stdout.write(f"api_key\t{show_value(key[0])}\t{key[1]}\n")
         return
     from rich.table import Table
     from rich.text import Text
@@ -66,10 +69,25 @@ def config(
     for item in settings:
         # Text, not str: values are the user's text, never Rich markup.
         table.add_row(item.name, safe_text(show_value(item.value)), safe_text(item.source))
+    table.add_row("api key", safe_text(show_value(key[0])), safe_text(key[1]))
     out = console()
     out.print(table)
     path = settings_config.default_path()
     out.print(Text(f"config file: {path}{'' if path.exists() else ' (none yet)'}", style="dim"))
+
+
+def _key_shown(settings) -> tuple[str | None, str]:
+    """The key calls would use, masked, and where it comes from; never the key itself."""
+    from ..config import ConfigError
+    from ..credentials import find_key, mask
+
+    try:
+        key = find_key(settings)
+    except ConfigError as exc:
+        return None, f"unusable: {exc}"
+    if key is None:
+        return None, "none: `kvchat keys set` stores one"
+    return mask(key.value), key.source
 
 
 @app.command("path")
