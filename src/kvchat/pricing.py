@@ -2,8 +2,10 @@
 
 Prices are US dollars per million input (prompt) and output (completion)
 tokens at standard rates: no batch or cached-input discounts, so an estimate
-errs high. They change, so PRICES_CHECKED says when they were last compared
-with OpenAI's published pricing (platform.openai.com/docs/pricing).
+errs high. They change, so PRICES_CHECKED says when they were last compared,
+and with what: on that date, with stored copies of OpenAI's published pricing
+(platform.openai.com/docs/pricing) that agreed with each other, not with the
+page itself, which kvchat's developers could not reach. Check them there.
 
 A model is priced only under its exact name (provider prefixes such as
 "openai/" aside) or a dated snapshot listed here: a snapshot can cost

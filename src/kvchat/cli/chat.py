@@ -148,7 +148,7 @@ def chat(
         if session is not None and not new:
             state.flags["session"] = session_to_use(store, session)
         state.change(new=new)
-        if repl.on_terminal():
+        if repl.can_prompt():
             read_line = repl.terminal_reader(slash.COMMANDS, state.conversation.secrets)
         else:
             read_line = repl.plain_reader()

@@ -48,7 +48,7 @@ def history_path() -> Path:
     return paths.data_dir() / HISTORY_NAME
 
 
-def on_terminal() -> bool:
+def can_prompt() -> bool:
     """prompt_toolkit needs the keyboard and a screen: stdin a terminal, and
     stdout or stderr one (the prompt goes to stderr when stdout is redirected)."""
     return sys.stdin.isatty() and (sys.stdout.isatty() or sys.stderr.isatty())
