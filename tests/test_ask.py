@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from conftest import TEST_KEY
+from conftest import TEST_KEY, Terminal
 
 
 def sent_system(request_body) -> str:
@@ -176,49 +176,20 @@ def test_a_question_too_large_for_the_model_is_refused_clearly(model, kvchat, st
 
 
 def test_at_a_terminal_a_missing_key_is_asked_for_with_hidden_input(model, monkeypatch):
-    import pty
-    import select
-    import sys
-    import termios
-    import time
-
     monkeypatch.delenv("OPENAI_API_KEY")
     # 127.0.0.1 written as one number: the same server, but not a name kvchat
     # recognises as local (local servers are exempt from needing a key).
     monkeypatch.setenv("OPENAI_BASE_URL", model.base_url.replace("127.0.0.1", str(0x7F000001)))
     typed = "sk-typed-at-the-terminal-1234567890"
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: kvchat with the pty as its terminal
-        os.execv(sys.executable, [sys.executable, "-m", "kvchat", "ask", "hello there", "--no-extract"])
-    deadline = time.monotonic() + 60
-    screen = b""
-
-    def read_some() -> bool:
-        nonlocal screen
-        ready, _, _ = select.select([fd], [], [], 0.1)
-        if not ready:
-            return True
-        try:
-            chunk = os.read(fd, 1024)
-        except OSError:  # the child has gone
-            return False
-        screen += chunk
-        return bool(chunk)
-
-    def echo_is_off() -> bool:
-        return not termios.tcgetattr(fd)[3] & termios.ECHO
-
-    # Type only once the prompt is up and echo is off: getpass discards earlier input.
-    while not (b"API key" in screen and echo_is_off()) and time.monotonic() < deadline:
-        read_some()
-    os.write(fd, typed.encode() + b"\n")
-    while read_some() and time.monotonic() < deadline:
-        pass
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    assert os.waitstatus_to_exitcode(status) == 0, screen
-    assert b"echo: hello there" in screen
-    assert typed.encode() not in screen
+    with Terminal("ask", "hello there", "--no-extract") as term:
+        # Click shows the prompt, then getpass turns echo off (dropping what
+        # was typed so far) and writes the final space: type after that.
+        term.expect(b"stores one): ", timeout=60)
+        term.keys(typed + "\r")
+        status = term.wait(60)
+    assert status == 0, term.text
+    assert "echo: hello there" in term.text
+    assert typed not in term.text
     assert model.requests[-1].headers["authorization"] == f"Bearer {typed}"
 
 
