@@ -249,10 +249,12 @@ def test_another_programs_sqlite_database_is_left_alone(home):
     assert digest(path) == before
 
 
-@pytest.mark.parametrize("revision", ["3b1e2f9a7c4d", "0003"])
+@pytest.mark.parametrize("revision", ["3b1e2f9a7c4d", "0003", database.SCHEMA_HEAD])
 def test_another_programs_alembic_database_is_neither_changed_nor_migrated(home, revision):
     """Many programs keep an alembic_version table; numbered revisions like
-    kvchat's are common. Only kvchat's own tables make a database kvchat's."""
+    kvchat's are common, even kvchat's newest. Only kvchat's own tables make
+    a database kvchat's, for the commands that write and for those that only
+    read (which at kvchat's newest revision would read without migrating)."""
     home.mkdir(parents=True, exist_ok=True)
     path = home / "kvchat.db"
     with closing(sqlite3.connect(path, isolation_level=None)) as raw:
@@ -260,9 +262,10 @@ def test_another_programs_alembic_database_is_neither_changed_nor_migrated(home,
         raw.execute("INSERT INTO alembic_version VALUES (?)", (revision,))
         raw.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
     before = digest(path)
-    one_error(run_kvchat("facts", "set", "user.editor", "neovim"),
-              f"{path} is not a kvchat database (it holds other tables: alembic_version, invoices); "
-              "kvchat left it untouched")
+    for command in (["facts", "set", "user.editor", "neovim"], ["facts"], ["sessions"], ["history"]):
+        one_error(run_kvchat(*command),
+                  f"{path} is not a kvchat database (it holds other tables: alembic_version, invoices); "
+                  "kvchat left it untouched")
     assert digest(path) == before
 
 
@@ -382,6 +385,20 @@ def test_an_older_database_with_data_is_upgraded_keeping_every_row(home, revisio
     with Store(user="someone.else") as other:
         assert other.sessions() == [] and other.facts() == [] and other.fact_history("user.editor") == []
         assert other.search_facts(match_query("editor"), limit=5) == []
+
+
+def test_an_older_database_is_upgraded_by_a_command_that_only_reads(home):
+    """Only a database at the newest schema is read without the migrations."""
+    path = home / "kvchat.db"
+    home.mkdir(parents=True, exist_ok=True)
+    _database_at("0005", path)
+    listed = run_kvchat("sessions")
+    assert listed.exit_code == 0, listed.stderr
+    assert [line.split("\t")[:2] for line in listed.stdout.splitlines()] == [["旧的", "0"], ["old", "4"]]
+    with closing(sqlite3.connect(path, isolation_level=None)) as raw:
+        assert raw.execute("SELECT version_num FROM alembic_version").fetchall() == [(database.SCHEMA_HEAD,)]
+    shown = run_kvchat("history", "-s", "old", "-n", "1")
+    assert (shown.exit_code, shown.stdout.splitlines()[1]) == (0, "Rust is a good fit for command-line tools.")
 
 
 def test_an_upgrade_that_fails_part_way_leaves_the_database_as_it_was(home):

@@ -1,15 +1,16 @@
 """What a command imports decides how fast it starts (issue 6): `kvchat
---help` needs no database, model client or rich text; `kvchat history` no
-model client, ORM, migrations or tokenizer; `kvchat ask` no ORM, migrations,
-Markdown renderer or line editor when its output is piped. Each test runs the
-real command in a new process with Python's import log on
+--help` needs no database, model client or rich text; `kvchat history`,
+`sessions` and `facts` on an SQLite store at the current schema no model
+client, tokenizer, or SQLAlchemy at all (they read with sqlite3); `kvchat ask`
+no ORM, migrations, Markdown renderer or line editor when its output is piped.
+Each test runs the real command in a new process with Python's import log on
 (PYTHONPROFILEIMPORTTIME) and reads the modules from it."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
+
+from kvchat.store import NewTurn
 
 NEVER_AT_START = {"alembic", "prompt_toolkit", "numpy", "sqlalchemy.orm", "rich.markdown"}
 
@@ -43,20 +44,30 @@ def test_help_imports_no_database_model_client_or_rich_text(kvchat_process, impo
     assert not packages_of(modules, NEVER_AT_START | {"openai", "sqlalchemy", "pydantic", "rich", "tiktoken"})
 
 
-def test_history_imports_no_model_client_orm_or_tokenizer(kvchat_process, import_log, tmp_path, monkeypatch):
-    lines = tmp_path / "turns.jsonl"
-    lines.write_text("\n".join(json.dumps({"session": "work", "role": role, "content": text}) for role, text in (
-        ("user", "which port does the staging database use?"), ("assistant", "5433, behind the bastion host"),
-    )) + "\n")
-    monkeypatch.delenv("PYTHONPROFILEIMPORTTIME")
-    assert kvchat_process("import", str(lines)).exit_code == 0
-    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")
+@pytest.mark.parametrize("command, shown", [
+    (("history", "-s", "work", "-n", "20"), "5433, behind the bastion host"),
+    (("history", "-s", "wo"), "5433, behind the bastion host"),  # the start of a name
+    (("history", "--search", "staging port"), "which port does the staging database use?"),
+    (("sessions",), "work\t2\t"),
+    (("facts",), "project.staging.port\t5433"),
+    (("facts", "--skipped"), ""),
+])
+def test_read_commands_import_no_sqlalchemy_model_client_or_tokenizer(kvchat_process, import_log, store, command, shown):
+    """`store` has created the database at the current schema: reading it
+    needs neither SQLAlchemy nor Alembic."""
+    store.open_session("work")
+    store.add_turns("work", [
+        NewTurn(role="user", content="which port does the staging database use?", tokens=9),
+        NewTurn(role="assistant", content="5433, behind the bastion host", tokens=7),
+    ])
+    store.set_fact("project.staging.port", "5433", source="user")
+    store.close()
 
-    outcome = kvchat_process("history", "-s", "work", "-n", "20")
-    assert outcome.exit_code == 0 and "5433, behind the bastion host" in outcome.stdout
+    outcome = kvchat_process(*command)
+    assert outcome.exit_code == 0 and shown in outcome.stdout, outcome.stderr[-2000:]
     modules = imported(outcome.stderr)
     assert "kvchat.store" in modules
-    assert not packages_of(modules, NEVER_AT_START | {"openai", "tiktoken"})
+    assert not packages_of(modules, NEVER_AT_START | {"sqlalchemy", "openai", "tiktoken"})
 
 
 def test_piped_ask_imports_no_orm_migrations_or_markdown(kvchat_process, import_log, model, store):

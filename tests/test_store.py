@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -208,3 +209,65 @@ def test_turn_search_reads_only_the_asked_session(store):
     store.add_turns("mine", [NewTurn(role="user", content="deploy on fridays is risky", tokens=6)])
     hits = store.search_turns(mine.id, match_query("deploy"), before_id=None, limit=10)
     assert [h.record.content for h in hits] == ["deploy on fridays is risky"]
+
+
+def test_only_a_kvchat_sqlite_file_at_the_current_schema_is_opened_without_sqlalchemy(store, home, tmp_path):
+    """The read commands' connection, set up as the engine's are; anything
+    else is left to the engine and the migrations (None), untouched."""
+    path = home / "kvchat.db"
+    store.close()
+    opened = database.connect_if_current(database.resolve_url(str(path)))
+    try:
+        assert opened.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert opened.execute("PRAGMA foreign_keys").fetchone() == (1,)
+        assert opened.execute("PRAGMA busy_timeout").fetchone() == (database.BUSY_TIMEOUT_MS,)
+        assert opened.execute("PRAGMA secure_delete").fetchone() == (1,)
+        assert opened.execute("SELECT kvchat_index_text('Running')").fetchone() == ("run",)
+    finally:
+        opened.close()
+
+    missing = tmp_path / "missing.db"
+    assert database.connect_if_current(database.resolve_url(str(missing))) is None
+    assert not missing.exists()
+    # Other spellings of the same file are SQLAlchemy's to read.
+    assert database.connect_if_current(f"sqlite:///{path}?timeout=5") is None
+    assert database.connect_if_current("postgresql://ada@localhost/kvchat") is None
+    for revision in ("0005", "9999"):
+        with sqlite3.connect(path, isolation_level=None) as raw:
+            raw.execute("UPDATE alembic_version SET version_num = ?", (revision,))
+        assert database.connect_if_current(database.resolve_url(str(path))) is None
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign, isolation_level=None) as raw:
+        raw.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)")
+        raw.execute("INSERT INTO alembic_version VALUES (?)", (database.SCHEMA_HEAD,))
+    assert database.connect_if_current(database.resolve_url(str(foreign))) is None
+
+
+@pytest.mark.parametrize("url", [
+    "sqlite:////tmp/kv chat/kvchat.db", "sqlite:////tmp/a%20b.db", "sqlite:///relative/kvchat.db",
+    "sqlite:////tmp/x.db?mode=ro", "sqlite+pysqlite:////tmp/x.db", "sqlite:////tmp/a#b@c:d.db",
+])
+def test_a_database_file_is_found_in_a_url_as_sqlalchemy_reads_it(url):
+    from sqlalchemy.engine import make_url
+
+    assert database.sqlite_path(url) == Path(make_url(url).database)
+    assert database.is_sqlite(url)
+
+
+def test_a_store_read_without_an_engine_sees_its_own_writes_and_only_its_users_rows(store, home):
+    store.open_session("work")
+    store.close()
+    with Store() as reader, Store(user="someone.else") as other:
+        assert [s.name for s in reader.sessions()] == ["work"] and other.sessions() == []
+        session = reader.open_session("notes")
+        reader.add_turns("notes", [NewTurn(role="user", content="the staging port is 5433", tokens=6)])
+        reader.set_fact("project.staging.port", "5433", source="user")
+        other.set_fact("project.staging.port", "6543", source="user")
+        assert [s.name for s in reader.sessions()] == ["notes", "work"]
+        assert reader.find_session("no") == (reader.session("notes"), "prefix")
+        assert reader.find_session(f"#{session.id}") == (reader.session("notes"), "id")
+        assert [t.content for t in reader.history(session.id)] == ["the staging port is 5433"]
+        assert [(f.key, f.value) for f in reader.facts()] == [("project.staging.port", "5433")]
+        assert [(f.key, f.value) for f in other.facts()] == [("project.staging.port", "6543")]
+        with pytest.raises(StoreError, match=f"no session has the id #{session.id}"):
+            other.find_session(f"#{session.id}")

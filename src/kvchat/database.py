@@ -37,7 +37,24 @@ def resolve_url(value: str | None) -> str:
     return "sqlite:///" + str(Path(value).expanduser().resolve())
 
 
+def _plain_sqlite_path(url: str) -> Path | None:
+    """The file behind `url` when it is spelled as resolve_url spells a path
+    (sqlite:/// and the path, with nothing SQLAlchemy would decode or take as
+    options: no % or ?); None for any other URL, which SQLAlchemy parses.
+    Reading it here keeps `import sqlalchemy` (about 0.2 s) off the commands
+    that only read."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        return None
+    database = url[len(prefix):]
+    if database in ("", ":memory:") or "%" in database or "?" in database:
+        return None
+    return Path(database)
+
+
 def is_sqlite(url: str) -> bool:
+    if _plain_sqlite_path(url) is not None:
+        return True
     from sqlalchemy.engine import make_url
 
     return make_url(url).get_backend_name() == "sqlite"
@@ -46,6 +63,9 @@ def is_sqlite(url: str) -> bool:
 def sqlite_path(url: str) -> Path | None:
     """The file behind an SQLite URL (in any of its spellings), or None for
     other engines and in-memory databases."""
+    plain = _plain_sqlite_path(url)
+    if plain is not None:
+        return plain
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
@@ -130,6 +150,38 @@ def create_engine(url: str) -> Engine:
 KVCHAT_TABLES = frozenset({"alembic_version", "sessions", "turns", "facts"})
 
 
+def connect_if_current(url: str) -> sqlite3.Connection | None:
+    """A connection to the SQLite file at `url`, set up as the engine sets up
+    its own (_on_sqlite_connect), when the file is a kvchat database at this
+    kvchat's schema: the commands that only read then need neither
+    SQLAlchemy nor Alembic. None for anything else (no such file, a URL of
+    another engine or in another spelling, an older or newer schema, another
+    program's file, a damaged one): create_engine and ensure_schema open,
+    upgrade or refuse those, with their own messages."""
+    path = _plain_sqlite_path(url)
+    if path is None or not path.is_file():
+        return None
+    others = sorted(KVCHAT_TABLES - {"alembic_version"})
+    try:
+        # check_same_thread off, as SQLAlchemy has it for a pooled SQLite file.
+        connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+    except sqlite3.Error:
+        return None
+    try:
+        _on_sqlite_connect(connection, None)
+        found = connection.execute(
+            "SELECT version_num, (SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+            f"AND name IN ({', '.join('?' for _ in others)})) FROM alembic_version",
+            others,
+        ).fetchall()
+    except sqlite3.Error:
+        found = None
+    if found != [(SCHEMA_HEAD, len(others))]:
+        connection.close()
+        return None
+    return connection
+
+
 def current_revision(engine: Engine) -> str | None:
     """The database's schema revision; None for a new, empty database.
 
@@ -159,7 +211,12 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def _where(url) -> str:
-    return str(sqlite_path(str(url)) or url.render_as_string(hide_password=True))
+    path = sqlite_path(str(url))
+    if path is not None:
+        return str(path)
+    from sqlalchemy.engine import make_url
+
+    return make_url(str(url)).render_as_string(hide_password=True)
 
 
 # SQLite's result codes (sqlite3 exceptions carry them as `sqlite_errorname`)

@@ -261,11 +261,7 @@ def _fact(row) -> Fact:
 
 
 def _role(row) -> Role:
-    m = row._mapping
-    return Role(
-        name=m["name"], content=m["content"],
-        created_at=_utc(m["created_at"]), updated_at=_utc(m["updated_at"]),
-    )
+    return Role(name=row[0], content=row[1], created_at=_stored_time(row[2]), updated_at=_stored_time(row[3]))
 
 
 def _embedded(record: Turn | Fact, row) -> Embedded:
@@ -359,9 +355,21 @@ class Store:
     def __init__(self, url: str | None = None, *, engine: Engine | None = None, user: str | None = None):
         self.user = check_name("a user name", user if user is not None else users.default_user())
         self.url = database.resolve_url(url) if engine is None else str(engine.url)
-        self.engine = engine or database.create_engine(self.url)
-        database.ensure_schema(self.engine, self.user)
+        self._engine = engine
+        # An SQLite file already at this kvchat's schema is read through this
+        # connection (see _raw), and the engine is made only when a method
+        # that needs it runs: the commands that only list what is stored
+        # never import SQLAlchemy (about 0.2 s of `kvchat history`).
+        self._connection = database.connect_if_current(self.url) if engine is None else None
+        if self._connection is None:
+            database.ensure_schema(self.engine, self.user)
         self._totals: dict[str, tuple[int, float]] = {}
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = database.create_engine(self.url)
+        return self._engine
 
     @property
     def location(self) -> str:
@@ -372,7 +380,11 @@ class Store:
         return self.engine.url.render_as_string(hide_password=True)
 
     def close(self) -> None:
-        self.engine.dispose()
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+        if self._engine is not None:
+            self._engine.dispose()
 
     def __enter__(self) -> Store:
         return self
@@ -415,13 +427,11 @@ class Store:
     # -- sessions ---------------------------------------------------------
 
     def session(self, name: str) -> Session | None:
-        from sqlalchemy import select
-
-        from .schema import sessions
-
-        with self._read() as db:
-            row = db.execute(select(sessions).where(self._own(sessions), sessions.c.name == name)).first()
-        return _session(row) if row else None
+        rows = self._select(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE user_name = :user AND name = :name",
+            dict(user=self.user, name=name),
+        )
+        return _raw_session(rows[0]) if rows else None
 
     def open_session(self, name: str) -> Session:
         """The session called `name`, created if it does not exist yet."""
@@ -449,16 +459,12 @@ class Store:
         return _session(db.execute(mine).one())
 
     def sessions(self) -> list[Session]:
-        from sqlalchemy import select
-
-        from .schema import sessions
-
-        with self._read() as db:
-            rows = db.execute(
-                select(sessions).where(self._own(sessions))
-                .order_by(sessions.c.last_active_at.desc(), sessions.c.id.desc())
-            )
-            return [_session(row) for row in rows]
+        rows = self._select(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE user_name = :user "
+            "ORDER BY last_active_at DESC, id DESC",
+            dict(user=self.user),
+        )
+        return [_raw_session(row) for row in rows]
 
     def fresh_session_name(self) -> str:
         """A new session name from the current time, unused so far."""
@@ -494,19 +500,17 @@ class Store:
     # -- summaries ----------------------------------------------------------
 
     def summary(self, session_id: int) -> Summary | None:
-        from sqlalchemy import select
-
-        from .schema import session_summaries as table
-
-        with self._read() as db:
-            row = db.execute(select(table).where(table.c.session_id == session_id)).first()
-        if row is None:
+        rows = self._select(
+            "SELECT session_id, content, tokens, last_turn_id, turn_count, updated_at, model "
+            "FROM session_summaries WHERE session_id = :session",
+            dict(session=session_id),
+        )
+        if not rows:
             return None
-        m = row._mapping
+        session, content, tokens, last_turn_id, turn_count, updated_at, model = rows[0]
         return Summary(
-            session_id=m["session_id"], content=m["content"], tokens=m["tokens"],
-            last_turn_id=m["last_turn_id"], turn_count=m["turn_count"],
-            updated_at=_utc(m["updated_at"]), model=m["model"],
+            session_id=session, content=content, tokens=tokens, last_turn_id=last_turn_id,
+            turn_count=turn_count, updated_at=_stored_time(updated_at), model=model,
         )
 
     def save_summary(
@@ -540,21 +544,14 @@ class Store:
     # -- roles --------------------------------------------------------------
 
     def roles(self) -> list[Role]:
-        from sqlalchemy import select
-
-        from .schema import roles
-
-        with self._read() as db:
-            return [_role(row) for row in db.execute(select(roles).where(self._own(roles)).order_by(roles.c.name))]
+        rows = self._select(f"SELECT {_ROLE_COLUMNS} FROM roles WHERE user_name = :user ORDER BY name", dict(user=self.user))
+        return [_role(row) for row in rows]
 
     def role(self, name: str) -> Role | None:
-        from sqlalchemy import select
-
-        from .schema import roles
-
-        with self._read() as db:
-            row = db.execute(select(roles).where(self._own(roles), roles.c.name == name)).first()
-        return _role(row) if row else None
+        rows = self._select(
+            f"SELECT {_ROLE_COLUMNS} FROM roles WHERE user_name = :user AND name = :name", dict(user=self.user, name=name)
+        )
+        return _role(rows[0]) if rows else None
 
     def set_role(self, name: str, content: str) -> bool:
         """Add or replace a role; True when it is new."""
@@ -724,16 +721,16 @@ class Store:
         return sorted(rows.values(), key=lambda row: (-(row.prompt_tokens + row.completion_tokens), str(row.key)))
 
     def sessions_by_id(self, ids: Iterable[int]) -> dict[int, Session]:
-        from sqlalchemy import select
-
-        from .schema import sessions
-
         wanted = list(ids)
         found: dict[int, Session] = {}
-        with self._read() as db:
-            for start in range(0, len(wanted), 500):
-                query = select(sessions).where(self._own(sessions), sessions.c.id.in_(wanted[start : start + 500]))
-                found.update((row.id, _session(row)) for row in db.execute(query))
+        for start in range(0, len(wanted), 500):
+            chunk = {f"id{i}": session_id for i, session_id in enumerate(wanted[start : start + 500])}
+            rows = self._select(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE user_name = :user "
+                f"AND id IN ({', '.join(':' + name for name in chunk)})",
+                dict(chunk, user=self.user),
+            )
+            found.update((session.id, session) for session in map(_raw_session, rows))
         return found
 
     # -- skipped facts ------------------------------------------------------
@@ -758,19 +755,18 @@ class Store:
 
     def skipped_facts(self, limit: int | None = None) -> list[SkippedFact]:
         """The facts left out as secrets, the newest `limit` (all when None), oldest first."""
-        from sqlalchemy import select
-
-        from .schema import skipped_facts as table
-
-        query = select(table).where(self._own(table)).order_by(table.c.id.desc())
+        sql = (
+            "SELECT id, key, reason, source, turn_id, created_at FROM skipped_facts "
+            "WHERE user_name = :user ORDER BY id DESC"
+        )
+        params = dict(user=self.user)
         if limit is not None:
-            query = query.limit(limit)
-        with self._read() as db:
-            rows = [
-                SkippedFact(id=row.id, key=row.key, reason=row.reason, source=row.source,
-                            turn_id=row.turn_id, created_at=_utc(row.created_at))
-                for row in db.execute(query)
-            ]
+            sql += " LIMIT :limit"
+            params["limit"] = limit
+        rows = [
+            SkippedFact(id=id, key=key, reason=reason, source=source, turn_id=turn_id, created_at=_stored_time(created))
+            for id, key, reason, source, turn_id, created in self._select(sql, params)
+        ]
         rows.reverse()
         return rows
 
@@ -791,10 +787,6 @@ class Store:
         whose name starts with `ref`. (None, "") when no session matches.
         StoreError when `#N` is no session's id, or when several names start
         with `ref` (naming them)."""
-        from sqlalchemy import func, select
-
-        from .schema import sessions
-
         check_unicode("a session name", ref)
         exact = self.session(ref)
         if exact is not None:
@@ -807,17 +799,17 @@ class Store:
         if not ref:
             return None, ""
         # substr, not LIKE: a prefix holding % or _ means those characters.
-        starts = func.substr(sessions.c.name, 1, len(ref)) == ref
-        with self._read() as db:
-            rows = db.execute(
-                select(sessions).where(self._own(sessions), starts).order_by(sessions.c.name).limit(6)
-            ).all()
-        if not rows:
+        found = [_raw_session(row) for row in self._select(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE user_name = :user "
+            "AND substr(name, 1, :length) = :ref ORDER BY name LIMIT 6",
+            dict(user=self.user, length=len(ref), ref=ref),
+        )]
+        if not found:
             return None, ""
-        if len(rows) > 1:
-            names = ", ".join(repr(row.name) for row in rows[:5]) + (", ..." if len(rows) > 5 else "")
+        if len(found) > 1:
+            names = ", ".join(repr(session.name) for session in found[:5]) + (", ..." if len(found) > 5 else "")
             raise StoreError(f"{ref!r} is the start of several sessions ({names}); give more of the name")
-        return _session(rows[0]), "prefix"
+        return found[0], "prefix"
 
     def set_title(self, name: str, title: str | None) -> Session:
         """Give session `name` (its exact name) the title `title`, or with
@@ -1123,17 +1115,12 @@ class Store:
         self, session_id: int, *, before_id: int | None = None, batch: int = 64
     ) -> Iterator[Turn]:
         """The session's turns from newest to oldest, read a batch at a time."""
-        from sqlalchemy import select
-
-        from .schema import turns
-
         while True:
-            query = select(turns).where(turns.c.session_id == session_id)
-            if before_id is not None:
-                query = query.where(turns.c.id < before_id)
-            query = query.order_by(turns.c.id.desc()).limit(batch)
-            with self._read() as db:
-                rows = [_turn(row) for row in db.execute(query)]
+            older = "" if before_id is None else " AND id < :before"
+            rows = [_raw_turn(row) for row in self._select(
+                f"SELECT {_TURN_COLUMNS} FROM turns WHERE session_id = :session{older} ORDER BY id DESC LIMIT :batch",
+                dict(session=session_id, before=before_id, batch=batch),
+            )]
             yield from rows
             if len(rows) < batch:
                 return
@@ -1143,19 +1130,16 @@ class Store:
         self, session_id: int, *, after_id: int | None, before_id: int | None, limit: int = 200
     ) -> list[Turn]:
         """Up to `limit` usable turns after `after_id` and before `before_id`, oldest first."""
-        from sqlalchemy import select
-
-        from .schema import turns
-
-        query = select(turns).where(
-            turns.c.session_id == session_id, turns.c.status.in_(USABLE_STATUSES)
-        )
+        conditions = [f"session_id = :session AND status IN {USABLE_STATUSES!r}"]
         if after_id is not None:
-            query = query.where(turns.c.id > after_id)
+            conditions.append("id > :after")
         if before_id is not None:
-            query = query.where(turns.c.id < before_id)
-        with self._read() as db:
-            return [_turn(row) for row in db.execute(query.order_by(turns.c.id).limit(limit))]
+            conditions.append("id < :before")
+        rows = self._select(
+            f"SELECT {_TURN_COLUMNS} FROM turns WHERE {' AND '.join(conditions)} ORDER BY id LIMIT :limit",
+            dict(session=session_id, after=after_id, before=before_id, limit=limit),
+        )
+        return [_raw_turn(row) for row in rows]
 
     def history(
         self, session_id: int, limit: int | None = None, *,
@@ -1163,19 +1147,16 @@ class Store:
     ) -> list[Turn]:
         """The session's last `limit` turns (all when None) written at or
         after `since` and at or before `until`, oldest first."""
-        from sqlalchemy import select
-
-        from .schema import turns
-
-        query = select(turns).where(turns.c.session_id == session_id).order_by(turns.c.id.desc())
-        if since is not None:
-            query = query.where(turns.c.created_at >= _naive_utc(since))
-        if until is not None:
-            query = query.where(turns.c.created_at <= _naive_utc(until))
+        conditions, params = ["session_id = :session"], dict(session=session_id)
+        for name, operator, value in (("since", ">=", since), ("until", "<=", until)):
+            if value is not None:
+                conditions.append(f"created_at {operator} :{name}")
+                params[name] = _naive_utc(value)
+        sql = f"SELECT {_TURN_COLUMNS} FROM turns WHERE {' AND '.join(conditions)} ORDER BY id DESC"
         if limit is not None:
-            query = query.limit(limit)
-        with self._read() as db:
-            rows = [_turn(row) for row in db.execute(query)]
+            sql += " LIMIT :limit"
+            params["limit"] = limit
+        rows = [_raw_turn(row) for row in self._select(sql, params)]
         rows.reverse()
         return rows
 
@@ -1279,12 +1260,8 @@ class Store:
     # -- facts ------------------------------------------------------------
 
     def facts(self) -> list[Fact]:
-        from sqlalchemy import select
-
-        from .schema import facts
-
-        with self._read() as db:
-            return [_fact(row) for row in db.execute(select(facts).where(self._own(facts)).order_by(facts.c.key))]
+        rows = self._select(f"SELECT {_FACT_COLUMNS} FROM facts WHERE user_name = :user ORDER BY key", dict(user=self.user))
+        return [_raw_fact(row) for row in rows]
 
     def fact(self, key: str) -> Fact | None:
         from sqlalchemy import select
@@ -1445,21 +1422,17 @@ class Store:
         The counts of each term are kept while the index stays the same (see
         `_frequencies`): only the terms not asked for since are looked up.
         """
-        from sqlalchemy import text
-
         if kind not in ("facts", "turns"):
             raise ValueError(kind)
         if kind not in self._totals:
-            with self._read() as db:
-                if kind == "facts":
-                    row = db.execute(text(
-                        "SELECT count(*), coalesce(avg(length(key) + length(value)), 0) FROM facts"
-                    )).one()
-                else:
-                    row = db.execute(text(
-                        "SELECT coalesce(sum(turn_count), 0), "
-                        "coalesce(sum(token_count) * 1.0 / nullif(sum(turn_count), 0), 0) FROM sessions"
-                    )).one()
+            if kind == "facts":
+                sql = "SELECT count(*), coalesce(avg(length(key) + length(value)), 0) FROM facts"
+            else:
+                sql = (
+                    "SELECT coalesce(sum(turn_count), 0), "
+                    "coalesce(sum(token_count) * 1.0 / nullif(sum(turn_count), 0), 0) FROM sessions"
+                )
+            (row,) = self._select(sql, {})
             self._totals[kind] = (int(row[0]), float(row[1]))
         count, average = self._totals[kind]
         found: dict[str, int] = {}
@@ -1539,23 +1512,47 @@ class Store:
         """The DBAPI connection itself, for the statements recall runs on every
         prompt: SQLAlchemy's statement handling (about 0.5 ms a statement)
         costs more than SQLite's own work on them. Each statement is its own
-        read transaction (pysqlite is in autocommit mode, see database.py)."""
+        read transaction (pysqlite is in autocommit mode, see database.py).
+        Without an engine yet, it is the store's own connection (see __init__)."""
         import sqlite3
 
-        from sqlalchemy.exc import DatabaseError as SQLError
+        pooled = None
+        if self._connection is not None:
+            connection = self._connection
+        else:
+            from sqlalchemy.exc import DatabaseError as SQLError
 
+            try:
+                pooled = self.engine.raw_connection()
+            except SQLError as exc:
+                raise database.DatabaseError(database.describe_error(exc, self.engine.url)) from None
+            connection = pooled.driver_connection
         try:
-            pooled = self.engine.raw_connection()
-        except SQLError as exc:
-            raise database.DatabaseError(database.describe_error(exc, self.engine.url)) from None
-        try:
-            yield pooled.driver_connection
+            yield connection
         except sqlite3.DatabaseError as exc:
-            raise database.DatabaseError(database.describe_error(exc, self.engine.url)) from None
+            raise database.DatabaseError(database.describe_error(exc, self.url)) from None
         except UnicodeEncodeError:
             raise StoreError(_NOT_UNICODE) from None
         finally:
-            pooled.close()
+            if pooled is not None:
+                pooled.close()
+
+    def _select(self, sql: str, params: dict) -> list:
+        """The rows of one SELECT written with :name parameters (times as
+        naive UTC): on SQLite from the DBAPI connection (see _raw), with the
+        times written as the SQLite dialect stores them; on other engines
+        through SQLAlchemy."""
+        if self._connection is None and not database.is_sqlite(self.url):
+            from sqlalchemy import text
+
+            with self._read() as db:
+                return db.execute(text(sql), params).all()
+        stored = {
+            name: value.strftime(_STORED_TIME) if isinstance(value, datetime) else value
+            for name, value in params.items()
+        }
+        with self._raw() as db:
+            return db.execute(sql, stored).fetchall()
 
 
 # Explicit columns (not *) for the statements on the raw connection, which
@@ -1568,6 +1565,12 @@ _TURN_COLUMNS = ", ".join(
 )
 _FACT_COLUMNS = ", ".join(
     f"facts.{name}" for name in ("id", "key", "value", "source", "created_at", "updated_at", "turn_id", "ref")
+)
+_ROLE_COLUMNS = "roles.name, roles.content, roles.created_at, roles.updated_at"
+_SESSION_COLUMNS = ", ".join(
+    f"sessions.{name}" for name in (
+        "id", "name", "created_at", "last_active_at", "turn_count", "token_count", "settings", "title",
+    )
 )
 
 
@@ -1587,6 +1590,13 @@ def _raw_turn(row) -> Turn:
         id=row[0], session_id=row[1], role=row[2], content=row[3], tokens=row[4], status=row[5],
         created_at=_stored_time(row[6]), name=row[7], model=row[8], error=row[9],
         prompt_tokens=row[10], completion_tokens=row[11], ref=row[12],
+    )
+
+
+def _raw_session(row) -> Session:
+    return Session(
+        id=row[0], name=row[1], created_at=_stored_time(row[2]), last_active_at=_stored_time(row[3]),
+        turn_count=row[4], token_count=row[5], settings=_settings(row[1], row[6]), title=row[7],
     )
 
 
