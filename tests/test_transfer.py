@@ -116,6 +116,13 @@ def test_a_long_import_and_export_report_their_progress(store):
     heard.clear()
     assert len(list(transfer.export_turns(store, progress=lambda *report: heard.append(report)))) == 1200
     assert heard == [("exporting", 500, 1200), ("exporting", 1000, 1200), ("exporting", 1200, 1200)]
+    # One session's turns are written in batches, each reported, in one transaction.
+    heard.clear()
+    lines = [json.dumps({"session": "long", "role": "user", "content": f"turn {i}"}) + "\n" for i in range(2500)]
+    transfer.import_turns(store, lines, model="gpt-4o-mini", progress=lambda *report: heard.append(report))
+    assert [report for report in heard if report[0] == "storing"] == [
+        ("storing", 0, 2500), ("storing", 1000, 2500), ("storing", 2000, 2500), ("storing", 2500, 2500),
+    ]
 
 
 def big_import(path, turns=30_000):

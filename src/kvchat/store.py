@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 USABLE_STATUSES = ("complete", "interrupted", "length")
 
 MAX_NAME_LENGTH = 200
+# Turns written by one statement of a long import (all in one transaction).
+TURN_BATCH = 1000
 # How a session is named by its id: "#12".
 SESSION_ID = re.compile(r"#\d{1,18}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -1042,13 +1044,19 @@ class Store:
             )
         return inserted
 
-    def add_turns(self, session_name: str, new: list[NewTurn]) -> int:
-        """Append many turns to a session (created if missing) in one transaction."""
+    def add_turns(self, session_name: str, new: list[NewTurn],
+                  progress: Callable[[int], None] | None = None) -> int:
+        """Append many turns to a session (created if missing) in one
+        transaction; `progress` hears how many are written so far, a batch
+        at a time, so a long import can say how far it is."""
         if not new:
             return 0
         with self._write() as db:
             session = self._ensure_session(db, check_name("a session name", session_name))
-            self._insert_turns(db, session.id, new)
+            for start in range(0, len(new), TURN_BATCH):
+                self._insert_turns(db, session.id, new[start : start + TURN_BATCH])
+                if progress is not None:
+                    progress(min(start + TURN_BATCH, len(new)))
         return len(new)
 
     def record_answer(self, question: Turn, answer: NewTurn, *, reported: bool | None = None) -> Turn:

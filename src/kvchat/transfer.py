@@ -143,7 +143,8 @@ def import_turns(
 
     A line whose `ref` is already stored in its session is skipped, so
     importing the same file (or an export) twice adds nothing twice.
-    Storing is reported a session at a time (each is one transaction).
+    Each session is stored in one transaction; progress is reported as its
+    turns are written.
     """
     parsed = parse_turns(lines, model=model, secrets=secrets, progress=progress)
     total = sum(len(new) for new in parsed.values())
@@ -153,10 +154,13 @@ def import_turns(
     for name, new in parsed.items():
         known = store.refs(name)
         fresh = [turn for turn in new if turn.ref is None or turn.ref not in known]
-        added[name] = store.add_turns(name, fresh)
+        before = done
+        added[name] = store.add_turns(
+            name, fresh, None if progress is None else lambda count: progress("storing", before + count, total)
+        )
         done += len(new)
-        if progress is not None:
-            progress("storing", done, total)
+        if progress is not None and len(fresh) < len(new):
+            progress("storing", done, total)  # lines already stored count as done
     return added
 
 
