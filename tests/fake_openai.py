@@ -414,13 +414,15 @@ class FakeOpenAIServer:
             self._send_error(h, _Error(404, f"Unknown request URL: {h.command} {path}.", code="unknown_url"))
 
     def _chat(self, h: _Handler, body: Any) -> None:
-        if self.delay:
-            self._stopping.wait(self.delay)
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             self._send_error(h, _Error(400, "The request body must be JSON with a 'messages' list."))
             return
         json_mode = "response_format" in body
+        # The item is taken as the request arrives, before any delay: a request
+        # its client gave up on must not wake later and take the next test's item.
         item = self._rejection(body) or self._next_item(body, json_mode)
+        if self.delay:
+            self._stopping.wait(self.delay)
         if isinstance(item, _Answer) and item.delay:
             self._stopping.wait(item.delay)
         stream = bool(body.get("stream"))
