@@ -17,13 +17,18 @@ def test_recall_shows_what_ask_then_sends(model, kvchat):
     assert items[0]["text"] in model.chat_requests[0]["messages"][0]["content"]
 
 
-def test_recall_finds_older_turns_with_memory_tokens_zero(kvchat, tmp_path):
+def import_deploy_key_exchange(kvchat, tmp_path, session: str) -> None:
+    """A question (ref a) and its answer (ref b) about a deploy key, in `session`."""
     path = tmp_path / "t.jsonl"
     path.write_text(
-        '{"session": "s", "role": "user", "content": "The deploy key rotates every Tuesday", "ref": "a"}\n'
-        '{"session": "s", "role": "assistant", "content": "Noted: Tuesday rotation.", "ref": "b"}\n'
+        f'{{"session": "{session}", "role": "user", "content": "The deploy key rotates every Tuesday", "ref": "a"}}\n'
+        f'{{"session": "{session}", "role": "assistant", "content": "Noted: Tuesday rotation.", "ref": "b"}}\n'
     )
-    kvchat("import", str(path))
+    assert kvchat("import", str(path)).exit_code == 0
+
+
+def test_recall_finds_older_turns_with_memory_tokens_zero(kvchat, tmp_path):
+    import_deploy_key_exchange(kvchat, tmp_path, "s")
     items = json.loads(kvchat("recall", "when does the deploy key rotate?", "-s", "s", "--memory-tokens", "0", "--json").stdout)
     [item] = items
     assert item["kind"] == "turn" and item["ref"] == "a"
@@ -32,14 +37,8 @@ def test_recall_finds_older_turns_with_memory_tokens_zero(kvchat, tmp_path):
     assert json.loads(kvchat("recall", "when does the deploy key rotate?", "-s", "s", "--json").stdout) == []
 
 
-
 def test_recall_names_a_session_by_its_start_or_id(kvchat, tmp_path):
-    path = tmp_path / "t.jsonl"
-    path.write_text(
-        '{"session": "sprint-notes", "role": "user", "content": "The deploy key rotates every Tuesday", "ref": "a"}\n'
-        '{"session": "sprint-notes", "role": "assistant", "content": "Noted: Tuesday rotation.", "ref": "b"}\n'
-    )
-    kvchat("import", str(path))
+    import_deploy_key_exchange(kvchat, tmp_path, "sprint-notes")
     for ref in ("sprint", "#1"):
         done = kvchat("recall", "deploy key rotate", "-s", ref, "--memory-tokens", "0", "--json")
         assert [item["ref"] for item in json.loads(done.stdout)] == ["a"], ref
