@@ -120,6 +120,8 @@ def test_usage_sums_per_model_session_day_and_kind_with_a_cost_for_known_models(
     assert kinds == {"answer": 3, "extract": 1}
     assert usage(kvchat, "--since", "1h")["total"]["calls"] == len(recorded)
     assert usage(kvchat, "--since", "2999-01-01")["rows"] == []
+    assert usage(kvchat, "--until", "2000-01-01")["rows"] == []
+    assert usage(kvchat, "--since", "1h", "--until", "2999-01-01")["total"]["calls"] == len(recorded)
 
     plain = kvchat("usage").stdout.splitlines()
     assert f"{MODEL}\t{len(mini)}\t{tokens_in}\t{tokens_out}\t${rows[MODEL]['cost_usd']:.4f}" in plain

@@ -673,8 +673,8 @@ class Store:
 
     USAGE_GROUPS = ("session", "model", "day", "kind")
 
-    def usage(self, by: str, *, since: datetime | None = None) -> list[UsageRow]:
-        """The model calls made since `since` (all when None), summed per
+    def usage(self, by: str, *, since: datetime | None = None, until: datetime | None = None) -> list[UsageRow]:
+        """The model calls made between `since` and `until` (either open when None), summed per
         session, model, day (in local time) or kind: days oldest first, the
         others by tokens, most first. A session's row has its id as `key`."""
         from sqlalchemy import case, func, select
@@ -703,6 +703,8 @@ class Store:
         )
         if since is not None:
             query = query.where(calls.c.created_at >= _naive_utc(since))
+        if until is not None:
+            query = query.where(calls.c.created_at <= _naive_utc(until))
         rows: dict[object, UsageRow] = {}
         with self._read() as db:
             for key, kind, model, count, prompt, completion, not_reported in db.execute(query):

@@ -66,6 +66,10 @@ SinceOption = Annotated[
                  help="From this time on: a date or time (2026-11-20, 2026-11-20T14:30; local time) "
                  "or an age back from now (90m, 12h, 7d, 2w)."),
 ]
+UntilOption = Annotated[
+    Optional[str],
+    typer.Option("--until", metavar="WHEN", help="Up to this time (as --since; a date alone takes in that whole day)."),
+]
 
 
 def time_range(since: str | None, until: str | None = None):
@@ -87,11 +91,7 @@ def history(
                      "finds \"run\"; Chinese by its characters), across all sessions unless --session is given."),
     ] = None,
     since: SinceOption = None,
-    until: Annotated[
-        Optional[str],
-        typer.Option("--until", metavar="WHEN",
-                     help="Up to this time (as --since; a date alone takes in that whole day)."),
-    ] = None,
+    until: UntilOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """The stored turns of a session, oldest first, with time, role and tokens;

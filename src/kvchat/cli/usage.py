@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .common import CliError, JsonOption, console, on_terminal, open_store, print_json
-from .sessions import SinceOption, time_range
+from .sessions import SinceOption, UntilOption, time_range
 from .terminal_text import safe_text
 
 KIND_NAMES = {"answer": "answers", "extract": "fact extraction", "summary": "summaries", "embed": "embeddings"}
@@ -66,6 +66,7 @@ def usage(
         str, typer.Option("--by", metavar="GROUP", help="Sum per session, model, day (local time) or kind of call.")
     ] = "model",
     since: SinceOption = None,
+    until: UntilOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Tokens in and out of every model call (answers, fact extraction,
@@ -77,9 +78,9 @@ def usage(
 
     if by not in Store.USAGE_GROUPS:
         raise CliError(f"--by: {by!r} is not one of {', '.join(Store.USAGE_GROUPS)}")
-    since_at, _ = time_range(since)
+    since_at, until_at = time_range(since, until)
     with open_store() as store:
-        rows = store.usage(by, since=since_at)
+        rows = store.usage(by, since=since_at, until=until_at)
         sessions = store.sessions_by_id([row.key for row in rows if row.key is not None]) if by == "session" else {}
     shown = []
     for row in rows:
@@ -93,7 +94,8 @@ def usage(
     total = _totals(_grand_total(rows))
     if json_output:
         print_json({
-            "by": by, "since": since_at, "prices_checked": PRICES_CHECKED, "rows": shown, "total": total,
+            "by": by, "since": since_at, "until": until_at, "prices_checked": PRICES_CHECKED, "rows": shown,
+            "total": total,
         })
         return
 
@@ -112,7 +114,7 @@ def usage(
 
     out = console()
     if not rows:
-        out.print("No model calls recorded" + (" in that time." if since_at else " yet."))
+        out.print("No model calls recorded" + (" in that time." if since_at or until_at else " yet."))
         return
     table = Table(box=None, header_style="bold", show_footer=True, footer_style="bold")
     columns = [(by, "total", "left"), ("calls", str(total["calls"]), "right"),
