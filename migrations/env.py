@@ -16,6 +16,7 @@ def _run(connection) -> None:
         connection=connection,
         target_metadata=schema.metadata,
         render_as_batch=connection.dialect.name == "sqlite",
+        version_table=database.VERSION_TABLES[connection.dialect.name],
     )
     with context.begin_transaction():
         context.run_migrations()

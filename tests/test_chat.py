@@ -7,21 +7,23 @@ keys."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
 
 from conftest import TEST_KEY, Terminal
-from kvchat import pricing
+from kvchat import database, pricing
 from kvchat.roles import BUILTIN_ROLES
 from kvchat.tokens import messages_tokens
 
 
-def test_chat_holds_a_dialog_and_says_where_it_is_stored(model, kvchat, home):
+def test_chat_holds_a_dialog_and_says_where_it_is_stored(model, kvchat, home, engine):
     done = kvchat("chat", "-s", "pairing", "--no-extract", input="first line\nsecond line\nexit\n")
     assert done.exit_code == 0
     assert "echo: first line" in done.stdout and "echo: second line" in done.stdout
-    assert "pairing" in done.stderr and str(home / "kvchat.db") in done.stderr
+    stored_in = str(home / "kvchat.db") if engine == "sqlite" else database.where(os.environ["KVCHAT_DB"])
+    assert "pairing" in done.stderr and stored_in in done.stderr
     assert [m["content"] for m in model.chat_requests[1]["messages"][1:]] == [
         "first line", "echo: first line", "second line",
     ]

@@ -25,9 +25,13 @@ from pathlib import Path
 import pytest
 
 from conftest import Outcome
+from test_migrations import database_at
 from kvchat import database
 from kvchat.store import NewTurn, Store
 from kvchat.textsearch import match_query
+
+# Files, directories, disks and SQLite's own errors: PostgreSQL has none of these.
+pytestmark = pytest.mark.sqlite_only
 
 # Linux capabilities that let root read and write any file whatever its mode.
 _CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH = 1, 2
@@ -308,90 +312,11 @@ def test_a_database_from_a_newer_kvchat_is_refused_untouched(home, model):
 # -- migrations ----------------------------------------------------------------
 
 
-def _database_at(revision: str, path: Path) -> None:
-    """A database at an older schema, filled with rows written with only the
-    columns that schema has (through kvchat's engine, whose functions the
-    full-text triggers call)."""
-    from alembic import command
-    from sqlalchemy import text
-
-    engine = database.create_engine(database.resolve_url(str(path)))
-    config, _ = database.migration_scripts()
-    with engine.connect() as connection:
-        connection = connection.execution_options(kvchat_write=True)
-        with connection.begin():
-            config.attributes["connection"] = connection
-            command.upgrade(config, revision)
-            connection.execute(text(
-                "INSERT INTO sessions (id, name, created_at, last_active_at, turn_count, token_count) "
-                "VALUES (1, 'old', '2024-01-01', '2024-01-02', 4, 40), (2, '旧的', '2024-01-01', '2024-01-02', 0, 0)"
-            ))
-            for i, (role, content) in enumerate([
-                ("user", "How do I run the migrations of 数据库 safely?"),
-                ("assistant", "Back up the file, then run alembic upgrade head."),
-                ("user", "我喜欢用Rust写命令行工具"),
-                ("assistant", "Rust is a good fit for command-line tools."),
-            ]):
-                connection.execute(text(
-                    "INSERT INTO turns (session_id, role, content, tokens, status, created_at) "
-                    "VALUES (1, :role, :content, 10, 'complete', :at)"
-                ), {"role": role, "content": content, "at": f"2024-01-01 10:00:0{i}"})
-            for key, values in {"user.editor": ["vim", "neovim"], "project.kvchat.language": ["Python 3.11"]}.items():
-                for value in values:
-                    connection.execute(text(
-                        "INSERT INTO fact_history (key, value, action, source, created_at) "
-                        "VALUES (:key, :value, 'set', 'user', '2024-01-01')"
-                    ), {"key": key, "value": value})
-                connection.execute(text(
-                    "INSERT INTO facts (key, value, source, created_at, updated_at) "
-                    "VALUES (:key, :value, 'user', '2024-01-01', '2024-01-01')"
-                ), {"key": key, "value": values[-1]})
-    engine.dispose()
-
-
-def _revisions_before_head() -> list[str]:
-    _, script = database.migration_scripts()
-    # Oldest first, from 0002: 0001's upgrade is tested in test_store.py.
-    return [rev.revision for rev in reversed(list(script.walk_revisions()))][1:-1]
-
-
-@pytest.mark.parametrize("revision", _revisions_before_head())
-def test_an_older_database_with_data_is_upgraded_keeping_every_row(home, revision):
-    path = home / "kvchat.db"
-    home.mkdir(parents=True, exist_ok=True)
-    _database_at(revision, path)
-    with Store() as store:
-        assert database.current_revision(store.engine) == database.SCHEMA_HEAD
-        assert [(s.name, s.turn_count) for s in sorted(store.sessions(), key=lambda s: s.id)] == [("old", 4), ("旧的", 0)]
-        old = store.session("old")
-        assert [t.content for t in store.history(old.id)][0] == "How do I run the migrations of 数据库 safely?"
-        if revision < "0005":  # titled by its first question on the way (schema 0005)
-            assert old.title == "How do I run the migrations of 数据库 safely?"
-        assert store.session("旧的").title is None  # a session without turns has none yet
-        assert len(store.history(old.id)) == 4
-        assert {f.key: f.value for f in store.facts()} == {
-            "user.editor": "neovim", "project.kvchat.language": "Python 3.11",
-        }
-        assert [v.value for v in store.fact_history("user.editor")] == ["vim", "neovim"]
-        hits = store.search_turns(old.id, match_query("命令行"), before_id=None, limit=5)
-        assert [h.record.content for h in hits] == ["我喜欢用Rust写命令行工具"]
-        hits = store.search_turns(old.id, match_query("migration"), before_id=None, limit=5)
-        assert [h.record.content for h in hits] == ["How do I run the migrations of 数据库 safely?"]
-        assert [h.record.value for h in store.search_facts(match_query("editor"), limit=5)] == ["neovim"]
-        # And the upgraded database takes new data like a new one.
-        store.set_fact("user.editor", "helix", source="user")
-        assert [v.value for v in store.fact_history("user.editor")] == ["vim", "neovim", "helix"]
-    # Every old row went to the user who ran the upgrade (the OS user here), none to anyone else.
-    with Store(user="someone.else") as other:
-        assert other.sessions() == [] and other.facts() == [] and other.fact_history("user.editor") == []
-        assert other.search_facts(match_query("editor"), limit=5) == []
-
-
 def test_an_older_database_is_upgraded_by_a_command_that_only_reads(home):
     """Only a database at the newest schema is read without the migrations."""
     path = home / "kvchat.db"
     home.mkdir(parents=True, exist_ok=True)
-    _database_at("0005", path)
+    database_at("0005", path)
     listed = run_kvchat("sessions")
     assert listed.exit_code == 0, listed.stderr
     assert [line.split("\t")[:2] for line in listed.stdout.splitlines()] == [["旧的", "0"], ["old", "4"]]
@@ -407,7 +332,7 @@ def test_an_upgrade_that_fails_part_way_leaves_the_database_as_it_was(home):
     SQLite's DDL is transactional, so all of it is undone."""
     path = home / "kvchat.db"
     home.mkdir(parents=True, exist_ok=True)
-    _database_at("0002", path)
+    database_at("0002", path)
     with closing(sqlite3.connect(path, isolation_level=None)) as raw:
         raw.execute("CREATE TABLE embeddings (note TEXT)")
         raw.execute("INSERT INTO embeddings VALUES ('in the way')")

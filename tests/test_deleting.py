@@ -54,6 +54,7 @@ def secret_session(store):
     return turns
 
 
+@pytest.mark.sqlite_only
 def test_deleted_text_is_gone_from_the_file_and_the_index(home):
     with Store() as store:
         secret_session(store)

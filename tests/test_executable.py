@@ -21,9 +21,9 @@ import pytest
 
 from conftest import Outcome
 from kvchat import __version__, database
-from test_database_faults import _database_at
+from test_migrations import database_at
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.sqlite_only]  # packaging, on the default engine
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = ROOT / "scripts" / "build_executable.py"
@@ -119,7 +119,7 @@ def test_a_fresh_database_is_made_by_the_bundled_migrations_and_answers_are_kept
 def test_an_older_database_made_by_the_installed_kvchat_is_upgraded(frozen, frozen_home):
     frozen_home.mkdir()
     path = frozen_home / "kvchat.db"
-    _database_at("0002", path)
+    database_at("0002", path)
     assert schema_of(path) == "0002"
 
     history = frozen("history", "--session", "old")

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import TEST_KEY
 from kvchat.redaction import looks_like_secret, redact, secret_kind
+from kvchat.store import Store
 
 # Assembled at run time so that no literal here looks like a real key to
 # secret scanners.
@@ -45,7 +46,18 @@ def leaked(data: bytes | str) -> list[str]:
     return [secret for secret in SECRETS if secret.encode() in data]
 
 
-def test_a_whole_session_leaves_no_secret_in_the_database_or_any_output(model, kvchat, home, tmp_path):
+def everything_stored() -> str:
+    """Every row of every table of the store, as text."""
+    from sqlalchemy import inspect, text
+
+    with Store() as store, store.engine.connect() as connection:
+        return "\n".join(
+            repr(row) for table in inspect(connection).get_table_names()
+            for row in connection.execute(text(f"SELECT * FROM {table}"))
+        )
+
+
+def test_a_whole_session_leaves_no_secret_in_the_database_or_any_output(model, kvchat, home, tmp_path, engine):
     run = Seen(kvchat)
     # Questions that carry secrets; the model only ever sees them blanked.
     run("ask", f"my key is {TEST_KEY}, why does the API say 401?", "--extract", "rules")
@@ -96,11 +108,13 @@ def test_a_whole_session_leaves_no_secret_in_the_database_or_any_output(model, k
         run(*args)
 
     assert leaked("".join(run.text)) == []
-    database = home / "kvchat.db"
-    files = [path for path in home.glob("kvchat.db*") if path.is_file()]
-    assert database in files
-    for path in files:
-        assert leaked(path.read_bytes()) == [], path
+    assert leaked(everything_stored()) == []
+    if engine == "sqlite":  # and none in what SQLite keeps on disk, freed pages and logs included
+        database = home / "kvchat.db"
+        files = [path for path in home.glob("kvchat.db*") if path.is_file()]
+        assert database in files
+        for path in files:
+            assert leaked(path.read_bytes()) == [], path
     # Nor did the model server ever receive one (the key only as the key).
     for body in model.chat_requests + model.json_requests:
         assert leaked(json.dumps(body)) == []

@@ -44,6 +44,7 @@ def test_help_imports_no_database_model_client_or_rich_text(kvchat_process, impo
     assert not packages_of(modules, NEVER_AT_START | {"openai", "sqlalchemy", "pydantic", "rich", "tiktoken"})
 
 
+@pytest.mark.sqlite_only  # reading without SQLAlchemy is for SQLite files
 @pytest.mark.parametrize("command, shown", [
     (("history", "-s", "work", "-n", "20"), "5433, behind the bastion host"),
     (("history", "-s", "wo"), "5433, behind the bastion host"),  # the start of a name

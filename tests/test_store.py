@@ -14,6 +14,7 @@ from kvchat.store import NewTurn, Store, StoreError
 from kvchat.textsearch import match_query, terms
 
 
+@pytest.mark.sqlite_only
 def test_fresh_database_is_created_private_and_at_the_newest_schema(home):
     with Store() as store:
         path = database.sqlite_path(store.url)
@@ -42,39 +43,64 @@ def test_the_migrations_create_exactly_the_tables_the_code_uses(store):
     from kvchat.schema import metadata
 
     with store.engine.connect() as connection:
-        differences = compare_metadata(MigrationContext.configure(connection), metadata)
-    # The full-text and vocabulary tables are SQLite virtual tables the models do not describe.
-    virtual = ("turns_fts", "facts_fts", "turns_terms", "facts_terms")
+        context = MigrationContext.configure(connection, opts={"version_table": database.version_table(store.engine)})
+        differences = compare_metadata(context, metadata)
+    # The full-text tables (SQLite's virtual tables, PostgreSQL's search
+    # tables) belong to kvchat's search code, not to the models.
+    virtual = ("turns_fts", "facts_fts", "turns_terms", "facts_terms", "turns_search", "facts_search")
     differences = [d for d in differences if not any(name in str(d) for name in virtual)]
     assert differences == []
 
 
-def test_an_oldest_schema_database_with_data_is_upgraded_and_searchable(home):
+def _upgrade_to(revision: str, *, down: bool = False):
+    """The database brought to `revision` (or down to it), and an engine open on it."""
     from alembic import command
-    from alembic.config import Config
-
-    from kvchat import migrations
 
     engine = database.create_engine(database.resolve_url(None))
-    config = Config()
-    config.set_main_option("script_location", migrations.__path__[0])
+    config, _ = database.migration_scripts()
     with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":  # tables are rebuilt, as ensure_schema has it
+            connection.connection.driver_connection.execute("PRAGMA foreign_keys = OFF")
         connection = connection.execution_options(kvchat_write=True)
         with connection.begin():
             config.attributes["connection"] = connection
-            command.upgrade(config, "0001")
-    engine.dispose()
-    with sqlite3.connect(home / "kvchat.db") as raw:
-        raw.create_function("kvchat_index_text", 1, lambda text: text)
-        raw.execute("INSERT INTO sessions VALUES (1, 'old', '2024-01-01', '2024-01-01', 1, 9)")
-        raw.execute(
+            (command.downgrade if down else command.upgrade)(config, revision)
+    return engine
+
+
+@pytest.mark.blank_database
+def test_the_migrations_go_down_to_the_first_schema_and_up_again_keeping_the_rows(engine):
+    with Store() as store:
+        store.add_turns("work", [NewTurn(role="user", content="the 数据库 migration ran at noon", tokens=9)])
+        store.set_fact("user.editor", "neovim", source="user")
+    _, script = database.migration_scripts()
+    revisions = [rev.revision for rev in script.walk_revisions()]  # newest first
+    for revision in revisions[1:]:
+        _upgrade_to(revision, down=True).dispose()
+    with Store() as store:
+        assert database.current_revision(store.engine) == database.SCHEMA_HEAD
+        session = store.session("work")
+        hits = store.search_turns(session.id, match_query("数据 migrations"), before_id=None, limit=5)
+        assert [hit.record.content for hit in hits] == ["the 数据库 migration ran at noon"]
+        assert [hit.record.value for hit in store.search_facts(match_query("editors"), limit=5)] == ["neovim"]
+
+
+@pytest.mark.blank_database
+def test_an_oldest_schema_database_with_data_is_upgraded_and_searchable(engine):
+    from sqlalchemy import text
+
+    at_first = _upgrade_to("0001")
+    with at_first.begin() as connection:
+        connection.execute(text("INSERT INTO sessions VALUES (1, 'old', '2024-01-01', '2024-01-01', 1, 9)"))
+        connection.execute(text(
             "INSERT INTO turns (session_id, role, content, tokens, status, created_at) "
             "VALUES (1, 'user', 'We were running the migrations of 数据库 yesterday', 9, 'complete', '2024-01-01')"
-        )
-        raw.execute(
+        ))
+        connection.execute(text(
             "INSERT INTO facts (key, value, source, created_at, updated_at) "
             "VALUES ('user.editor', 'neovim', 'user', '2024-01-01', '2024-01-01')"
-        )
+        ))
+    at_first.dispose()
     with Store() as store:
         assert database.current_revision(store.engine) == database.SCHEMA_HEAD
         session = store.session("old")
@@ -82,10 +108,11 @@ def test_an_oldest_schema_database_with_data_is_upgraded_and_searchable(home):
         hits = store.search_turns(session.id, match_query("run a migration on the 数据"), before_id=None, limit=5)
         assert [h.record.content for h in hits] == ["We were running the migrations of 数据库 yesterday"]
         assert [h.record.value for h in store.search_facts(match_query("editor"), limit=5)] == ["neovim"]
-        # Migrations run with foreign keys off (a table rebuild must not
-        # cascade); every connection afterwards has them on again.
-        with store.engine.connect() as connection:
-            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        if engine == "sqlite":
+            # Migrations run with foreign keys off (a table rebuild must not
+            # cascade); every connection afterwards has them on again.
+            with store.engine.connect() as connection:
+                assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     # Its rows went to the user who upgraded it (here the login name), and
     # another user sharing the file now starts with nothing of theirs.
     with Store(user="someone.else") as other:
@@ -98,6 +125,24 @@ def test_an_oldest_schema_database_with_data_is_upgraded_and_searchable(home):
 
 
 def test_a_database_from_a_newer_kvchat_is_refused_untouched(home):
+    from sqlalchemy import text
+
+    with Store() as store:
+        store.set_fact("user.editor", "neovim", source="user")
+        versions = database.version_table(store.engine)
+        with store.engine.begin() as connection:
+            connection.execute(text(f"UPDATE {versions} SET version_num = '9999'"))
+    with pytest.raises(database.DatabaseError, match="newer kvchat"):
+        Store()
+    engine = database.create_engine(database.resolve_url(None))
+    with engine.connect() as connection:
+        assert connection.execute(text(f"SELECT version_num FROM {versions}")).scalar() == "9999"
+        assert connection.execute(text("SELECT key, value FROM facts")).all() == [("user.editor", "neovim")]
+    engine.dispose()
+
+
+@pytest.mark.sqlite_only
+def test_a_newer_sqlite_file_is_left_byte_for_byte(home):
     Store().close()
     path = home / "kvchat.db"
     with sqlite3.connect(path) as raw:
@@ -108,6 +153,7 @@ def test_a_database_from_a_newer_kvchat_is_refused_untouched(home):
     assert path.read_bytes() == before
 
 
+@pytest.mark.sqlite_only
 def test_a_file_that_is_not_a_database_is_reported_and_left_alone(home):
     home.mkdir(parents=True, exist_ok=True)
     path = home / "kvchat.db"
@@ -211,6 +257,7 @@ def test_turn_search_reads_only_the_asked_session(store):
     assert [h.record.content for h in hits] == ["deploy on fridays is risky"]
 
 
+@pytest.mark.sqlite_only
 def test_only_a_kvchat_sqlite_file_at_the_current_schema_is_opened_without_sqlalchemy(store, home, tmp_path):
     """The read commands' connection, set up as the engine's are; anything
     else is left to the engine and the migrations (None), untouched."""

@@ -5,7 +5,6 @@ with an estimated cost where the model's price is known (issue 7)."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import datetime, timezone
 
 import pytest
@@ -19,11 +18,13 @@ MODEL = "gpt-4o-mini"
 
 def calls(home) -> list[tuple]:
     """(kind, session name, model, tokens in, tokens out, reported) of every recorded call, in order."""
-    with sqlite3.connect(home / "kvchat.db") as raw:
-        return raw.execute(
+    from sqlalchemy import text
+
+    with Store() as store, store.engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(text(
             "SELECT kind, sessions.name, model, prompt_tokens, completion_tokens, reported FROM model_calls "
             "LEFT JOIN sessions ON sessions.id = model_calls.session_id ORDER BY model_calls.id"
-        ).fetchall()
+        ))]
 
 
 def usage(kvchat, *args) -> dict:
@@ -154,6 +155,7 @@ def test_prices_are_only_for_exact_names_and_listed_snapshots():
         assert pricing.cost(unknown, 1000, 1000) is None
 
 
+@pytest.mark.blank_database
 def test_answers_stored_before_calls_were_recorded_are_counted_after_the_upgrade(home):
     from alembic import command
 

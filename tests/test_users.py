@@ -9,7 +9,7 @@ import sqlite3
 from contextlib import closing
 
 import pytest
-from test_database_faults import _database_at
+from test_migrations import database_at
 
 from kvchat import database
 from kvchat.store import NewTurn, Store
@@ -185,11 +185,12 @@ def test_any_user_name_is_one_term_of_the_index(home, name):
         assert [hit.record.value for hit in store.search_facts(match_query("editor"), limit=5)] == ["helix"]
 
 
+@pytest.mark.sqlite_only
 def test_an_upgraded_store_gives_its_rows_to_the_user_who_upgraded_it(home):
     """A personal store becoming a shared one: its owner keeps their memories."""
     path = home / "kvchat.db"
     home.mkdir(parents=True, exist_ok=True)
-    _database_at("0005", path)
+    database_at("0005", path)
     with closing(sqlite3.connect(path, isolation_level=None)) as raw:
         raw.execute("INSERT INTO roles (name, content, created_at, updated_at) VALUES ('terse', 'Be brief.', '2024-01-01', '2024-01-01')")
     with Store(user="dana") as dana:

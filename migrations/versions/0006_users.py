@@ -78,15 +78,31 @@ def _drop_facts_full_text() -> None:
 
 
 def _unique_per_user(table: str, column: str) -> None:
+    if op.get_bind().dialect.name != "sqlite":
+        # PostgreSQL named the inline UNIQUE itself (sessions_name_key) and
+        # alters a table in place: no copy of it is made.
+        op.drop_constraint(_unique_on(table, [column]), table, type_="unique")
+        op.create_unique_constraint(f"uq_{table}_user_name_{column}", table, ["user_name", column])
+        return
     with op.batch_alter_table(table, recreate="always", naming_convention=NAMING) as batch:
         batch.drop_constraint(f"uq_{table}_{column}", type_="unique")
         batch.create_unique_constraint(f"uq_{table}_user_name_{column}", ["user_name", column])
 
 
 def _unique_in_store(table: str, column: str) -> None:
+    if op.get_bind().dialect.name != "sqlite":
+        op.drop_constraint(f"uq_{table}_user_name_{column}", table, type_="unique")
+        op.create_unique_constraint(f"uq_{table}_{column}", table, [column])
+        return
     with op.batch_alter_table(table, recreate="always") as batch:
         batch.drop_constraint(f"uq_{table}_user_name_{column}", type_="unique")
         batch.create_unique_constraint(f"uq_{table}_{column}", [column])
+
+
+def _unique_on(table: str, columns: list[str]) -> str:
+    """The name of the unique constraint on exactly `columns` of `table`."""
+    found = sa.inspect(op.get_bind()).get_unique_constraints(table)
+    return next(constraint["name"] for constraint in found if constraint["column_names"] == columns)
 
 
 UNIQUE_PER_USER = (("sessions", "name"), ("facts", "key"), ("roles", "name"))

@@ -1,6 +1,7 @@
 """Opening kvchat's database: where it is, how it is configured, its schema.
 
-SQLite is run in WAL mode (readers never block the writer), with a busy
+kvchat stores in SQLite (a file, the default) or PostgreSQL
+(KVCHAT_DB=postgresql+psycopg://user@host/db). SQLite is run in WAL mode (readers never block the writer), with a busy
 timeout (a second kvchat process waits for the lock instead of failing) and
 foreign keys on. Writes take the lock up front (BEGIN IMMEDIATE): a
 transaction that starts as a reader and later writes can otherwise fail with
@@ -20,9 +21,19 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
 # The newest migration this kvchat knows; a test keeps it equal to Alembic's head.
-SCHEMA_HEAD = "0006"
+SCHEMA_HEAD = "0007"
 
 BUSY_TIMEOUT_MS = 30_000
+
+# Where Alembic records the schema revision. A PostgreSQL database is often
+# shared with other programs, whose own Alembic keeps `alembic_version`:
+# there kvchat keeps its revision in a table of its own. (SQLite files have
+# always used Alembic's name, and are kvchat's alone.)
+VERSION_TABLES = {"sqlite": "alembic_version", "postgresql": "kvchat_alembic_version"}
+
+# Serialises schema upgrades by processes sharing a PostgreSQL server (a
+# constant key for pg_advisory_xact_lock: "kvchat" in ASCII).
+UPGRADE_LOCK = 0x6B7663686174
 
 
 class DatabaseError(Exception):
@@ -129,9 +140,19 @@ def _on_begin(connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+def _on_postgres_connect(dbapi_connection, _record) -> None:
+    # kvchat writes times as naive UTC; the server reads them in the
+    # session's time zone.
+    autocommit = dbapi_connection.autocommit
+    dbapi_connection.autocommit = True
+    dbapi_connection.execute("SET TIME ZONE 'UTC'")
+    dbapi_connection.autocommit = autocommit
+
+
 def create_engine(url: str) -> Engine:
     import sqlalchemy
     from sqlalchemy import event
+    from sqlalchemy.engine import make_url
 
     if is_sqlite(url):
         path = sqlite_path(url)
@@ -143,7 +164,27 @@ def create_engine(url: str) -> Engine:
         event.listen(engine, "connect", _on_sqlite_connect)
         event.listen(engine, "begin", _on_begin)
         return engine
-    return sqlalchemy.create_engine(url, pool_pre_ping=True)
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        raise DatabaseError(
+            f"kvchat stores its data in SQLite or PostgreSQL, not {parsed.get_backend_name()} "
+            f"({where(url)})"
+        )
+    if parsed.drivername == "postgresql":  # SQLAlchemy's default driver there is psycopg2
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    try:
+        engine = sqlalchemy.create_engine(parsed, pool_pre_ping=True)
+    except ImportError as exc:
+        raise DatabaseError(
+            f"{where(url)} needs a PostgreSQL driver kvchat cannot import ({exc}); "
+            "install kvchat with: pip install 'kvchat[postgresql]'"
+        ) from None
+    event.listen(engine, "connect", _on_postgres_connect)
+    return engine
+
+
+def version_table(engine: Engine) -> str:
+    return VERSION_TABLES[engine.dialect.name]
 
 
 # Tables every kvchat database has had since its first schema.
@@ -194,23 +235,25 @@ def current_revision(engine: Engine) -> str | None:
     from sqlalchemy import inspect, text
     from sqlalchemy.exc import DatabaseError as SQLError
 
+    versions = version_table(engine)
     try:
         with engine.connect() as connection:
             tables = inspect(connection).get_table_names()
-            ours = KVCHAT_TABLES <= set(tables) or not is_sqlite(str(engine.url))
-            if "alembic_version" in tables and ours:
-                return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            ours = KVCHAT_TABLES - {"alembic_version"} <= set(tables) or not is_sqlite(str(engine.url))
+            if versions in tables and ours:
+                return connection.execute(text(f"SELECT version_num FROM {versions}")).scalar()
     except SQLError as exc:
         raise DatabaseError(describe_error(exc, engine.url)) from None
-    if tables and is_sqlite(str(engine.url)):
+    if tables and engine.dialect.name == "sqlite":
         raise DatabaseError(
-            f"{_where(engine.url)} is not a kvchat database (it holds other tables: "
+            f"{where(engine.url)} is not a kvchat database (it holds other tables: "
             f"{', '.join(sorted(tables)[:3])}); kvchat left it untouched"
         )
     return None
 
 
-def _where(url) -> str:
+def where(url) -> str:
+    """The database for people: its file, or its URL without the password."""
     path = sqlite_path(str(url))
     if path is not None:
         return str(path)
@@ -234,37 +277,40 @@ def describe_error(exc: Exception, url) -> str:
     original = getattr(exc, "orig", None) or exc
     message = str(original).strip().splitlines()[0] if str(original).strip() else type(original).__name__
     code = getattr(original, "sqlite_errorname", "") or ""
-    where = _where(url)
+    place = where(url)
+    if message.startswith("connection failed: "):  # psycopg, before the server said anything else
+        reason = message.removeprefix("connection failed: ").split(" failed: ")[-1].removeprefix("FATAL:").strip()
+        return f"cannot connect to {place}: {reason}"
     if code == "SQLITE_NOTADB" or "file is not a database" in message:
-        return f"{where} is not a kvchat database (not an SQLite file at all); kvchat left it untouched"
+        return f"{place} is not a kvchat database (not an SQLite file at all); kvchat left it untouched"
     if code.startswith("SQLITE_CORRUPT") or "malformed" in message or "vtable constructor failed" in message:
         # A damaged full-text index shows as a failing virtual-table constructor.
         return (
-            f"{where} is damaged ({message}); kvchat left it untouched: "
-            f"`sqlite3 {where} .recover` can rescue what is readable"
+            f"{place} is damaged ({message}); kvchat left it untouched: "
+            f"`sqlite3 {place} .recover` can rescue what is readable"
         )
     if code.startswith("SQLITE_READONLY") or "readonly" in message or "read-only" in message:
         path = sqlite_path(str(url))
         if path is not None and os.access(path, os.W_OK) and not os.access(path.parent, os.W_OK):
             return (
-                f"cannot write to {where}: its directory is read-only "
+                f"cannot write to {place}: its directory is read-only "
                 "(SQLite keeps its write-ahead log next to the database)"
             )
-        return f"cannot write to {where}: it is read-only"
+        return f"cannot write to {place}: it is read-only"
     if code == "SQLITE_FULL" or "database or disk is full" in message:
-        return f"cannot write to {where}: the disk is full"
+        return f"cannot write to {place}: the disk is full"
     if code in _WRITE_IO_ERRORS:
-        return f"cannot write to {where}: disk I/O error (is the disk full, or the file over a size limit?)"
+        return f"cannot write to {place}: disk I/O error (is the disk full, or the file over a size limit?)"
     if code.startswith("SQLITE_IOERR") or "disk I/O error" in message:
-        return f"cannot read {where}: disk I/O error (is the disk failing?)"
+        return f"cannot read {place}: disk I/O error (is the disk failing?)"
     if code == "SQLITE_CANTOPEN" or "unable to open database file" in message:
-        return f"cannot open {where}: check that it and its directory are readable and writable"
+        return f"cannot open {place}: check that it and its directory are readable and writable"
     if code.startswith("SQLITE_BUSY") or "database is locked" in message:
         return (
-            f"{where} is locked: another program has held it for over "
+            f"{place} is locked: another program has held it for over "
             f"{BUSY_TIMEOUT_MS // 1000} s; try again when it is done"
         )
-    return f"database error on {where}: {message}"
+    return f"database error on {place}: {message}"
 
 
 def migration_scripts():
@@ -292,7 +338,7 @@ def ensure_schema(engine: Engine, user_name: str | None = None) -> None:
     config, script = migration_scripts()
     if revision is not None and revision not in {rev.revision for rev in script.walk_revisions()}:
         raise DatabaseError(
-            f"{_where(engine.url)} was written by a newer kvchat (schema {revision}); "
+            f"{where(engine.url)} was written by a newer kvchat (schema {revision}); "
             "upgrade kvchat to use it (kvchat left it untouched)"
         )
     from alembic import command
@@ -312,12 +358,16 @@ def ensure_schema(engine: Engine, user_name: str | None = None) -> None:
             try:
                 connection = connection.execution_options(kvchat_write=True)
                 with connection.begin():
+                    if connection.dialect.name == "postgresql":
+                        # Another process may be upgrading the same database:
+                        # wait for it, then upgrade from where it left it.
+                        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({UPGRADE_LOCK})")
                     config.attributes["connection"] = connection
                     config.attributes["user_name"] = user_name
                     command.upgrade(config, "head")
                     if sqlite and connection.exec_driver_sql("PRAGMA foreign_key_check").first():
                         raise DatabaseError(
-                            f"upgrading {_where(engine.url)} to schema {SCHEMA_HEAD} would break links "
+                            f"upgrading {where(engine.url)} to schema {SCHEMA_HEAD} would break links "
                             "between its rows; it is left as it was"
                         )
             finally:

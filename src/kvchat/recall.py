@@ -32,10 +32,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 
 from . import budgets, mentions, textsearch, tokens
-from .store import _TURN_COLUMNS, USABLE_STATUSES, Fact, Store, TermStats, Turn, _raw_turn
+from .store import USABLE_STATUSES, Fact, Store, TermStats, Turn
 
 CONTEXT_TURNS = 8
 CONTEXT_DECAY = 0.85
@@ -277,25 +277,9 @@ def _spoke(turn: Turn, who: mentions.Speaker) -> bool:
 def _turns_in(store: Store, session_id: int, periods: list[mentions.Period], before_id: int | None) -> list[Turn]:
     """The session's newest usable turns (up to CANDIDATES) older than
     `before_id` in any of `periods`."""
-    if not periods:
-        return []
-    # Times are stored as naive UTC text ("2026-11-02 09:00:00.000000"), which sorts as time does.
-    stored = "%Y-%m-%d %H:%M:%S.%f"
-    bounds = [
-        (period.start.astimezone(timezone.utc).strftime(stored), period.end.astimezone(timezone.utc).strftime(stored))
-        for period in periods
-    ]
-    within = " OR ".join("(created_at >= ? AND created_at < ?)" for _ in bounds)
-    sql = (
-        f"SELECT {_TURN_COLUMNS} FROM turns WHERE session_id = ? AND id < ? "
-        f"AND status IN {USABLE_STATUSES!r} AND ({within}) "
-        "AND EXISTS (SELECT 1 FROM sessions WHERE sessions.id = turns.session_id AND user_name = ?) "
-        "ORDER BY id DESC LIMIT ?"
+    return store.turns_in_periods(
+        session_id, [(period.start, period.end) for period in periods], before_id=before_id, limit=CANDIDATES
     )
-    params = [session_id, before_id if before_id is not None else 2**62]
-    params += [bound for pair in bounds for bound in pair]
-    with store._raw() as db:
-        return [_raw_turn(row) for row in db.execute(sql, [*params, store.user, CANDIDATES])]
 
 
 def recall(

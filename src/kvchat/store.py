@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from . import database, users
+from . import database, postgres_search, users
 from .textsearch import MatchQuery, quote
 from .titles import title_from_question
 
@@ -79,6 +79,7 @@ def check_new_session_name(name: str) -> str:
 # Text no database can hold (see check_unicode) that reached a query anyway,
 # e.g. a session name looked up: one line, not a traceback.
 _NOT_UNICODE = "the text is not valid Unicode (it holds a lone surrogate)"
+_NO_NUL = "the text holds a NUL (0x00) character, which PostgreSQL cannot store; nothing was stored"
 
 
 def check_unicode(kind: str, value: str) -> str:
@@ -363,6 +364,8 @@ class Store:
         # that needs it runs: the commands that only list what is stored
         # never import SQLAlchemy (about 0.2 s of `kvchat history`).
         self._connection = database.connect_if_current(self.url) if engine is None else None
+        # PostgreSQL keeps its full-text index in tables kvchat writes (see postgres_search).
+        self._postgres = self._connection is None and not database.is_sqlite(self.url)
         if self._connection is None:
             database.ensure_schema(self.engine, self.user)
         self._totals: dict[str, tuple[int, float]] = {}
@@ -422,6 +425,8 @@ class Store:
                 with connection.begin():
                     yield connection
         except SQLError as exc:
+            if "cannot contain NUL" in str(exc):
+                raise StoreError(_NO_NUL) from None
             raise database.DatabaseError(database.describe_error(exc, self.engine.url)) from None
         except UnicodeEncodeError:
             raise StoreError(_NOT_UNICODE) from None
@@ -1026,8 +1031,13 @@ class Store:
             inserted.append(_turn(db.execute(
                 select(turns).where(turns.c.id == result.inserted_primary_key[0])
             ).one()))
+            ids = [inserted[0].id]
+        elif self._postgres:
+            ids = db.execute(turns.insert().returning(turns.c.id, sort_by_parameter_order=True), rows).scalars().all()
         else:
             db.execute(turns.insert(), rows)
+        if self._postgres:
+            postgres_search.index_turns(db, [(id, session_id, row["content"]) for id, row in zip(ids, rows)])
         last = max(row["created_at"] for row in rows)
         db.execute(
             sessions.update()
@@ -1103,6 +1113,8 @@ class Store:
             if before is None:
                 raise StoreError(f"no turn {turn_id}")
             db.execute(turns.update().where(turns.c.id == turn_id).values(**values))
+            if self._postgres and "content" in values:
+                postgres_search.index_turns(db, [(turn_id, before.session_id, values["content"])])
             if "tokens" in values and values["tokens"] != before.tokens:
                 db.execute(
                     sessions.update()
@@ -1179,10 +1191,12 @@ class Store:
         every one of `words` (lower-case; found in the text as written, for
         words the index leaves out), in one session or all of them, between
         `since` and `until`; oldest first."""
-        wanted = " AND ".join(quote(term) for term in dict.fromkeys(terms))
-        words = list(dict.fromkeys(words))
-        if not wanted and not words:
+        terms, words = list(dict.fromkeys(terms)), list(dict.fromkeys(words))
+        if not terms and not words:
             return []
+        if self._postgres:
+            return self._search_history_postgres(terms, words, session_id, since, until, limit)
+        wanted = " AND ".join(quote(term) for term in terms)
         conditions, params = ["sessions.user_name = ?"], [self.user]
         if wanted:
             match = f"content : ({wanted})"
@@ -1216,6 +1230,35 @@ class Store:
         found.reverse()
         return found
 
+    def _search_history_postgres(self, terms, words, session_id, since, until, limit):
+        conditions, params = ["sessions.user_name = :user"], dict(user=self.user)
+        source = "turns"
+        if terms:
+            source = "turns_search JOIN turns ON turns.id = turns_search.turn_id"
+            conditions.append("turns_search.terms @@ CAST(:query AS tsquery)")
+            params["query"] = postgres_search.all_of(terms)
+        if session_id is not None:
+            conditions.append("turns.session_id = :session")
+            params["session"] = session_id
+        for n, word in enumerate(words):
+            conditions.append(f"strpos(lower(turns.content), :word{n}) > 0")
+            params[f"word{n}"] = word
+        for name, operator, value in (("since", ">=", since), ("until", "<=", until)):
+            if value is not None:
+                conditions.append(f"turns.created_at {operator} :{name}")
+                params[name] = _naive_utc(value)
+        sql = (
+            f"SELECT {_TURN_COLUMNS}, sessions.name FROM {source} "
+            "JOIN sessions ON sessions.id = turns.session_id "
+            f"WHERE {' AND '.join(conditions)} ORDER BY turns.id DESC"
+        )
+        if limit is not None:
+            sql += " LIMIT :limit"
+            params["limit"] = limit
+        found = [(row[-1], _raw_turn(row)) for row in self._select(sql, params)]
+        found.reverse()
+        return found
+
     def all_turns(self, session_id: int | None = None) -> Iterator[tuple[str, Turn]]:
         """(session name, turn) for every turn, in order, streamed for export."""
         from sqlalchemy import select
@@ -1235,18 +1278,52 @@ class Store:
     def neighbours(self, turn: Turn) -> list[Turn]:
         """The turn just before and just after `turn` in its session."""
         sql = (
-            f"SELECT * FROM (SELECT {_TURN_COLUMNS} FROM turns WHERE session_id = ?1 AND id < ?2 "
-            "ORDER BY id DESC LIMIT 1) "
-            f"UNION ALL SELECT * FROM (SELECT {_TURN_COLUMNS} FROM turns WHERE session_id = ?1 AND id > ?2 "
-            "ORDER BY id LIMIT 1)"
+            f"SELECT * FROM (SELECT {_TURN_COLUMNS} FROM turns WHERE session_id = :session AND id < :id "
+            "ORDER BY id DESC LIMIT 1) AS before "
+            f"UNION ALL SELECT * FROM (SELECT {_TURN_COLUMNS} FROM turns WHERE session_id = :session AND id > :id "
+            "ORDER BY id LIMIT 1) AS after"
         )
-        with self._raw() as db:
-            return [_raw_turn(row) for row in db.execute(sql, (turn.session_id, turn.id))]
+        return [_raw_turn(row) for row in self._select(sql, dict(session=turn.session_id, id=turn.id))]
+
+    def turns_in_periods(
+        self, session_id: int, periods: list[tuple[datetime, datetime]], *, before_id: int | None, limit: int
+    ) -> list[Turn]:
+        """The session's newest usable turns (up to `limit`) older than
+        `before_id` made in any of the [start, end) `periods`, newest first."""
+        if not periods:
+            return []
+        params = dict(session=session_id, before=before_id if before_id is not None else 2**62,
+                      user=self.user, limit=limit)
+        within = []
+        for n, (start, end) in enumerate(periods):
+            within.append(f"(created_at >= :start{n} AND created_at < :end{n})")
+            params[f"start{n}"], params[f"end{n}"] = _naive_utc(start), _naive_utc(end)
+        sql = (
+            f"SELECT {_TURN_COLUMNS} FROM turns WHERE session_id = :session AND id < :before "
+            f"AND status IN {USABLE_STATUSES!r} AND ({' OR '.join(within)}) "
+            "AND EXISTS (SELECT 1 FROM sessions WHERE sessions.id = turns.session_id AND user_name = :user) "
+            "ORDER BY id DESC LIMIT :limit"
+        )
+        return [_raw_turn(row) for row in self._select(sql, params)]
 
     def search_turns(
         self, session_id: int, query: MatchQuery, *, before_id: int | None, limit: int
     ) -> list[Hit]:
         """Turns of a session older than `before_id` that match, best first."""
+        if self._postgres:
+            return [Hit(_raw_turn(row), row[-1]) for row in self._select(f"""
+                SELECT {_TURN_COLUMNS}, ts_rank(turns_search.terms, query) AS score
+                FROM turns_search JOIN turns ON turns.id = turns_search.turn_id,
+                     CAST(:query AS tsquery) AS query
+                WHERE turns_search.session_id = :session AND turns_search.terms @@ query
+                  AND turns.id < :before AND turns.status IN {USABLE_STATUSES!r}
+                  AND EXISTS (SELECT 1 FROM sessions WHERE sessions.id = turns.session_id AND user_name = :user)
+                ORDER BY score DESC, turns.id DESC
+                LIMIT :limit
+                """, dict(
+                    query=postgres_search.any_of(query.terms), session=session_id,
+                    before=before_id if before_id is not None else 2**62, user=self.user, limit=limit,
+                ))]
         sql = f"""
             SELECT {_TURN_COLUMNS}, -bm25(turns_fts, 0.0, 1.0) AS score
             FROM turns_fts JOIN turns ON turns.id = turns_fts.rowid
@@ -1308,17 +1385,20 @@ class Store:
         if row is not None and row.value == value:
             return "unchanged"
         if row is None:
-            db.execute(
+            fact_id = db.execute(
                 facts.insert().values(
                     user_name=self.user, key=key, value=value, turn_id=turn_id, source=source, ref=ref,
                     created_at=stamp, updated_at=stamp,
                 )
-            )
+            ).inserted_primary_key[0]
         else:
+            fact_id = row.id
             changes = dict(value=value, turn_id=turn_id, source=source, updated_at=stamp)
             if ref is not None:
                 changes["ref"] = ref
             db.execute(facts.update().where(facts.c.id == row.id).values(**changes))
+        if self._postgres:
+            postgres_search.index_facts(db, [(fact_id, self.user, key, value)])
         db.execute(
             fact_history.insert().values(
                 user_name=self.user, key=key, value=value, action="set", turn_id=turn_id, source=source, created_at=stamp
@@ -1394,7 +1474,15 @@ class Store:
                          created_at=_naive_utc(at or stamp), updated_at=_naive_utc(at or stamp))
                     for key, value, ref, at in fresh
                 ]
-                db.execute(facts.insert(), rows)
+                if self._postgres:
+                    ids = db.execute(
+                        facts.insert().returning(facts.c.id, sort_by_parameter_order=True), rows
+                    ).scalars().all()
+                    postgres_search.index_facts(
+                        db, [(id, self.user, row["key"], row["value"]) for id, row in zip(ids, rows)]
+                    )
+                else:
+                    db.execute(facts.insert(), rows)
                 db.execute(
                     fact_history.insert(),
                     [dict(user_name=self.user, key=row["key"], value=row["value"], action="set", turn_id=None, source="import",
@@ -1446,7 +1534,9 @@ class Store:
             self._totals[kind] = (int(row[0]), float(row[1]))
         count, average = self._totals[kind]
         found: dict[str, int] = {}
-        if terms:
+        if terms and self._postgres:
+            found = self._term_counts_postgres(kind, terms)
+        elif terms:
             with self._raw() as db:
                 known = self._frequencies(db, kind)
                 missing = [term for term in dict.fromkeys(terms) if term not in known]
@@ -1467,6 +1557,22 @@ class Store:
                         known[term] = looked_up.get(term, 0)
             found = {term: known[term] for term in terms if known.get(term)}
         return TermStats(documents=max(count, 1), average_length=average or 1.0, containing=found)
+
+    def _term_counts_postgres(self, kind: str, terms: tuple[str, ...]) -> dict[str, int]:
+        """How many facts or turns hold each term (of every user, as the
+        totals and SQLite's vocabulary count them), counted from the GIN
+        index on every call: PostgreSQL has no cheap sign that the index has
+        changed, as FTS5's structure record is on SQLite (see _frequencies)."""
+        asked = [term for term in dict.fromkeys(terms) if postgres_search.any_of([term])]
+        if not asked:
+            return {}
+        table = "facts_search" if kind == "facts" else "turns_search"
+        params, counts = {}, []
+        for n, term in enumerate(asked):
+            params[f"t{n}"] = postgres_search.any_of([term])
+            counts.append(f"(SELECT count(*) FROM {table} WHERE terms @@ CAST(:t{n} AS tsquery))")
+        (row,) = self._select(f"SELECT {', '.join(counts)}", params)
+        return {term: count for term, count in zip(asked, row) if count}
 
     # Terms whose counts are kept, per index, before the memo starts afresh.
     MAX_KNOWN_TERMS = 200_000
@@ -1492,6 +1598,18 @@ class Store:
 
     def search_facts(self, query: MatchQuery, *, limit: int) -> list[Hit]:
         """Facts whose key or value match, best first; a key match weighs double."""
+        if self._postgres:
+            return [Hit(_raw_fact(row), row[-1]) for row in self._select(f"""
+                SELECT {_FACT_COLUMNS}, hit.score
+                FROM (SELECT fact_id, ts_rank(CAST(:weights AS real[]), terms, query) AS score
+                      FROM facts_search, CAST(:query AS tsquery) AS query
+                      WHERE user_name = :user AND terms @@ query ORDER BY score DESC LIMIT :limit) AS hit
+                JOIN facts ON facts.id = hit.fact_id AND facts.user_name = :user
+                ORDER BY hit.score DESC, facts.updated_at DESC
+                """, dict(
+                    weights=postgres_search.FACT_WEIGHTS, query=postgres_search.any_of(query.terms),
+                    user=self.user, limit=limit,
+                ))]
         # Ranked inside the index first: joining every match to its fact
         # before the LIMIT reads a row of facts per match.
         sql = f"""
@@ -1555,6 +1673,8 @@ class Store:
         if self._connection is None and not database.is_sqlite(self.url):
             from sqlalchemy import text
 
+            if any(isinstance(value, str) and "\x00" in value for value in params.values()):
+                return []  # PostgreSQL's text holds no NUL, so nothing stored can match
             with self._read() as db:
                 return db.execute(text(sql), params).all()
         stored = {

@@ -1,0 +1,110 @@
+"""Full-text search on PostgreSQL, with the terms and query semantics kvchat
+has on SQLite.
+
+PostgreSQL's text parsers leave a run of Chinese characters whole and its
+stemmers are not kvchat's, so kvchat hands it ready-made terms, as it hands
+them to FTS5 (kvchat.textsearch.analyze: stemmed, stopwords dropped, CJK runs
+in bigrams and characters). Each turn's and fact's terms are kept as a
+`tsvector` in turns_search and facts_search (migration 0007), beside the
+turn's session and the fact's user, under GIN indexes. The vectors are
+written as literals whose every lexeme is quoted, so PostgreSQL stores the
+terms exactly as given and parses none of them again; the Store writes them
+in the transaction that writes the text, and the foreign keys delete them
+with it.
+
+Queries are `tsquery` literals of quoted lexemes (OR for recall, AND for
+history search), so user text never reaches PostgreSQL's query syntax.
+A fact's key terms carry weight A and its value's weight D, and ts_rank
+weighs A twice D: a key match counts double, as bm25's column weights do
+on SQLite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from . import textsearch
+
+# tsvector's limits: a lexeme under 2 KB, at most 256 positions each, none
+# above 16,383, and 1 MB in all. Past them a turn is indexed without
+# positions, which ranking by frequency does not need.
+MAX_LEXEME_BYTES = 2046
+MAX_POSITION = 16_383
+MAX_POSITIONS_PER_TERM = 256
+MAX_VECTOR_BYTES = 900_000
+
+# ts_rank's weights for D, C, B, A: a fact's value (D) half its key (A).
+FACT_WEIGHTS = "{0.5, 0, 0, 1.0}"
+
+
+def _lexeme(term: str) -> str:
+    return "'" + term.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _usable(term: str) -> bool:
+    return len(term.encode()) <= MAX_LEXEME_BYTES
+
+
+def vector(parts: Iterable[tuple[list[str], str]]) -> str:
+    """A tsvector literal of (terms, weight) parts, positions running on
+    from one part to the next ('' is weight D, PostgreSQL's default)."""
+    positions: dict[str, list[str]] = {}
+    position = 0
+    for terms, weight in parts:
+        for term in terms:
+            position += 1
+            if not _usable(term):
+                continue
+            held = positions.setdefault(term, [])
+            if len(held) < MAX_POSITIONS_PER_TERM:
+                held.append(f"{min(position, MAX_POSITION)}{weight}")
+    literal = " ".join(f"{_lexeme(term)}:{','.join(at)}" for term, at in positions.items())
+    if len(literal.encode()) > MAX_VECTOR_BYTES:
+        literal = " ".join(_lexeme(term) for term in positions)
+    return literal
+
+
+def turn_vector(content: str) -> str:
+    return vector([(textsearch.analyze(content), "")])
+
+
+def fact_vector(key: str, value: str) -> str:
+    return vector([(textsearch.index_key(key).split(), "A"), (textsearch.analyze(value), "")])
+
+
+def any_of(terms: Iterable[str]) -> str | None:
+    """A tsquery literal matching any of `terms`; None when there are none."""
+    usable = [_lexeme(term) for term in dict.fromkeys(terms) if _usable(term)]
+    return " | ".join(usable) or None
+
+
+def all_of(terms: Iterable[str]) -> str | None:
+    """A tsquery literal matching all of `terms`; None when there are none."""
+    usable = [_lexeme(term) for term in dict.fromkeys(terms) if _usable(term)]
+    return " & ".join(usable) or None
+
+
+def index_turns(db, turns: Iterable[tuple[int, int, str]]) -> None:
+    """Index (id, session id, text) turns just written, or written anew."""
+    from sqlalchemy import text
+
+    rows = [dict(id=id, session=session, terms=turn_vector(content)) for id, session, content in turns]
+    if rows:
+        db.execute(text(
+            "INSERT INTO turns_search (turn_id, session_id, terms) "
+            "VALUES (:id, :session, CAST(:terms AS tsvector)) "
+            "ON CONFLICT (turn_id) DO UPDATE SET session_id = excluded.session_id, terms = excluded.terms"
+        ), rows)
+
+
+def index_facts(db, facts: Iterable[tuple[int, str, str, str]]) -> None:
+    """Index (id, user, key, value) facts just written, or written anew."""
+    from sqlalchemy import text
+
+    rows = [dict(id=id, user=user, terms=fact_vector(key, value)) for id, user, key, value in facts]
+    if rows:
+        db.execute(text(
+            "INSERT INTO facts_search (fact_id, user_name, terms) "
+            "VALUES (:id, :user, CAST(:terms AS tsvector)) "
+            "ON CONFLICT (fact_id) DO UPDATE SET user_name = excluded.user_name, terms = excluded.terms"
+        ), rows)
