@@ -16,7 +16,7 @@ import typer
 from typer._click.exceptions import ClickException  # Typer vendors Click; usage errors are these
 from typer.core import TyperGroup
 
-from . import ask, chat, code, common, config, endpoints, facts, keys, models, recall, roles, sessions, transfer, usage
+from . import ask, chat, code, common, config, db, endpoints, facts, keys, models, recall, roles, sessions, transfer, usage
 from .errors import one_line_error
 
 
@@ -56,7 +56,7 @@ app = typer.Typer(
     name="kvchat",
     cls=_OneLineErrors,
     help="A terminal chat assistant for code that remembers: every turn, and "
-    "key/value facts about you, in a local SQLite database.",
+    "key/value facts about you, in a local SQLite database (or PostgreSQL).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
@@ -75,7 +75,7 @@ def _root(
     ),
 ) -> None:
     """A terminal chat assistant for code that remembers: every turn, and key/value
-    facts about you, in a local SQLite database."""
+    facts about you, in a local SQLite database (or PostgreSQL)."""
     if user is not None:
         from ..store import check_name
 
@@ -96,6 +96,7 @@ app.add_typer(config.app, name="config")
 app.add_typer(roles.app, name="roles")
 app.add_typer(keys.app, name="keys")
 app.add_typer(endpoints.app, name="endpoints")
+app.add_typer(db.app, name="db")
 
 
 def main() -> None:

@@ -1,0 +1,165 @@
+"""Copying a whole store into another database, SQLite to PostgreSQL and
+back, verified by counts and checksums.
+
+Every table of kvchat's schema is copied row for row, ids included (turns,
+facts, summaries and embeddings refer to each other by id), for every user,
+into a database that holds no kvchat data yet. The full-text index is made
+in the target as its own engine keeps it (FTS5's triggers on SQLite,
+kvchat's search tables on PostgreSQL).
+
+The copy is one transaction in the target. Before it commits, each table
+is read back from the target in the same order as from the source, and its
+row count and SHA-256 over every value must equal the source's; otherwise
+the transaction is rolled back and the target is left as it was. The
+source is only read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from . import database, postgres_search
+
+BATCH = 1000
+
+
+class CopyError(database.DatabaseError):
+    """Why a copy was refused or undone, in one line."""
+
+
+@dataclass(frozen=True)
+class CopiedTable:
+    name: str
+    rows: int
+    checksum: str  # SHA-256, hex, of the rows as `_canonical` writes them
+
+
+def _canonical(value) -> str:
+    """One value as both engines' rows give it back: times in UTC (SQLite
+    returns them without a zone), bytes in hex, booleans as 0 and 1."""
+    if value is None:
+        return "\x00"
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc).isoformat()
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+def _rows(connection, table):
+    """Every row of `table` in order of its primary key, BATCH at a time."""
+    from sqlalchemy import select
+
+    query = select(table).order_by(*table.primary_key.columns)
+    result = connection.execution_options(yield_per=BATCH).execute(query)
+    yield from result.partitions()
+
+
+def _summary(connection, table) -> tuple[int, str]:
+    digest, count = hashlib.sha256(), 0
+    for batch in _rows(connection, table):
+        for row in batch:
+            digest.update(json.dumps([_canonical(value) for value in row], ensure_ascii=False).encode())
+            digest.update(b"\n")
+            count += 1
+    return count, digest.hexdigest()
+
+
+def _count(connection, table) -> int:
+    from sqlalchemy import func, select
+
+    return connection.execute(select(func.count()).select_from(table)).scalar()
+
+
+def _index_for_search(connection, table, rows: list[dict]) -> None:
+    """Index copied turns and facts, where kvchat keeps the index (PostgreSQL)."""
+    if connection.dialect.name != "postgresql":
+        return  # FTS5's triggers have indexed them
+    if table.name == "turns":
+        postgres_search.index_turns(connection, [(row["id"], row["session_id"], row["content"]) for row in rows])
+    elif table.name == "facts":
+        postgres_search.index_facts(
+            connection, [(row["id"], row["user_name"], row["key"], row["value"]) for row in rows]
+        )
+
+
+def _continue_ids(connection, table) -> None:
+    """Make PostgreSQL's next id follow the copied ones (rows were inserted
+    with their ids, which leaves a serial column's sequence at its start)."""
+    from sqlalchemy import text
+
+    if connection.dialect.name != "postgresql" or "id" not in table.c or not table.c.id.primary_key:
+        return
+    connection.execute(text(
+        f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), max(id)) FROM {table.name} "
+        "HAVING max(id) IS NOT NULL"
+    ))
+
+
+def copy_store(
+    source_url: str, target_url: str, *, user_name: str | None = None,
+    progress: Callable[[str, int, int | None], None] | None = None,
+) -> list[CopiedTable]:
+    """Copy the store at `source_url` into the empty one at `target_url`
+    (created and brought to this kvchat's schema first; the source too, as
+    any command would, with `user_name` owning rows from before users).
+    Returns each table's rows and checksum, equal in both."""
+    from sqlalchemy.exc import DatabaseError as SQLError
+
+    from .schema import metadata
+
+    if source_url == target_url:
+        raise CopyError("the target is the store itself; name another database with --to")
+    source = database.create_engine(source_url)
+    target = database.create_engine(target_url)
+    tables = metadata.sorted_tables  # a table after those it refers to
+    try:
+        database.ensure_schema(source, user_name)
+        database.ensure_schema(target, user_name)
+        with source.connect() as reading, target.connect() as writing:
+            writing = writing.execution_options(kvchat_write=True)
+            with writing.begin():
+                held = [(table.name, n) for table in tables if (n := _count(writing, table))]
+                if held:
+                    name, n = held[0]
+                    raise CopyError(
+                        f"{database.where(target.url)} already holds kvchat data ({n} rows in {name}); "
+                        "copy into an empty database"
+                    )
+                expected = {}
+                for table in tables:
+                    total, done = _count(reading, table), 0
+                    for batch in _rows(reading, table):
+                        rows = [dict(row._mapping) for row in batch]
+                        writing.execute(table.insert(), rows)
+                        _index_for_search(writing, table, rows)
+                        done += len(rows)
+                        if progress is not None:
+                            progress(f"copying {table.name}", done, total)
+                    _continue_ids(writing, table)
+                    expected[table.name] = _summary(reading, table)
+                copied = []
+                for table in tables:
+                    if progress is not None:
+                        progress("verifying", tables.index(table) + 1, len(tables))
+                    found = _summary(writing, table)
+                    if found != expected[table.name]:
+                        raise CopyError(
+                            f"the copy of {table.name} does not match the original ({found[0]} rows against "
+                            f"{expected[table.name][0]}, or different values); nothing was copied"
+                        )
+                    copied.append(CopiedTable(table.name, *found))
+                return copied
+    except SQLError as exc:
+        raise database.DatabaseError(database.describe_error(exc, target.url)) from None
+    finally:
+        source.dispose()
+        target.dispose()
