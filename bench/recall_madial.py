@@ -304,14 +304,40 @@ class KvchatError(Exception):
     pass
 
 
+class PostgresDatabases:
+    """New databases on a PostgreSQL server, one per store, dropped at the end."""
+
+    def __init__(self, url: str):
+        import psycopg
+        from sqlalchemy.engine import make_url
+
+        self.url = make_url(url).set(drivername="postgresql+psycopg")
+        self.connection = psycopg.connect(
+            self.url.set(drivername="postgresql").render_as_string(hide_password=False), autocommit=True)
+        self.names: list[str] = []
+
+    def create(self, stem: str) -> str:
+        name = f"{stem}_{os.getpid()}"
+        self.connection.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        self.connection.execute(f'CREATE DATABASE "{name}"')
+        self.names.append(name)
+        return self.url.set(database=name).render_as_string(hide_password=False)
+
+    def drop_all(self) -> None:
+        for name in self.names:
+            self.connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 class Kvchat:
     """The kvchat command with its own KVCHAT_HOME."""
 
-    def __init__(self, command: list[str], home: Path):
+    def __init__(self, command: list[str], home: Path, database: str | None = None):
         self.command = command
         self.env = {k: v for k, v in os.environ.items()
                     if k not in ("KVCHAT_DB", "KVCHAT_SESSION", "KVCHAT_MODEL", "KVCHAT_EXTRACT")}
         self.env["KVCHAT_HOME"] = str(home)
+        if database is not None:  # else the SQLite file in the home
+            self.env["KVCHAT_DB"] = database
         self.env["PYTHONIOENCODING"] = "utf-8"
 
     def run(self, *args: str) -> tuple[str, float]:
@@ -589,9 +615,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="print the first N parsed dialogues (and N with parsing notes) per language")
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
                         help="run each timed recall N times and keep the fastest")
-    parser.add_argument("--output", type=Path, default=RESULTS_PATH, help=f"JSON results (default {RESULTS_PATH})")
+    parser.add_argument("--output", type=Path, help=f"JSON results (default {RESULTS_PATH}, or "
+                        "recall_madial_postgresql.json beside it with --postgres)")
+    parser.add_argument("--postgres", metavar="URL",
+                        help="store on this PostgreSQL server instead of SQLite files, in a new database per "
+                        "language and user, dropped afterwards (e.g. postgresql://127.0.0.1:5432/test)")
     args = parser.parse_args(argv)
 
+    args.output = args.output or (
+        RESULTS_PATH.with_name("recall_madial_postgresql.json") if args.postgres else RESULTS_PATH)
+    system = "kvchat recall (PostgreSQL)" if args.postgres else "kvchat recall"
+    server = PostgresDatabases(args.postgres) if args.postgres else None
     started = time.perf_counter()
     command = shlex.split(args.kvchat)
     langs = ["en", "zh"] if args.lang == "both" else [args.lang]
@@ -607,7 +641,8 @@ def main(argv: list[str] | None = None) -> int:
             tmp = Path(tempfile.mkdtemp(prefix=f"madial-{lang}-{USERS[user].lower()}-"))
             tmp_dirs.append(tmp)
             dbs.append(UserDb(
-                lang=lang, user=user, tmp=tmp, kvchat=Kvchat(command, tmp / "home"),
+                lang=lang, user=user, tmp=tmp,
+                kvchat=Kvchat(command, tmp / "home", server.create(f"madial_{lang}_{user}") if server else None),
                 memories=[m for m in memories.values() if m.user == user],
                 dialogues=[d for d in dialogues if d.user == user],
             ))
@@ -631,6 +666,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             for tmp in tmp_dirs:
                 shutil.rmtree(tmp, ignore_errors=True)
+        if server is not None:
+            server.drop_all()
 
     rows, languages = [], {}
     for lang in langs:
@@ -645,7 +682,7 @@ def main(argv: list[str] | None = None) -> int:
             gaps += result["gaps"]
         n = len(dialogues)
         gaps.sort()
-        row = {"system": "kvchat recall", "lang": lang, "query": "last user utterance", "n": n,
+        row = {"system": system, "lang": lang, "query": "last user utterance", "n": n,
                **score(ranked, dialogues),
                "ms_per_query": 1000 * (wall - empty) / n,
                "ms_per_query_steady": 1000 * sum(gaps) / len(gaps) if gaps else None,
@@ -692,7 +729,7 @@ def main(argv: list[str] | None = None) -> int:
     counts = ", ".join(f"{lang}: {languages[lang]['dialogues']} dialogues" for lang in langs)
     steady = "; ".join(f"{row['lang']} median {row['ms_per_query_steady_median']:.1f} ms, "
                        f"p95 {row['ms_per_query_steady_p95']:.1f} ms" for row in rows
-                       if row["system"] == "kvchat recall" and row["ms_per_query_steady_median"] is not None)
+                       if row["system"] == system and row["ms_per_query_steady_median"] is not None)
     ceilings = ", ".join(f"{lang} {languages[lang]['recall_at_1_ceiling']:.3f}" for lang in langs)
     print(f"{counts}. hit@k: share of dialogues with a relevant memory in the top k; R@k: mean share of a "
           f"dialogue's relevant memories in the top k (R@1 ceiling {ceilings}).\n"

@@ -104,11 +104,12 @@ def _fact_writer(writer: int, writes: int, env: dict) -> list[str]:
 
 
 def run_stress(processes: int, questions: int, fact_writers: int, fact_writes: int, *,
-               base_url: str, home: Path) -> Result:
-    """Run the workers against the database in `home` and check what it holds."""
-    env = dict(os.environ, KVCHAT_HOME=str(home), OPENAI_BASE_URL=base_url,
+               base_url: str, home: Path, database: str | None = None) -> Result:
+    """Run the workers against `database` (a URL; default: the SQLite file
+    in `home`), which must hold no kvchat data yet, and check what it holds."""
+    database = database or str(home / "kvchat.db")
+    env = dict(os.environ, KVCHAT_HOME=str(home), OPENAI_BASE_URL=base_url, KVCHAT_DB=database,
                OPENAI_API_KEY="sk-stress-0123456789", KVCHAT_MODEL="gpt-4o-mini")
-    env.pop("KVCHAT_DB", None)
     result = Result(processes, questions, fact_writers, fact_writes)
     # One question first, alone: it creates the database and verifies the
     # tokenizer files once, so the workers measure writing, not set-up.
@@ -124,15 +125,15 @@ def run_stress(processes: int, questions: int, fact_writers: int, fact_writes: i
     result.wall_seconds = time.perf_counter() - started
     result.questions_per_second = processes * questions / result.wall_seconds
     result.locked = sum("locked" in error for error in result.errors)
-    _check_turns(result, home)
-    _check_facts(result, home)
+    _check_turns(result, database)
+    _check_facts(result, database)
     return result
 
 
-def _check_turns(result: Result, home: Path) -> None:
+def _check_turns(result: Result, database: str) -> None:
     from kvchat.store import Store
 
-    with Store(str(home / "kvchat.db")) as store:
+    with Store(database) as store:
         sessions = {s.name: s for s in store.sessions()}
         asked_in = {name: [] for name in {session_of(w) for w in range(result.processes)}}
         for worker in range(result.processes):
@@ -167,14 +168,14 @@ def _check_turns(result: Result, home: Path) -> None:
                     result.misordered.append(f"{name}: worker {worker}'s questions out of order")
 
 
-def _check_facts(result: Result, home: Path) -> None:
+def _check_facts(result: Result, database: str) -> None:
     from kvchat.store import Store
 
     written: dict[str, list[str]] = {key: [] for key in FACT_KEYS}
     for writer in range(result.fact_writers):
         for number in range(result.fact_writes):
             written[FACT_KEYS[number % len(FACT_KEYS)]].append(fact_value(writer, number))
-    with Store(str(home / "kvchat.db")) as store:
+    with Store(database) as store:
         for key, values in written.items():
             if not values:
                 continue
@@ -206,21 +207,28 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=200, help="questions each asks (default 200)")
     parser.add_argument("--fact-writers", type=int, default=4, help="kvchat facts set writers (default 4)")
     parser.add_argument("--fact-writes", type=int, default=15, help="facts set runs by each writer (default 15)")
-    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "stress_concurrency.json")
+    parser.add_argument("--db", help="an empty database to run on, as a KVCHAT_DB URL "
+                        "(default: a new SQLite file); e.g. postgresql+psycopg://127.0.0.1/stress")
+    parser.add_argument("--output", type=Path, help="where to write the JSON (default: "
+                        "bench/results/stress_concurrency[_postgresql].json)")
     args = parser.parse_args()
+    engine = "postgresql" if args.db and args.db.startswith("postgresql") else "sqlite"
+    output = args.output or ROOT / "bench" / "results" / (
+        "stress_concurrency.json" if engine == "sqlite" else "stress_concurrency_postgresql.json")
 
     from fake_openai import FakeOpenAIServer
 
     with FakeOpenAIServer() as server, tempfile.TemporaryDirectory(prefix="kvchat-stress-") as home:
         result = run_stress(args.processes, args.questions, args.fact_writers, args.fact_writes,
-                            base_url=server.base_url, home=Path(home))
+                            base_url=server.base_url, home=Path(home), database=args.db)
     print(table(result))
     for kind in ("errors", "lost", "duplicated", "misordered", "fact_problems"):
         for line in getattr(result, kind)[:10]:
             print(f"{kind}: {line}")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({**asdict(result), "ok": result.ok, "cpus": os.cpu_count()}, indent=2) + "\n")
-    print(f"written to {args.output}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(
+        {**asdict(result), "ok": result.ok, "cpus": os.cpu_count(), "engine": engine}, indent=2) + "\n")
+    print(f"written to {output}")
     sys.exit(0 if result.ok else 1)
 
 

@@ -59,7 +59,7 @@ def test_chats_and_fact_writers_at_once_store_everything_once(model, home):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
     from stress_concurrency import FACT_KEYS, run_stress
 
-    result = run_stress(4, 10, 3, 6, base_url=model.base_url, home=home)
+    result = run_stress(4, 10, 3, 6, base_url=model.base_url, home=home, database=os.environ.get("KVCHAT_DB"))
     assert (result.errors, result.lost, result.duplicated, result.misordered, result.fact_problems) == (
         [], [], [], [], []
     )
