@@ -56,3 +56,29 @@ def test_processes_that_set_up_a_new_database_at_once_all_succeed(postgres_url):
     assert [code for code, _ in outcomes] == [0] * 4, outcomes
     listed = subprocess.run([sys.executable, "-m", "kvchat", "facts"], env=env, capture_output=True, text=True)
     assert listed.stdout.splitlines() == [f"note.n{n}\tvalue {n}" for n in range(4)]
+
+
+def test_one_users_writes_take_turns_while_another_users_go_ahead(postgres_url):
+    """On SQLite one writer holds the file; on PostgreSQL one writer per user
+    holds that user's lock, so a check-then-write (a new fact key, a new
+    session) never interleaves with another of the same user's."""
+    import threading
+
+    from kvchat.store import Store
+
+    with Store(postgres_url, user="ada") as holder, Store(postgres_url, user="ada") as ada, \
+            Store(postgres_url, user="bob") as bob:
+        finished = {}
+
+        def write(store, name):
+            store.set_fact("user.editor", name, source="user")
+            finished[name] = True
+
+        with holder._write():
+            waiting = threading.Thread(target=write, args=(ada, "ada"))
+            waiting.start()
+            write(bob, "bob")  # returns while ada's lock is held
+            waiting.join(timeout=1)
+            assert finished == {"bob": True}
+        waiting.join(timeout=30)
+        assert finished == {"bob": True, "ada": True}

@@ -34,6 +34,8 @@ VERSION_TABLES = {"sqlite": "alembic_version", "postgresql": "kvchat_alembic_ver
 # Serialises schema upgrades by processes sharing a PostgreSQL server (a
 # constant key for pg_advisory_xact_lock: "kvchat" in ASCII).
 UPGRADE_LOCK = 0x6B7663686174
+# The first of the two keys of a user's write lock on PostgreSQL ("kvch").
+WRITER_LOCKS = 0x6B766368
 
 
 class DatabaseError(Exception):
@@ -149,6 +151,20 @@ def _on_postgres_connect(dbapi_connection, _record) -> None:
     dbapi_connection.autocommit = autocommit
 
 
+def _on_postgres_begin(connection) -> None:
+    """A store's writes on PostgreSQL take their user's lock first, as
+    SQLite's BEGIN IMMEDIATE takes the file's: one writer at a time per user,
+    so that check-then-write steps (a new session or fact key, a summary that
+    must not move backwards) cannot interleave, while different users, whose
+    rows never meet, write side by side."""
+    writer = connection.get_execution_options().get("kvchat_writer")
+    if writer is not None:
+        connection.exec_driver_sql(
+            "SELECT pg_advisory_xact_lock(%(space)s, hashtext(%(writer)s))",
+            {"space": WRITER_LOCKS, "writer": writer},
+        )
+
+
 def create_engine(url: str) -> Engine:
     import sqlalchemy
     from sqlalchemy import event
@@ -180,6 +196,7 @@ def create_engine(url: str) -> Engine:
             "install kvchat with: pip install 'kvchat[postgresql]'"
         ) from None
     event.listen(engine, "connect", _on_postgres_connect)
+    event.listen(engine, "begin", _on_postgres_begin)
     return engine
 
 

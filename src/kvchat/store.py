@@ -421,7 +421,7 @@ class Store:
 
         try:
             with self.engine.connect() as connection:
-                connection = connection.execution_options(kvchat_write=True)
+                connection = connection.execution_options(kvchat_write=True, kvchat_writer=self.user)
                 with connection.begin():
                     yield connection
         except SQLError as exc:
