@@ -9,6 +9,7 @@ taken from the MADial dialogues: p50 and p99 in ms.
     .venv/bin/python bench/recall_scale.py            # 100,000 facts
     .venv/bin/python bench/recall_scale.py --facts 10000
     .venv/bin/python bench/recall_scale.py --home /tmp/kv100k   # keep the store, reuse it next time
+    .venv/bin/python bench/recall_scale.py --db postgresql+psycopg://127.0.0.1/kv100k   # on PostgreSQL
 """
 
 from __future__ import annotations
@@ -87,11 +88,15 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--home", help="KVCHAT_HOME to build the store in and keep (reused when it "
                         "already holds the same number of facts; the import time is then not measured)")
+    parser.add_argument("--db", help="a KVCHAT_DB URL to build the store in instead (an empty "
+                        "PostgreSQL database, say; reused like --home)")
     args = parser.parse_args()
     rng = random.Random(7)
     with contextlib.ExitStack() as stack:
         home = args.home or stack.enter_context(tempfile.TemporaryDirectory())
         os.environ["KVCHAT_HOME"] = home
+        if args.db:
+            os.environ["KVCHAT_DB"] = args.db
         from kvchat import tokens
         from kvchat.prompt import PromptOptions, build_prompt
         from kvchat.store import Store
@@ -116,8 +121,15 @@ def main() -> int:
             timings.append((time.perf_counter() - started) * 1000)
             found += bool(prompt.memories)
         timings.sort()
-        size = Path(home, "kvchat.db").stat().st_size
+        if args.db and not args.db.startswith("sqlite"):
+            from sqlalchemy import text
+
+            with store.engine.connect() as connection:
+                size = connection.execute(text("SELECT pg_database_size(current_database())")).scalar()
+        else:
+            size = Path(home, "kvchat.db").stat().st_size
         result = {
+            "engine": store.engine.dialect.name,
             "facts": args.facts,
             "import_seconds": import_seconds,
             "database_mb": round(size / 1e6, 1),
