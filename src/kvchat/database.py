@@ -189,7 +189,10 @@ def create_engine(url: str) -> Engine:
     if parsed.drivername == "postgresql":  # SQLAlchemy's default driver there is psycopg2
         parsed = parsed.set(drivername="postgresql+psycopg")
     try:
-        engine = sqlalchemy.create_engine(parsed, pool_pre_ping=True)
+        # No ping before each use: recall runs a dozen short statements, and a
+        # ping doubled their round trips. A connection idle for minutes (which
+        # a server or a firewall may have dropped) is replaced instead.
+        engine = sqlalchemy.create_engine(parsed, pool_recycle=300)
     except ImportError as exc:
         raise DatabaseError(
             f"{where(url)} needs a PostgreSQL driver kvchat cannot import ({exc}); "
