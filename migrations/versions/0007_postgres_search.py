@@ -3,7 +3,8 @@
 On PostgreSQL (see kvchat.postgres_search), turns_search holds each turn's
 terms with its session, and facts_search each fact's with its user; the
 rows go with their turn or fact (ON DELETE CASCADE). Existing turns and facts
-are indexed here. SQLite keeps its FTS5 tables (migrations 0002 and 0006):
+are indexed here. The sequence kvchat_search_generation moves on after every
+committed write, so that a process may keep term counts until it does. SQLite keeps its FTS5 tables (migrations 0002 and 0006):
 on it this revision changes nothing.
 
 Revision ID: 0007
@@ -67,11 +68,13 @@ def upgrade() -> None:
     )
     op.create_index("ix_facts_search_terms", "facts_search", ["terms"], postgresql_using="gin")
     op.create_index("ix_facts_search_user_name", "facts_search", ["user_name"])
+    op.execute("CREATE SEQUENCE kvchat_search_generation")
     _index_existing()
 
 
 def downgrade() -> None:
     if not _postgres():
         return
+    op.execute("DROP SEQUENCE kvchat_search_generation")
     op.drop_table("facts_search")
     op.drop_table("turns_search")

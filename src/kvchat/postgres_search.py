@@ -33,6 +33,10 @@ MAX_POSITION = 16_383
 MAX_POSITIONS_PER_TERM = 256
 MAX_VECTOR_BYTES = 900_000
 
+# A sequence moved on after every committed write to a store (Store._write),
+# whose last value tells a process whether the term counts it keeps still hold.
+GENERATION = "kvchat_search_generation"
+
 # ts_rank's weights for D, C, B, A: a fact's value (D) half its key (A).
 FACT_WEIGHTS = "{0.5, 0, 0, 1.0}"
 
