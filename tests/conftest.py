@@ -66,6 +66,16 @@ def _with_database(url: str, name: str) -> str:
     return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
+def _drop_databases_of_ended_runs(connection) -> None:
+    """Drop test databases left by runs that were killed (kvtest_PID_...,
+    whose process no longer exists on this machine)."""
+    names = connection.execute("SELECT datname FROM pg_database WHERE datname LIKE 'kvtest\\_%'").fetchall()
+    for (name,) in names:
+        pid = name.split("_")[1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
 def postgres_server():
     """(URL, autocommit connection, template database) on the run's
@@ -93,8 +103,10 @@ def postgres_server():
         )
     from kvchat.store import Store
 
-    template = f"kvtest_template_{os.getpid()}"
+    template = f"kvtest_{os.getpid()}_template"
     with connection:
+        if make_url(url).host in ("127.0.0.1", "localhost", "::1", None):
+            _drop_databases_of_ended_runs(connection)
         connection.execute(f'CREATE DATABASE "{template}"')
         try:
             Store(_with_database(url, template)).close()
@@ -108,7 +120,7 @@ def postgres_url(postgres_server, request) -> str:
     """A URL of a PostgreSQL database of this test's own: at kvchat's newest
     schema, or empty for a test marked `blank_database`."""
     url, connection, template = postgres_server
-    name = f"kvtest_{uuid.uuid4().hex[:16]}"
+    name = f"kvtest_{os.getpid()}_{uuid.uuid4().hex[:12]}"
     origin = "template0" if "blank_database" in request.keywords else template
     connection.execute(f'CREATE DATABASE "{name}" TEMPLATE "{origin}" STRATEGY FILE_COPY')
     try:
