@@ -31,7 +31,7 @@ _CJK = (
 )
 _PATTERNS = {
     "cjk run": f"[{_CJK}]+",
-    "token": f"[{_CJK}]+|[^\\W_{_CJK}]+",  # a CJK run, or a word of letters and digits
+    "cjk run or word": f"([{_CJK}]+)|([^\\W_{_CJK}]+)",  # a CJK run, or a word of letters and digits
     "word": f"[^\\W_{_CJK}]+",
 }
 
@@ -74,10 +74,11 @@ def _stemmer():
 
 
 def _cjk_terms(run: str) -> list[str]:
-    grams = [run] if len(run) == 1 else [run[i : i + 2] for i in range(len(run) - 1)]
-    terms = [gram for gram in grams if not all(ch in CHINESE_STOP_CHARS for ch in gram)]
-    if len(run) > 1:
-        terms += [ch for ch in run if ch not in CHINESE_STOP_CHARS]
+    stop = CHINESE_STOP_CHARS
+    if len(run) == 1:
+        return [] if run in stop else [run]
+    terms = [run[i : i + 2] for i in range(len(run) - 1) if not (run[i] in stop and run[i + 1] in stop)]
+    terms += [ch for ch in run if ch not in stop]
     return terms
 
 
@@ -86,16 +87,16 @@ def analyze(text: str) -> list[str]:
     text = unicodedata.normalize("NFKC", text).lower()
     terms: list[str] = []
     words: list[str] = []
-    cjk_run = _pattern("cjk run")
-    for token in _pattern("token").findall(text):
-        if cjk_run.fullmatch(token):
-            terms += _cjk_terms(token)
-        elif token not in ENGLISH_STOPWORDS and (len(token) > 1 or token.isdigit()):
-            words.append(token)
-            terms.append(token)
-    if words:
-        stems = iter(_stemmer().stemWords(words))
-        terms = [next(stems) if not cjk_run.match(term) else term for term in terms]
+    word_places: list[int] = []  # where in `terms` each of `words` goes, stemmed
+    for run, word in _pattern("cjk run or word").findall(text):
+        if run:
+            terms += _cjk_terms(run)
+        elif word not in ENGLISH_STOPWORDS and (len(word) > 1 or word.isdigit()):
+            word_places.append(len(terms))
+            words.append(word)
+            terms.append(word)
+    for place, stem in zip(word_places, _stemmer().stemWords(words) if words else ()):
+        terms[place] = stem
     return terms
 
 
