@@ -11,10 +11,12 @@ there.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pty
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -66,12 +68,17 @@ def _with_database(url: str, name: str) -> str:
     return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
+# Test databases are named kvtest_MACHINE_PID_...: a run drops those of this
+# machine's runs that were killed, and never another machine's.
+_RUN_PREFIX = f"kvtest_{hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]}_"
+
+
 def _drop_databases_of_ended_runs(connection) -> None:
-    """Drop test databases left by runs that were killed (kvtest_PID_...,
-    whose process no longer exists on this machine)."""
-    names = connection.execute("SELECT datname FROM pg_database WHERE datname LIKE 'kvtest\\_%'").fetchall()
+    names = connection.execute(
+        "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (_RUN_PREFIX,)
+    ).fetchall()
     for (name,) in names:
-        pid = name.split("_")[1]
+        pid = name[len(_RUN_PREFIX):].split("_")[0]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -103,14 +110,16 @@ def postgres_server():
         )
     from kvchat.store import Store
 
-    template = f"kvtest_{os.getpid()}_template"
+    template = f"{_RUN_PREFIX}{os.getpid()}_template"
+    # Copying a database file by file (PostgreSQL 15 and later) is what makes
+    # a test's database cheap; earlier servers copy it their one way.
+    strategy = " STRATEGY FILE_COPY" if connection.info.server_version >= 150000 else ""
     with connection:
-        if make_url(url).host in ("127.0.0.1", "localhost", "::1", None):
-            _drop_databases_of_ended_runs(connection)
+        _drop_databases_of_ended_runs(connection)
         connection.execute(f'CREATE DATABASE "{template}"')
         try:
             Store(_with_database(url, template)).close()
-            yield url, connection, template
+            yield url, connection, template, strategy
         finally:
             connection.execute(f'DROP DATABASE "{template}" WITH (FORCE)')
 
@@ -119,10 +128,10 @@ def postgres_server():
 def postgres_url(postgres_server, request) -> str:
     """A URL of a PostgreSQL database of this test's own: at kvchat's newest
     schema, or empty for a test marked `blank_database`."""
-    url, connection, template = postgres_server
-    name = f"kvtest_{os.getpid()}_{uuid.uuid4().hex[:12]}"
+    url, connection, template, strategy = postgres_server
+    name = f"{_RUN_PREFIX}{os.getpid()}_{uuid.uuid4().hex[:12]}"
     origin = "template0" if "blank_database" in request.keywords else template
-    connection.execute(f'CREATE DATABASE "{name}" TEMPLATE "{origin}" STRATEGY FILE_COPY')
+    connection.execute(f'CREATE DATABASE "{name}" TEMPLATE "{origin}"{strategy}')
     try:
         yield _with_database(url, name)
     finally:

@@ -88,3 +88,25 @@ def test_an_engine_kvchat_does_not_store_in_is_a_one_line_error(kvchat):
     done = kvchat("db", "copy", "--to", "mysql://root@127.0.0.1/test")
     assert done.exit_code == 1
     assert done.stderr.strip() == "kvchat: error: kvchat stores its data in SQLite or PostgreSQL, not mysql (mysql://root@127.0.0.1/test)"
+
+
+def test_an_in_memory_target_is_refused(kvchat, store):
+    done = kvchat("db", "copy", "--to", "sqlite:///")
+    assert done.exit_code == 1 and "in-memory database is gone" in done.stderr
+
+
+def test_a_postgresql_driver_other_than_psycopg_is_named_in_one_line(kvchat):
+    done = kvchat("db", "copy", "--to", "postgresql+psycopg2://kvchat@127.0.0.1/kvchat")
+    assert done.exit_code == 1 and "through psycopg 3" in done.stderr and done.stderr.count("\n") == 1
+
+
+@pytest.mark.sqlite_only
+def test_a_turn_holding_nul_is_named_and_nothing_is_copied_to_postgresql(kvchat, store, postgres_url, monkeypatch):
+    from kvchat.store import NewTurn
+
+    store.add_turns("c", [NewTurn(role="user", content="fine", tokens=1), NewTurn(role="user", content="a\x00b", tokens=1)])
+    done = kvchat("db", "copy", "--to", postgres_url)
+    assert done.exit_code == 1
+    assert "turns id 2 holds a NUL (0x00) character in content" in done.stderr
+    monkeypatch.setenv("KVCHAT_DB", postgres_url)
+    assert json.loads(kvchat("sessions", "--json").stdout) == []

@@ -5,6 +5,7 @@ database at once. (Everything else is the whole suite run with
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -82,3 +83,117 @@ def test_one_users_writes_take_turns_while_another_users_go_ahead(postgres_url):
             assert finished == {"bob": True}
         waiting.join(timeout=30)
         assert finished == {"bob": True, "ada": True}
+
+
+def _end_other_connections(url: str) -> None:
+    """What a server restart does to kvchat's connections to the database at `url`."""
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
+def test_an_answer_is_stored_though_the_server_dropped_the_connection_meanwhile(kvchat, model, monkeypatch, postgres_url):
+    import threading
+
+    monkeypatch.setenv("KVCHAT_DB", postgres_url)
+    model.queue_answer("Use a read replica.", delay=2.0)
+    threading.Timer(1.0, _end_other_connections, args=(postgres_url,)).start()
+    done = kvchat("ask", "how do I scale the reads?", "--extract", "rules")
+    assert done.exit_code == 0, done.stderr
+    shown = kvchat("history", "--json")
+    assert [(turn["role"], turn["content"], turn["status"]) for turn in json.loads(shown.stdout)] == [
+        ("user", "how do I scale the reads?", "complete"), ("assistant", "Use a read replica.", "complete")]
+
+
+def test_a_store_goes_on_after_its_connections_were_dropped(postgres_url):
+    from kvchat.store import Store
+
+    with Store(postgres_url) as store:
+        store.set_fact("note.a", "first", source="user")
+        _end_other_connections(postgres_url)
+        assert store.set_fact("note.b", "second", source="user") == "created"
+        _end_other_connections(postgres_url)
+        assert [(fact.key, fact.value) for fact in store.facts()] == [("note.a", "first"), ("note.b", "second")]
+
+
+def test_an_answer_holding_nul_is_kept_with_a_replacement_character(kvchat, model, monkeypatch, postgres_url):
+    monkeypatch.setenv("KVCHAT_DB", postgres_url)
+    model.queue_answer("before\x00after")
+    assert kvchat("ask", "print a C string", "--extract", "rules").exit_code == 0
+    answer = json.loads(kvchat("history", "--json").stdout)[-1]
+    assert (answer["content"], answer["status"]) == ("before\ufffdafter", "complete")
+    refused = kvchat("ask", "what is \x00?", "--extract", "rules")
+    assert refused.exit_code == 1 and "NUL" in refused.stderr and refused.stderr.count("\n") == 1
+
+
+def test_a_text_with_more_terms_than_a_tsvector_holds_is_stored_whole(postgres_url):
+    import random
+
+    from kvchat.store import NewTurn, Store
+    from kvchat.textsearch import match_query
+
+    rng = random.Random(5)
+    words = ["".join(rng.choice("bcdfghjklmnpqrstvwxz") for _ in range(9)) for _ in range(160_000)]
+    content = "deploywindow " + " ".join(words)  # 1.6 MB, over 1 MB of distinct terms
+    with Store(postgres_url) as store:
+        store.add_turns("logs", [NewTurn(role="user", content=content, tokens=100)])
+        session = store.session("logs")
+        assert [turn.content for turn in store.history(session.id)] == [content]
+        hits = store.search_turns(session.id, match_query("deploywindow"), before_id=None, limit=5)
+        assert len(hits) == 1
+
+
+@pytest.mark.blank_database
+def test_a_store_that_kept_its_revision_in_alembic_version_is_upgraded(postgres_url):
+    """kvchat wrote its revision into `alembic_version` on PostgreSQL before
+    it had a table of its own for it."""
+    import psycopg
+    from alembic import command
+
+    from kvchat.store import Store
+
+    engine = database.create_engine(postgres_url)
+    config, _ = database.migration_scripts()
+    with engine.connect() as connection, connection.begin():
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0005")
+    engine.dispose()
+    conninfo = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(conninfo, autocommit=True) as old:
+        old.execute("ALTER TABLE kvchat_alembic_version RENAME TO alembic_version")
+        old.execute("INSERT INTO facts (key, value, source, created_at, updated_at) "
+                    "VALUES ('user.editor', 'neovim', 'user', now(), now())")
+    with Store(postgres_url, user="ada") as store:
+        assert [(fact.key, fact.value) for fact in store.facts()] == [("user.editor", "neovim")]
+    with psycopg.connect(conninfo) as upgraded:
+        assert upgraded.execute("SELECT version_num FROM kvchat_alembic_version").fetchone()[0] == database.SCHEMA_HEAD
+        assert upgraded.execute("SELECT to_regclass('alembic_version')").fetchone()[0] is None
+
+
+def test_a_write_that_waits_too_long_for_its_users_lock_is_one_line(postgres_url, monkeypatch):
+    from kvchat.store import Store
+
+    monkeypatch.setattr(database, "BUSY_TIMEOUT_MS", 1000)  # SQLite's 30 s, shortened for the test
+    with Store(postgres_url, user="ada") as holder, Store(postgres_url, user="ada") as ada:
+        with holder._write():
+            with pytest.raises(database.DatabaseError, match=r"is locked: another program has held it"):
+                ada.set_fact("user.editor", "helix", source="user")
+
+
+def test_a_database_that_is_not_utf8_is_refused_in_one_line(kvchat, monkeypatch, postgres_server):
+    url, connection, *_ = postgres_server
+    name = f"kvtest_latin1_{os.getpid()}"
+    connection.execute(f'CREATE DATABASE "{name}" ENCODING \'LATIN1\' LC_COLLATE \'C\' LC_CTYPE \'C\' TEMPLATE template0')
+    try:
+        from sqlalchemy.engine import make_url
+
+        monkeypatch.setenv("KVCHAT_DB", make_url(url).set(database=name).render_as_string(hide_password=False))
+        done = kvchat("facts", "set", "user.city", "北京")
+        assert done.exit_code == 1
+        assert "stores text as LATIN1" in done.stderr and done.stderr.count("\n") == 1
+    finally:
+        connection.execute(f'DROP DATABASE "{name}" WITH (FORCE)')

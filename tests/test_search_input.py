@@ -9,7 +9,10 @@ from hypothesis import strategies as st
 from kvchat.store import NewTurn, Store
 from kvchat.textsearch import QueryCounts, analyze, key_term_counts, match_query, term_counts
 
-FTS_SYNTAX = st.sampled_from(['"', "*", "NEAR(", "AND", "OR", "NOT", "-", ":", "(", ")", "^", "{", "}", "+"])
+FTS_SYNTAX = st.sampled_from([
+    '"', "*", "NEAR(", "AND", "OR", "NOT", "-", ":", "(", ")", "^", "{", "}", "+",
+    "&", "|", "!", "<->", ":*", "'", "\\",  # PostgreSQL's tsquery syntax and string escapes
+])
 TEXT = st.lists(st.one_of(st.text(max_size=20), FTS_SYNTAX), max_size=12).map(" ".join)
 
 
@@ -40,6 +43,23 @@ def test_counting_a_query_s_terms_agrees_with_the_analyzer(text, extra):
     asked = list(full)[::2] + [term for word in extra for term in analyze(word)]
     assert QueryCounts(asked)(text) == {term: n for term, n in full.items() if term in set(asked)}
     assert QueryCounts(list(key_term_counts(text))).key(text) == key_term_counts(text)
+
+
+def test_a_new_store_counts_the_terms_of_its_first_write(store):
+    """The kept counts must not outlive the first write either (a new
+    store's generation on PostgreSQL reads the same before it and after)."""
+    assert store.term_stats("facts", ("zebra",)).containing == {}
+    store.set_fact("note.animal", "zebra stripes", source="user")
+    assert store.term_stats("facts", ("zebra",)).containing == {"zebra": 1}
+    assert [hit.record.key for hit in store.search_facts(match_query("zebra"), limit=5)] == ["note.animal"]
+
+
+def test_accents_on_latin_letters_do_not_keep_words_apart(store):
+    """SQLite's tokenizer drops them (remove_diacritics); PostgreSQL's index
+    is given the same terms without them."""
+    store.set_fact("note.cafe", "Café crème in Zürich", source="user")
+    for asked in ("creme", "zurich", "CAFÉ", "crème"):
+        assert [hit.record.key for hit in store.search_facts(match_query(asked), limit=5)] == ["note.cafe"], asked
 
 
 def test_term_counts_follow_writes_from_any_connection(store, tmp_path):

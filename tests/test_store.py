@@ -222,7 +222,9 @@ def test_turn_search_stems_english_and_segments_chinese(store):
 
 @pytest.mark.parametrize(
     "hostile",
-    ['"', "*", "NEAR(a b)", "a AND", "-x", "col:val", "(((", "' OR 1=1 --", "\"unbalanced", "^start"],
+    ['"', "*", "NEAR(a b)", "a AND", "-x", "col:val", "(((", "' OR 1=1 --", "\"unbalanced", "^start",
+     # PostgreSQL's tsquery syntax, and its string escapes
+     "a & b", "a | b", "!a", "a <-> b", "a:*", "a:AB", "\\", "\\'", "''", "E'\\x00'"],
 )
 def test_search_text_cannot_change_the_query(store, hostile):
     store.set_fact("user.editor", "vim", source="user")

@@ -144,10 +144,12 @@ def _on_begin(connection) -> None:
 
 def _on_postgres_connect(dbapi_connection, _record) -> None:
     # kvchat writes times as naive UTC; the server reads them in the
-    # session's time zone.
+    # session's time zone. Text goes both ways as UTF-8, whatever the
+    # client's locale (ensure_schema refuses a database that is not UTF-8).
     autocommit = dbapi_connection.autocommit
     dbapi_connection.autocommit = True
     dbapi_connection.execute("SET TIME ZONE 'UTC'")
+    dbapi_connection.execute("SET client_encoding TO 'UTF8'")
     dbapi_connection.autocommit = autocommit
 
 
@@ -159,6 +161,8 @@ def _on_postgres_begin(connection) -> None:
     rows never meet, write side by side."""
     writer = connection.get_execution_options().get("kvchat_writer")
     if writer is not None:
+        # As long as SQLite waits for its lock, then the same one-line error.
+        connection.exec_driver_sql(f"SET LOCAL lock_timeout = {BUSY_TIMEOUT_MS}")
         connection.exec_driver_sql(
             "SELECT pg_advisory_xact_lock(%(space)s, hashtext(%(writer)s))",
             {"space": WRITER_LOCKS, "writer": writer},
@@ -188,11 +192,16 @@ def create_engine(url: str) -> Engine:
         )
     if parsed.drivername == "postgresql":  # SQLAlchemy's default driver there is psycopg2
         parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername != "postgresql+psycopg":
+        raise DatabaseError(
+            f"kvchat talks to PostgreSQL through psycopg 3: write the URL as postgresql+psycopg://... "
+            f"or postgresql://... ({where(url)})"
+        )
     try:
-        # No ping before each use: recall runs a dozen short statements, and a
-        # ping doubled their round trips. A connection idle for minutes (which
-        # a server or a firewall may have dropped) is replaced instead.
-        engine = sqlalchemy.create_engine(parsed, pool_recycle=300)
+        # A pooled connection is pinged before a write uses it: the server may
+        # have dropped it while the model was answering, and the answer must
+        # still be stored. (Reads go through the Store's own connection.)
+        engine = sqlalchemy.create_engine(parsed, pool_pre_ping=True)
     except ImportError as exc:
         raise DatabaseError(
             f"{where(url)} needs a PostgreSQL driver kvchat cannot import ({exc}); "
@@ -251,14 +260,20 @@ def current_revision(engine: Engine) -> str | None:
     keeps its own Alembic revision: kvchat refuses it rather than add its
     tables or run its migrations in it. (A PostgreSQL database is often shared
     by several programs, each with its own tables, so there other tables are
-    no sign of a mistake.)"""
+    no sign of a mistake. It must be UTF-8, though, and a kvchat store that
+    kept its revision in `alembic_version`, as kvchat did before, gets it
+    moved to kvchat's own table.)"""
     from sqlalchemy import inspect, text
     from sqlalchemy.exc import DatabaseError as SQLError
 
     versions = version_table(engine)
     try:
         with engine.connect() as connection:
+            if engine.dialect.name == "postgresql":
+                _check_postgres_database(connection, engine.url)
             tables = inspect(connection).get_table_names()
+            if engine.dialect.name == "postgresql" and versions not in tables:
+                tables = _adopt_kvchat_revision(connection, tables)
             ours = KVCHAT_TABLES - {"alembic_version"} <= set(tables) or not is_sqlite(str(engine.url))
             if versions in tables and ours:
                 return connection.execute(text(f"SELECT version_num FROM {versions}")).scalar()
@@ -270,6 +285,34 @@ def current_revision(engine: Engine) -> str | None:
             f"{', '.join(sorted(tables)[:3])}); kvchat left it untouched"
         )
     return None
+
+
+def _check_postgres_database(connection, url) -> None:
+    from sqlalchemy import text
+
+    encoding = connection.execute(text("SHOW server_encoding")).scalar()
+    if encoding != "UTF8":
+        raise DatabaseError(
+            f"{where(url)} stores text as {encoding}, which cannot hold every language kvchat stores; "
+            "give kvchat a UTF-8 database (CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE template0)"
+        )
+
+
+def _adopt_kvchat_revision(connection, tables: list[str]) -> list[str]:
+    """Rename `alembic_version` to kvchat's version table when it is
+    kvchat's: kvchat's tables are there and it holds one of kvchat's
+    revisions. The database's tables, as they are then."""
+    from sqlalchemy import text
+
+    if "alembic_version" not in tables or not KVCHAT_TABLES - {"alembic_version"} <= set(tables):
+        return tables
+    revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    _, script = migration_scripts()
+    if revision not in {rev.revision for rev in script.walk_revisions()}:
+        return tables
+    connection.execute(text(f"ALTER TABLE alembic_version RENAME TO {VERSION_TABLES['postgresql']}"))
+    connection.commit()
+    return [VERSION_TABLES["postgresql"] if table == "alembic_version" else table for table in tables]
 
 
 def where(url) -> str:
@@ -325,7 +368,7 @@ def describe_error(exc: Exception, url) -> str:
         return f"cannot read {place}: disk I/O error (is the disk failing?)"
     if code == "SQLITE_CANTOPEN" or "unable to open database file" in message:
         return f"cannot open {place}: check that it and its directory are readable and writable"
-    if code.startswith("SQLITE_BUSY") or "database is locked" in message:
+    if code.startswith("SQLITE_BUSY") or "database is locked" in message or "lock timeout" in message:
         return (
             f"{place} is locked: another program has held it for over "
             f"{BUSY_TIMEOUT_MS // 1000} s; try again when it is done"

@@ -14,6 +14,9 @@ with it.
 
 Queries are `tsquery` literals of quoted lexemes (OR for recall, AND for
 history search), so user text never reaches PostgreSQL's query syntax.
+Terms are stored and sought with Latin letters' diacritics removed, as
+SQLite's tokenizer (unicode61, remove_diacritics 2) does to them there: "creme"
+finds "crème" on both engines.
 A fact's key terms carry weight A and its value's weight D, and ts_rank
 weighs A twice D: a key match counts double, as bm25's column weights do
 on SQLite.
@@ -21,6 +24,7 @@ on SQLite.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 
 from . import textsearch
@@ -36,13 +40,30 @@ MAX_VECTOR_BYTES = 900_000
 # A sequence moved on after every committed write to a store (Store._write),
 # whose last value tells a process whether the term counts it keeps still hold.
 GENERATION = "kvchat_search_generation"
+NEXT_GENERATION = f"SELECT nextval('{GENERATION}')"
 
 # ts_rank's weights for D, C, B, A: a fact's value (D) half its key (A).
 FACT_WEIGHTS = "{0.5, 0, 0, 1.0}"
 
 
+def fold(term: str) -> str:
+    """`term` without the diacritics of Latin letters (é -> e, ü -> u, and
+    combining accents), as unicode61 removes them."""
+    if term.isascii():
+        return term
+    kept = []
+    for char in term:
+        code = ord(char)
+        if 0x300 <= code <= 0x36F:  # a combining accent on its own
+            continue
+        if 0xC0 <= code <= 0x24F or 0x1E00 <= code <= 0x1EFF:
+            char = unicodedata.normalize("NFD", char)[0]
+        kept.append(char)
+    return "".join(kept)
+
+
 def _lexeme(term: str) -> str:
-    return "'" + term.replace("\\", "\\\\").replace("'", "''") + "'"
+    return "'" + fold(term).replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def _usable(term: str) -> bool:
@@ -59,13 +80,21 @@ def vector(parts: Iterable[tuple[list[str], str]]) -> str:
             position += 1
             if not _usable(term):
                 continue
-            held = positions.setdefault(term, [])
+            held = positions.setdefault(_lexeme(term), [])
             if len(held) < MAX_POSITIONS_PER_TERM:
                 held.append(f"{min(position, MAX_POSITION)}{weight}")
-    literal = " ".join(f"{_lexeme(term)}:{','.join(at)}" for term, at in positions.items())
-    if len(literal.encode()) > MAX_VECTOR_BYTES:
-        literal = " ".join(_lexeme(term) for term in positions)
-    return literal
+    literal = " ".join(f"{lexeme}:{','.join(at)}" for lexeme, at in positions.items())
+    if len(literal.encode()) <= MAX_VECTOR_BYTES:
+        return literal
+    # Too many different terms even without positions (a pasted log of
+    # megabytes): the first ones that fit are indexed, and the text is stored whole.
+    kept, size = [], 0
+    for lexeme in positions:
+        size += len(lexeme.encode()) + 1
+        if size > MAX_VECTOR_BYTES:
+            break
+        kept.append(lexeme)
+    return " ".join(kept)
 
 
 def turn_vector(content: str) -> str:

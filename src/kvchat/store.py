@@ -398,6 +398,18 @@ class Store:
                 raise database.DatabaseError(database.describe_error(exc, self.engine.url)) from None
         return self._reader
 
+    def _after_postgres_commit(self) -> None:
+        """Move the search generation on again once a write has committed:
+        another process may have counted terms between the move inside the
+        transaction and the commit, and must not keep those counts. The write
+        has committed whatever happens here, so a failure only costs that."""
+        from sqlalchemy.exc import DatabaseError as SQLError
+
+        try:
+            self._postgres_reader().exec_driver_sql(postgres_search.NEXT_GENERATION)
+        except (SQLError, database.DatabaseError):
+            self._close_postgres_reader()
+
     def _close_postgres_reader(self) -> None:
         reader, self._reader = self.__dict__.get("_reader"), None
         if reader is not None:
@@ -444,8 +456,10 @@ class Store:
                 connection = connection.execution_options(kvchat_write=True, kvchat_writer=self.user)
                 with connection.begin():
                     yield connection
-            if self._postgres:  # committed: term counts kept by any process are out of date
-                self._postgres_reader().exec_driver_sql(f"SELECT nextval('{postgres_search.GENERATION}')")
+                    if self._postgres:
+                        connection.exec_driver_sql(postgres_search.NEXT_GENERATION)
+            if self._postgres:
+                self._after_postgres_commit()
         except SQLError as exc:
             if "cannot contain NUL" in str(exc):
                 raise StoreError(_NO_NUL) from None
@@ -1030,13 +1044,19 @@ class Store:
         rows = []
         for turn in new:
             check_unicode("a turn's text", turn.content)
+            content = turn.content
+            if self._postgres and turn.role == "assistant":
+                # PostgreSQL's text cannot hold NUL; an answer is kept with
+                # U+FFFD in its place rather than lost (a question with one
+                # is refused, see _write).
+                content = content.replace("\x00", "\ufffd")
             created = turn.created_at or stamp
             rows.append(
                 dict(
                     session_id=session_id,
                     role=turn.role,
                     name=turn.name,
-                    content=turn.content,
+                    content=content,
                     tokens=turn.tokens,
                     model=turn.model,
                     status=turn.status,
@@ -1587,7 +1607,7 @@ class Store:
         a question at 100,000 facts), so the counts are kept, as on SQLite
         (see _frequencies), while the search generation stays the same:
         every committed write moves it on (see _write)."""
-        (generation,) = self._select(f"SELECT last_value FROM {postgres_search.GENERATION}", {})[0]
+        generation = tuple(self._select(f"SELECT last_value, is_called FROM {postgres_search.GENERATION}", {})[0])
         memos = self.__dict__.setdefault("_known_terms", {})
         memo = memos.get(kind)
         if memo is None or memo[0] != generation or len(memo[1]) > self.MAX_KNOWN_TERMS:
@@ -1706,11 +1726,15 @@ class Store:
 
             if any(isinstance(value, str) and "\x00" in value for value in params.values()):
                 return []  # PostgreSQL's text holds no NUL, so nothing stored can match
-            try:
-                return self._postgres_reader().execute(text(sql), params).all()
-            except SQLError as exc:
-                self._close_postgres_reader()
-                raise database.DatabaseError(database.describe_error(exc, self.engine.url)) from None
+            for attempt in (1, 2):
+                try:
+                    return self._postgres_reader().execute(text(sql), params).all()
+                except SQLError as exc:
+                    self._close_postgres_reader()
+                    # A connection the server dropped (a restart, an idle
+                    # timeout) is opened again, once: a read can be repeated.
+                    if attempt == 2 or not exc.connection_invalidated:
+                        raise database.DatabaseError(database.describe_error(exc, self.engine.url)) from None
         stored = {
             name: value.strftime(_STORED_TIME) if isinstance(value, datetime) else value
             for name, value in params.items()

@@ -91,6 +91,19 @@ def _index_for_search(connection, table, rows: list[dict]) -> None:
         )
 
 
+def _check_no_nul(table, rows: list[dict]) -> None:
+    """PostgreSQL's text cannot hold NUL, which SQLite's can: name the row
+    rather than fail on it somewhere in a batch."""
+    for row in rows:
+        for column, value in row.items():
+            if isinstance(value, str) and "\x00" in value:
+                where = f"id {row['id']}" if "id" in row else ", ".join(f"{k} {row[k]}" for k in table.primary_key.columns.keys())
+                raise CopyError(
+                    f"{table.name} {where} holds a NUL (0x00) character in {column}, which PostgreSQL "
+                    "cannot store; nothing was copied"
+                )
+
+
 def _continue_ids(connection, table) -> None:
     """Make PostgreSQL's next id follow the copied ones (rows were inserted
     with their ids, which leaves a serial column's sequence at its start)."""
@@ -118,6 +131,8 @@ def copy_store(
 
     if source_url == target_url:
         raise CopyError("the target is the store itself; name another database with --to")
+    if database.is_sqlite(target_url) and database.sqlite_path(target_url) is None:
+        raise CopyError("an in-memory database is gone when the command ends; name a file or a server with --to")
     source = database.create_engine(source_url)
     target = database.create_engine(target_url)
     tables = metadata.sorted_tables  # a table after those it refers to
@@ -139,6 +154,8 @@ def copy_store(
                     total, done = _count(reading, table), 0
                     for batch in _rows(reading, table):
                         rows = [dict(row._mapping) for row in batch]
+                        if writing.dialect.name == "postgresql":
+                            _check_no_nul(table, rows)
                         writing.execute(table.insert(), rows)
                         _index_for_search(writing, table, rows)
                         done += len(rows)
