@@ -366,6 +366,7 @@ class Store:
         self._connection = database.connect_if_current(self.url) if engine is None else None
         # PostgreSQL keeps its full-text index in tables kvchat writes (see postgres_search).
         self._postgres = self._connection is None and not database.is_sqlite(self.url)
+        self._reader = None  # see _postgres_reader
         if self._connection is None:
             database.ensure_schema(self.engine, self.user)
         self._totals: dict[str, tuple[int, float]] = {}
@@ -389,7 +390,7 @@ class Store:
         each statement on its own (autocommit): one round trip a statement
         instead of three (BEGIN, the statement, ROLLBACK), which made a
         recall of a dozen statements several times slower than on SQLite."""
-        if self.__dict__.get("_reader") is None:
+        if self._reader is None:
             from sqlalchemy.exc import DatabaseError as SQLError
 
             try:
@@ -411,7 +412,7 @@ class Store:
             self._close_postgres_reader()
 
     def _close_postgres_reader(self) -> None:
-        reader, self._reader = self.__dict__.get("_reader"), None
+        reader, self._reader = self._reader, None
         if reader is not None:
             reader.close()
 
