@@ -63,14 +63,27 @@ def _rows(connection, table):
     yield from result.partitions()
 
 
-def _summary(connection, table) -> tuple[int, str]:
-    digest, count = hashlib.sha256(), 0
-    for batch in _rows(connection, table):
+class _Checksum:
+    """The row count and SHA-256 of a table's rows, given in order."""
+
+    def __init__(self) -> None:
+        self.digest, self.rows = hashlib.sha256(), 0
+
+    def add(self, batch) -> None:
         for row in batch:
-            digest.update(json.dumps([_canonical(value) for value in row], ensure_ascii=False).encode())
-            digest.update(b"\n")
-            count += 1
-    return count, digest.hexdigest()
+            self.digest.update(json.dumps([_canonical(value) for value in row], ensure_ascii=False).encode())
+            self.digest.update(b"\n")
+            self.rows += 1
+
+    def result(self) -> tuple[int, str]:
+        return self.rows, self.digest.hexdigest()
+
+
+def _summary(connection, table) -> tuple[int, str]:
+    checksum = _Checksum()
+    for batch in _rows(connection, table):
+        checksum.add(batch)
+    return checksum.result()
 
 
 def _count(connection, table) -> int:
@@ -151,8 +164,9 @@ def copy_store(
                     )
                 expected = {}
                 for table in tables:
-                    total, done = _count(reading, table), 0
+                    total, done, checksum = _count(reading, table), 0, _Checksum()
                     for batch in _rows(reading, table):
+                        checksum.add(batch)  # as it is copied: the source is read once
                         rows = [dict(row._mapping) for row in batch]
                         if writing.dialect.name == "postgresql":
                             _check_no_nul(table, rows)
@@ -162,11 +176,11 @@ def copy_store(
                         if progress is not None:
                             progress(f"copying {table.name}", done, total)
                     _continue_ids(writing, table)
-                    expected[table.name] = _summary(reading, table)
+                    expected[table.name] = checksum.result()
                 copied = []
-                for table in tables:
+                for number, table in enumerate(tables, 1):
                     if progress is not None:
-                        progress("verifying", tables.index(table) + 1, len(tables))
+                        progress("verifying", number, len(tables))
                     found = _summary(writing, table)
                     if found != expected[table.name]:
                         raise CopyError(
