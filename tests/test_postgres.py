@@ -15,6 +15,11 @@ import pytest
 from kvchat import database
 
 
+def _conninfo(url: str) -> str:
+    """The test's SQLAlchemy URL as libpq takes it, for psycopg itself."""
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
 def test_a_server_that_does_not_answer_is_one_line_naming_it(kvchat, monkeypatch):
     monkeypatch.setenv("KVCHAT_DB", "postgresql+psycopg://kvchat:hunter2@127.0.0.1:1/kvchat")
     done = kvchat("facts")
@@ -23,7 +28,7 @@ def test_a_server_that_does_not_answer_is_one_line_naming_it(kvchat, monkeypatch
 
 
 def test_a_plain_postgresql_url_is_served_by_psycopg(kvchat, monkeypatch, postgres_url):
-    monkeypatch.setenv("KVCHAT_DB", postgres_url.replace("postgresql+psycopg://", "postgresql://"))
+    monkeypatch.setenv("KVCHAT_DB", _conninfo(postgres_url))
     assert kvchat("facts", "set", "user.editor", "helix").exit_code == 0
     assert kvchat("facts").stdout == "user.editor\thelix\n"
 
@@ -32,7 +37,7 @@ def test_a_plain_postgresql_url_is_served_by_psycopg(kvchat, monkeypatch, postgr
 def test_kvchat_keeps_its_schema_revision_apart_from_another_programs(kvchat, monkeypatch, postgres_url):
     import psycopg
 
-    conninfo = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    conninfo = _conninfo(postgres_url)
     with psycopg.connect(conninfo, autocommit=True) as other:
         other.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
         other.execute("INSERT INTO alembic_version VALUES ('3b1e2f9a7c4d')")
@@ -89,7 +94,7 @@ def _end_other_connections(url: str) -> None:
     """What a server restart does to kvchat's connections to the database at `url`."""
     import psycopg
 
-    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as admin:
+    with psycopg.connect(_conninfo(url), autocommit=True) as admin:
         admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
@@ -162,7 +167,7 @@ def test_a_store_that_kept_its_revision_in_alembic_version_is_upgraded(postgres_
         config.attributes["connection"] = connection
         command.upgrade(config, "0005")
     engine.dispose()
-    conninfo = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    conninfo = _conninfo(postgres_url)
     with psycopg.connect(conninfo, autocommit=True) as old:
         old.execute("ALTER TABLE kvchat_alembic_version RENAME TO alembic_version")
         old.execute("INSERT INTO facts (key, value, source, created_at, updated_at) "

@@ -105,16 +105,18 @@ def fact_vector(key: str, value: str) -> str:
     return vector([(textsearch.index_key(key).split(), "A"), (textsearch.analyze(value), "")])
 
 
+def _query(terms: Iterable[str], operator: str) -> str | None:
+    return f" {operator} ".join(_lexeme(term) for term in dict.fromkeys(terms) if _usable(term)) or None
+
+
 def any_of(terms: Iterable[str]) -> str | None:
     """A tsquery literal matching any of `terms`; None when there are none."""
-    usable = [_lexeme(term) for term in dict.fromkeys(terms) if _usable(term)]
-    return " | ".join(usable) or None
+    return _query(terms, "|")
 
 
 def all_of(terms: Iterable[str]) -> str | None:
     """A tsquery literal matching all of `terms`; None when there are none."""
-    usable = [_lexeme(term) for term in dict.fromkeys(terms) if _usable(term)]
-    return " & ".join(usable) or None
+    return _query(terms, "&")
 
 
 def index_turns(db, turns: Iterable[tuple[int, int, str]]) -> None:

@@ -1614,15 +1614,14 @@ class Store:
         if memo is None or memo[0] != generation or len(memo[1]) > self.MAX_KNOWN_TERMS:
             memo = memos[kind] = (generation, {})
         known = memo[1]
-        missing = [term for term in dict.fromkeys(terms) if term not in known and postgres_search.any_of([term])]
-        if missing:
+        sought = {term: query for term in dict.fromkeys(terms)
+                  if term not in known and (query := postgres_search.any_of([term]))}
+        if sought:
             table = "facts_search" if kind == "facts" else "turns_search"
-            params, counts = {}, []
-            for n, term in enumerate(missing):
-                params[f"t{n}"] = postgres_search.any_of([term])
-                counts.append(f"(SELECT count(*) FROM {table} WHERE terms @@ CAST(:t{n} AS tsquery))")
+            params = {f"t{n}": query for n, query in enumerate(sought.values())}
+            counts = [f"(SELECT count(*) FROM {table} WHERE terms @@ CAST(:{name} AS tsquery))" for name in params]
             (row,) = self._select(f"SELECT {', '.join(counts)}", params)
-            known.update(zip(missing, row))
+            known.update(zip(sought, row))
         return {term: known[term] for term in terms if known.get(term)}
 
     # Terms whose counts are kept, per index, before the memo starts afresh.
