@@ -184,8 +184,12 @@ def model(_server, monkeypatch) -> FakeOpenAIServer:
 
 @pytest.fixture
 def store(home):
+    """A store as every command after the first opens it: the database is
+    there already, at the current schema, so on SQLite the Store reads and
+    writes through its own sqlite3 connection (see Store.__init__)."""
     from kvchat.store import Store
 
+    Store().close()
     with Store() as opened:
         yield opened
 

@@ -2,11 +2,14 @@
 --help` needs no database, model client or rich text; `kvchat history`,
 `sessions` and `facts` on an SQLite store at the current schema no model
 client, tokenizer, or SQLAlchemy at all (they read with sqlite3); `kvchat ask`
-no ORM, migrations, Markdown renderer or line editor when its output is piped.
+no ORM, migrations, Markdown renderer or line editor when its output is piped,
+and on such a store no SQLAlchemy either (it writes with sqlite3 too).
 Each test runs the real command in a new process with Python's import log on
 (PYTHONPROFILEIMPORTTIME) and reads the modules from it."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -79,3 +82,32 @@ def test_piped_ask_imports_no_orm_migrations_or_markdown(kvchat_process, import_
     modules = imported(outcome.stderr)
     assert {"openai", "tiktoken"} <= modules
     assert not packages_of(modules, NEVER_AT_START)
+
+
+@pytest.mark.sqlite_only  # writing without SQLAlchemy is for SQLite files
+def test_ask_on_a_current_store_writes_everything_without_sqlalchemy(kvchat_process, import_log, model, store):
+    """The question, the answer, both calls' usage and the extracted facts
+    (one set, one forgotten) are written through the store's own sqlite3
+    connection, in a new session."""
+    store.set_fact("user.editor", "vim", source="user")
+    store.close()
+    model.queue_answer("Helix it is.")
+    model.queue_json_reply(json.dumps({"facts": [{"key": "user.name", "value": "Ada"}], "forget": ["user.editor"]}))
+
+    outcome = kvchat_process("ask", "-s", "editors", "I am Ada and I dropped vim for helix")
+    assert outcome.exit_code == 0 and "Helix it is." in outcome.stdout, outcome.stderr[-2000:]
+    modules = imported(outcome.stderr)
+    assert {"openai", "tiktoken", "kvchat.store"} <= modules
+    assert not packages_of(modules, NEVER_AT_START | {"sqlalchemy"})
+
+    from kvchat.store import Store
+
+    with Store() as reopened:
+        session = reopened.session("editors")
+        turns = reopened.history(session.id)
+        assert [(t.role, t.status) for t in turns] == [("user", "complete"), ("assistant", "complete")]
+        assert session.turn_count == 2 and session.token_count == sum(t.tokens for t in turns) > 0
+        assert session.title == "I am Ada and I dropped vim for helix"
+        assert {f.key: f.value for f in reopened.facts()} == {"user.name": "Ada"}
+        assert [v.value for v in reopened.fact_history("user.editor")] == ["vim", None]
+        assert {row.key: row.calls for row in reopened.usage("kind")} == {"answer": 1, "extract": 1}

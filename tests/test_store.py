@@ -320,3 +320,18 @@ def test_a_store_read_without_an_engine_sees_its_own_writes_and_only_its_users_r
         assert [(f.key, f.value) for f in other.facts()] == [("project.staging.port", "6543")]
         with pytest.raises(StoreError, match=f"no session has the id #{session.id}"):
             other.find_session(f"#{session.id}")
+
+
+@pytest.mark.parametrize("first_open", [True, False], ids=["creating the database", "database already there"])
+def test_a_write_that_fails_part_way_stores_nothing_and_the_store_still_writes(home, first_open):
+    """Both ways a Store writes roll back as a whole: through the engine (the
+    first open, which creates the database) and through its own connection."""
+    if not first_open:
+        Store().close()
+    with Store() as store:
+        with pytest.raises(StoreError, match="control characters"):
+            store.apply_facts([("user.name", "Ada"), ("user.bad\x07key", "x")], source="user")
+        assert store.facts() == [] and store.fact_history("user.name") == []
+        assert store.apply_facts([("user.name", "Ada")], source="user") == {"user.name": "created"}
+    with Store() as reopened:
+        assert [(f.key, f.value) for f in reopened.facts()] == [("user.name", "Ada")]

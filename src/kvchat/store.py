@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -370,6 +371,7 @@ class Store:
         if self._connection is None:
             database.ensure_schema(self.engine, self.user)
         self._totals: dict[str, tuple[int, float]] = {}
+        self._write_lock = threading.RLock()  # a write begun inside another fails rather than hangs
 
     @property
     def engine(self) -> Engine:
@@ -468,6 +470,30 @@ class Store:
         except UnicodeEncodeError:
             raise StoreError(_NOT_UNICODE) from None
 
+    @contextmanager
+    def _write_sql(self) -> Iterator[_Writer]:
+        """One write transaction for statements written as SQL text (see
+        _Writer). On an SQLite file at this kvchat's schema it runs on the
+        store's own connection, as the reads do, and SQLAlchemy is never
+        imported: `kvchat ask` writes its question, answer, usage and facts
+        this way, and importing SQLAlchemy was a quarter of its start-up and
+        27 MB of its memory. BEGIN IMMEDIATE takes the write lock up front,
+        as the engine's writes do (database._on_begin)."""
+        if self._connection is None:
+            with self._write() as db:
+                yield _Writer(db, sqlite=not self._postgres)
+            return
+        # The connection is shared by the Store's threads; one transaction at a time.
+        with self._write_lock, self._raw() as connection:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield _Writer(connection, sqlite=True)
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+
     # -- sessions ---------------------------------------------------------
 
     def session(self, name: str) -> Session | None:
@@ -483,24 +509,23 @@ class Store:
         existing = self.session(name)
         if existing is not None:
             return existing
-        with self._write() as db:
-            return self._ensure_session(db, name)
+        with self._write_sql() as sql:
+            return self._ensure_session(sql, name)
 
-    def _ensure_session(self, db: Connection, name: str) -> Session:
-        from sqlalchemy import select
-
-        from .schema import sessions
-
-        mine = select(sessions).where(self._own(sessions), sessions.c.name == name)
-        row = db.execute(mine).first()
+    def _ensure_session(self, sql: _Writer, name: str) -> Session:
+        row = sql(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE user_name = :user AND name = :name",
+            dict(user=self.user, name=name),
+        ).fetchone()
         if row is not None:
-            return _session(row)
+            return _raw_session(row)
         check_new_session_name(name)
         stamp = _naive_utc(now())
-        db.execute(
-            sessions.insert().values(user_name=self.user, name=name, created_at=stamp, last_active_at=stamp)
-        )
-        return _session(db.execute(mine).one())
+        return _raw_session(sql(
+            "INSERT INTO sessions (user_name, name, created_at, last_active_at, turn_count, token_count) "
+            f"VALUES (:user, :name, :stamp, :stamp, 0, 0) RETURNING {_SESSION_COLUMNS}",
+            dict(user=self.user, name=name, stamp=stamp),
+        ).fetchone())
 
     def sessions(self) -> list[Session]:
         rows = self._select(
@@ -522,24 +547,20 @@ class Store:
     def update_settings(self, name: str, changes: dict, *, reset: bool = False) -> Session:
         """Merge `changes` into the settings of session `name` (created if
         missing), or into none with `reset`; a value of None removes that setting."""
-        from sqlalchemy import select
-
-        from .schema import sessions
-
         name = check_name("a session name", name)
-        with self._write() as db:
-            session = self._ensure_session(db, name)
+        with self._write_sql() as sql:
+            session = self._ensure_session(sql, name)
             settings = {} if reset else dict(session.settings)
             for key, value in changes.items():
                 if value is None:
                     settings.pop(key, None)
                 else:
                     settings[key] = value
-            db.execute(
-                sessions.update().where(sessions.c.id == session.id)
-                .values(settings=json.dumps(settings, sort_keys=True) if settings else None)
-            )
-            return _session(db.execute(select(sessions).where(sessions.c.id == session.id)).one())
+            return _raw_session(sql(
+                "UPDATE sessions SET settings = :settings WHERE id = :id "
+                f"RETURNING {_SESSION_COLUMNS}",
+                dict(settings=json.dumps(settings, sort_keys=True) if settings else None, id=session.id),
+            ).fetchone())
 
     # -- summaries ----------------------------------------------------------
 
@@ -565,24 +586,24 @@ class Store:
         past `covers_after` (the last turn of the summary this one extends)
         since it was read: the summary only ever moves forward, never twice
         over the same turns. Returns whether it was stored."""
-        from sqlalchemy import select
-
-        from .schema import session_summaries as table
-
         values = dict(
-            content=content, tokens=tokens, last_turn_id=last_turn_id,
+            session=session_id, content=content, tokens=tokens, last_turn_id=last_turn_id,
             turn_count=turn_count, model=model, updated_at=_naive_utc(now()),
         )
-        with self._write() as db:
-            current = db.execute(
-                select(table.c.last_turn_id).where(table.c.session_id == session_id)
-            ).scalar()
-            if current != covers_after:
+        with self._write_sql() as sql:
+            current = sql(
+                "SELECT last_turn_id FROM session_summaries WHERE session_id = :session", values
+            ).fetchone()
+            if (current[0] if current else None) != covers_after:
                 return False
             if current is None:
-                db.execute(table.insert().values(session_id=session_id, **values))
+                sql("INSERT INTO session_summaries "
+                    "(session_id, content, tokens, last_turn_id, turn_count, model, updated_at) "
+                    "VALUES (:session, :content, :tokens, :last_turn_id, :turn_count, :model, :updated_at)", values)
             else:
-                db.execute(table.update().where(table.c.session_id == session_id).values(**values))
+                sql("UPDATE session_summaries SET content = :content, tokens = :tokens, "
+                    "last_turn_id = :last_turn_id, turn_count = :turn_count, model = :model, "
+                    "updated_at = :updated_at WHERE session_id = :session", values)
         return True
 
     # -- roles --------------------------------------------------------------
@@ -702,16 +723,18 @@ class Store:
 
     def record_model_call(self, call: ModelCall) -> None:
         """Note the tokens one model request cost, for `kvchat usage`."""
-        with self._write() as db:
-            self._insert_model_call(db, call)
+        with self._write_sql() as sql:
+            self._insert_model_call(sql, call)
 
-    def _insert_model_call(self, db: Connection, call: ModelCall) -> None:
-        from .schema import model_calls
-
-        db.execute(model_calls.insert().values(
-            user_name=self.user, kind=call.kind, session_id=call.session_id, model=call.model, prompt_tokens=call.prompt_tokens,
-            completion_tokens=call.completion_tokens, reported=call.reported, created_at=_naive_utc(now()),
-        ))
+    def _insert_model_call(self, sql: _Writer, call: ModelCall) -> None:
+        sql(
+            "INSERT INTO model_calls (user_name, kind, session_id, model, prompt_tokens, completion_tokens, "
+            "reported, created_at) VALUES (:user, :kind, :session, :model, :prompt_tokens, :completion_tokens, "
+            ":reported, :created_at)",
+            dict(user=self.user, kind=call.kind, session=call.session_id, model=call.model,
+                 prompt_tokens=call.prompt_tokens, completion_tokens=call.completion_tokens,
+                 reported=call.reported, created_at=_naive_utc(now())),
+        )
 
     USAGE_GROUPS = ("session", "model", "day", "kind")
 
@@ -786,17 +809,19 @@ class Store:
     ) -> int:
         """Note (key or None, reason) facts left out as secrets; returns how
         many. The caller gives no value, so none can be stored."""
-        from .schema import skipped_facts
-
         stamp = _naive_utc(now())
         rows = [
-            dict(user_name=self.user, key=key[:MAX_NAME_LENGTH] if key else None, reason=reason[:200], source=source,
+            dict(user=self.user, key=key[:MAX_NAME_LENGTH] if key else None, reason=reason[:200], source=source,
                  turn_id=turn_id, created_at=stamp)
             for key, reason in items
         ]
         if rows:
-            with self._write() as db:
-                db.execute(skipped_facts.insert(), rows)
+            with self._write_sql() as sql:
+                sql.many(
+                    "INSERT INTO skipped_facts (user_name, key, reason, source, turn_id, created_at) "
+                    "VALUES (:user, :key, :reason, :source, :turn_id, :created_at)",
+                    rows,
+                )
         return len(rows)
 
     def skipped_facts(self, limit: int | None = None) -> list[SkippedFact]:
@@ -1033,14 +1058,11 @@ class Store:
     # -- turns ------------------------------------------------------------
 
     def add_turn(self, session_id: int, turn: NewTurn) -> Turn:
-        with self._write() as db:
-            return self._insert_turns(db, session_id, [turn])[0]
+        with self._write_sql() as sql:
+            return self._insert_turns(sql, session_id, [turn])[0]
 
-    def _insert_turns(self, db: Connection, session_id: int, new: list[NewTurn]) -> list[Turn]:
-        from sqlalchemy import select
-
-        from .schema import sessions, turns
-
+    def _insert_turns(self, sql: _Writer, session_id: int, new: list[NewTurn]) -> list[Turn]:
+        """Write turns to a session; the one turn of a single write comes back."""
         stamp = now()
         rows = []
         for turn in new:
@@ -1070,33 +1092,32 @@ class Store:
             )
         inserted: list[Turn] = []
         if len(rows) == 1:
-            result = db.execute(turns.insert().values(**rows[0]))
-            inserted.append(_turn(db.execute(
-                select(turns).where(turns.c.id == result.inserted_primary_key[0])
-            ).one()))
+            inserted.append(_raw_turn(sql(f"{_INSERT_TURN} RETURNING {_TURN_COLUMNS}", rows[0]).fetchone()))
             ids = [inserted[0].id]
         elif self._postgres:
-            ids = db.execute(turns.insert().returning(turns.c.id, sort_by_parameter_order=True), rows).scalars().all()
+            from .schema import turns
+
+            # PostgreSQL needs the ids for its search table, in the rows' order.
+            ids = sql.connection.execute(
+                turns.insert().returning(turns.c.id, sort_by_parameter_order=True), rows
+            ).scalars().all()
         else:
-            db.execute(turns.insert(), rows)
+            sql.many(_INSERT_TURN, rows)
         if self._postgres:
-            postgres_search.index_turns(db, [(id, session_id, row["content"]) for id, row in zip(ids, rows)])
-        last = max(row["created_at"] for row in rows)
-        db.execute(
-            sessions.update()
-            .where(sessions.c.id == session_id)
-            .values(
-                turn_count=sessions.c.turn_count + len(rows),
-                token_count=sessions.c.token_count + sum(row["tokens"] for row in rows),
-                last_active_at=_later_of(sessions.c.last_active_at, last),
+            postgres_search.index_turns(
+                sql.connection, [(id, session_id, row["content"]) for id, row in zip(ids, rows)]
             )
-        )
         question = next((turn.content for turn in new if turn.role == "user"), None)
-        title = title_from_question(question) if question is not None else None
-        if title is not None:
-            db.execute(
-                sessions.update().where(sessions.c.id == session_id, sessions.c.title.is_(None)).values(title=title)
-            )
+        sql(
+            "UPDATE sessions SET turn_count = turn_count + :added, token_count = token_count + :tokens, "
+            "last_active_at = CASE WHEN last_active_at > :last THEN last_active_at ELSE :last END, "
+            "title = coalesce(title, :title) WHERE id = :session",
+            dict(
+                added=len(rows), tokens=sum(row["tokens"] for row in rows),
+                last=max(row["created_at"] for row in rows),
+                title=title_from_question(question) if question is not None else None, session=session_id,
+            ),
+        )
         return inserted
 
     def add_turns(self, session_name: str, new: list[NewTurn],
@@ -1106,10 +1127,10 @@ class Store:
         at a time, so a long import can say how far it is."""
         if not new:
             return 0
-        with self._write() as db:
-            session = self._ensure_session(db, check_name("a session name", session_name))
+        with self._write_sql() as sql:
+            session = self._ensure_session(sql, check_name("a session name", session_name))
             for start in range(0, len(new), TURN_BATCH):
-                self._insert_turns(db, session.id, new[start : start + TURN_BATCH])
+                self._insert_turns(sql, session.id, new[start : start + TURN_BATCH])
                 if progress is not None:
                     progress(min(start + TURN_BATCH, len(new)))
         return len(new)
@@ -1118,13 +1139,11 @@ class Store:
         """Store the answer to `question` and mark the question answered,
         atomically, with the call's usage (the answer's prompt and completion
         tokens; `reported`: whether the server reported them) in model_calls."""
-        from .schema import turns
-
-        with self._write() as db:
-            db.execute(turns.update().where(turns.c.id == question.id).values(status="complete"))
-            stored = self._insert_turns(db, question.session_id, [answer])[0]
+        with self._write_sql() as sql:
+            sql("UPDATE turns SET status = 'complete' WHERE id = :id", dict(id=question.id))
+            stored = self._insert_turns(sql, question.session_id, [answer])[0]
             if answer.prompt_tokens is not None or answer.completion_tokens is not None:
-                self._insert_model_call(db, ModelCall(
+                self._insert_model_call(sql, ModelCall(
                     kind="answer", session_id=question.session_id, model=answer.model,
                     prompt_tokens=answer.prompt_tokens or 0, completion_tokens=answer.completion_tokens or 0,
                     reported=reported,
@@ -1147,23 +1166,22 @@ class Store:
 
     def update_turn(self, turn_id: int, **values) -> None:
         """Change a stored turn's status, text or usage (e.g. a question answered)."""
-        from sqlalchemy import select
-
-        from .schema import sessions, turns
-
-        with self._write() as db:
-            before = db.execute(select(turns.c.tokens, turns.c.session_id).where(turns.c.id == turn_id)).first()
+        unknown = set(values) - _UPDATABLE_TURN_FIELDS
+        if unknown:
+            raise ValueError(f"not a turn field that can change: {', '.join(sorted(unknown))}")
+        with self._write_sql() as sql:
+            before = sql("SELECT tokens, session_id FROM turns WHERE id = :id", dict(id=turn_id)).fetchone()
             if before is None:
                 raise StoreError(f"no turn {turn_id}")
-            db.execute(turns.update().where(turns.c.id == turn_id).values(**values))
+            tokens, session_id = before
+            if values:
+                changes = ", ".join(f"{name} = :{name}" for name in values)
+                sql(f"UPDATE turns SET {changes} WHERE id = :turn_id", dict(values, turn_id=turn_id))
             if self._postgres and "content" in values:
-                postgres_search.index_turns(db, [(turn_id, before.session_id, values["content"])])
-            if "tokens" in values and values["tokens"] != before.tokens:
-                db.execute(
-                    sessions.update()
-                    .where(sessions.c.id == before.session_id)
-                    .values(token_count=sessions.c.token_count + values["tokens"] - before.tokens)
-                )
+                postgres_search.index_turns(sql.connection, [(turn_id, session_id, values["content"])])
+            if "tokens" in values and values["tokens"] != tokens:
+                sql("UPDATE sessions SET token_count = token_count + :change WHERE id = :session",
+                    dict(change=values["tokens"] - tokens, session=session_id))
 
     def turn(self, turn_id: int) -> Turn | None:
         """Turn `turn_id`, if it is in one of the user's sessions."""
@@ -1415,56 +1433,51 @@ class Store:
         """Store `value` under `key`: 'created', 'updated' or 'unchanged'."""
         key = check_name("a fact key", key)
         check_value(value)
-        with self._write() as db:
-            return self._set_fact(db, key, value, source, turn_id, ref, at)
+        with self._write_sql() as sql:
+            return self._set_fact(sql, key, value, source, turn_id, ref, at)
 
-    def _set_fact(self, db, key, value, source, turn_id, ref, at) -> str:
-        from sqlalchemy import select
-
-        from .schema import fact_history, facts
-
-        stamp = _naive_utc(at or now())
-        row = db.execute(select(facts.c.id, facts.c.value).where(self._own(facts), facts.c.key == key)).first()
-        if row is not None and row.value == value:
+    def _set_fact(self, sql: _Writer, key, value, source, turn_id, ref, at) -> str:
+        fields = dict(user=self.user, key=key, value=value, turn_id=turn_id, source=source, ref=ref,
+                      stamp=_naive_utc(at or now()))
+        row = sql("SELECT id, value FROM facts WHERE user_name = :user AND key = :key", fields).fetchone()
+        if row is not None and row[1] == value:
             return "unchanged"
         if row is None:
-            fact_id = db.execute(
-                facts.insert().values(
-                    user_name=self.user, key=key, value=value, turn_id=turn_id, source=source, ref=ref,
-                    created_at=stamp, updated_at=stamp,
-                )
-            ).inserted_primary_key[0]
+            fact_id = sql(
+                "INSERT INTO facts (user_name, key, value, turn_id, source, ref, created_at, updated_at) "
+                "VALUES (:user, :key, :value, :turn_id, :source, :ref, :stamp, :stamp) RETURNING id",
+                fields,
+            ).fetchone()[0]
         else:
-            fact_id = row.id
-            changes = dict(value=value, turn_id=turn_id, source=source, updated_at=stamp)
-            if ref is not None:
-                changes["ref"] = ref
-            db.execute(facts.update().where(facts.c.id == row.id).values(**changes))
-        if self._postgres:
-            postgres_search.index_facts(db, [(fact_id, self.user, key, value)])
-        db.execute(
-            fact_history.insert().values(
-                user_name=self.user, key=key, value=value, action="set", turn_id=turn_id, source=source, created_at=stamp
+            fact_id = row[0]
+            sql(
+                "UPDATE facts SET value = :value, turn_id = :turn_id, source = :source, updated_at = :stamp, "
+                "ref = coalesce(:ref, ref) WHERE id = :id",
+                dict(fields, id=fact_id),
             )
-        )
+        if self._postgres:
+            postgres_search.index_facts(sql.connection, [(fact_id, self.user, key, value)])
+        self._note_fact_history(sql, dict(fields, action="set"))
         return "created" if row is None else "updated"
+
+    def _note_fact_history(self, sql: _Writer, fields: dict) -> None:
+        sql(
+            "INSERT INTO fact_history (user_name, key, value, action, turn_id, source, created_at) "
+            "VALUES (:user, :key, :value, :action, :turn_id, :source, :stamp)",
+            fields,
+        )
 
     def forget_fact(self, key: str, *, source: str, turn_id: int | None = None) -> bool:
         """Remove the fact (keeping its history); False when there was none."""
-        with self._write() as db:
-            return self._forget_fact(db, key, source, turn_id)
+        with self._write_sql() as sql:
+            return self._forget_fact(sql, key, source, turn_id)
 
-    def _forget_fact(self, db, key, source, turn_id) -> bool:
-        from .schema import fact_history, facts
-
-        removed = db.execute(facts.delete().where(self._own(facts), facts.c.key == key)).rowcount
+    def _forget_fact(self, sql: _Writer, key, source, turn_id) -> bool:
+        fields = dict(user=self.user, key=key, value=None, action="forget", turn_id=turn_id, source=source,
+                      stamp=_naive_utc(now()))
+        removed = sql("DELETE FROM facts WHERE user_name = :user AND key = :key", fields).rowcount
         if removed:
-            db.execute(
-                fact_history.insert().values(
-                    user_name=self.user, key=key, value=None, action="forget", turn_id=turn_id, source=source,
-                    created_at=_naive_utc(now()),
-                )
-            )
+            self._note_fact_history(sql, fields)
         return bool(removed)
 
     def apply_facts(
@@ -1476,14 +1489,14 @@ class Store:
     ) -> dict[str, str]:
         """Set (value) or forget (None) several keys at once: key -> what happened."""
         outcome: dict[str, str] = {}
-        with self._write() as db:
+        with self._write_sql() as sql:
             for key, value in changes:
                 key = check_name("a fact key", key)
                 if value is None:
-                    if self._forget_fact(db, key, source, turn_id):
+                    if self._forget_fact(sql, key, source, turn_id):
                         outcome[key] = "forgotten"
                 elif value.strip():
-                    outcome[key] = self._set_fact(db, key, value, source, turn_id, None, None)
+                    outcome[key] = self._set_fact(sql, key, value, source, turn_id, None, None)
         return outcome
 
     def import_facts(self, items: Iterable[tuple[str, str, str | None, datetime | None]]) -> int:
@@ -1532,8 +1545,9 @@ class Store:
                           created_at=row["created_at"]) for row in rows],
                 )
             changed = len(fresh)
+            sql = _Writer(db, sqlite=not self._postgres)
             for key, value, ref, at in later:
-                changed += self._set_fact(db, key, value, "import", None, ref, at) != "unchanged"
+                changed += self._set_fact(sql, key, value, "import", None, ref, at) != "unchanged"
         return changed
 
     def fact_history(self, key: str) -> list[FactVersion]:
@@ -1735,13 +1749,19 @@ class Store:
                     # timeout) is opened again, once: a read can be repeated.
                     if attempt == 2 or not exc.connection_invalidated:
                         raise database.DatabaseError(database.describe_error(exc, self.engine.url)) from None
-        stored = {
-            name: value.strftime(_STORED_TIME) if isinstance(value, datetime) else value
-            for name, value in params.items()
-        }
         with self._raw() as db:
-            return db.execute(sql, stored).fetchall()
+            return db.execute(sql, _as_stored(params)).fetchall()
 
+
+# The turn columns a turn is written with (see _insert_turns) and may change (update_turn).
+_NEW_TURN_FIELDS = (
+    "session_id", "role", "name", "content", "tokens", "model", "status", "error",
+    "prompt_tokens", "completion_tokens", "ref", "created_at",
+)
+_INSERT_TURN = (
+    f"INSERT INTO turns ({', '.join(_NEW_TURN_FIELDS)}) VALUES ({', '.join(':' + name for name in _NEW_TURN_FIELDS)})"
+)
+_UPDATABLE_TURN_FIELDS = frozenset(_NEW_TURN_FIELDS) - {"session_id", "created_at"}
 
 # Explicit columns (not *) for the statements on the raw connection, which
 # turn rows into records by position.
@@ -1764,6 +1784,45 @@ _SESSION_COLUMNS = ", ".join(
 
 # How SQLAlchemy's SQLite dialect writes a time, for comparing with stored ones.
 _STORED_TIME = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def _as_stored(params: dict) -> dict:
+    """`params` with its times (naive UTC) written as SQLite holds them."""
+    return {
+        name: value.strftime(_STORED_TIME) if isinstance(value, datetime) else value
+        for name, value in params.items()
+    }
+
+
+class _Writer:
+    """The statements of one write transaction, written as SQL text with
+    :name parameters (times as naive UTC datetimes), on either connection
+    a Store has: the SQLite file's own DBAPI connection, or one of the
+    engine's (PostgreSQL, or SQLite before the file was at this schema).
+    Calling it runs one statement and returns its cursor (fetchone,
+    fetchall and rowcount work on both)."""
+
+    def __init__(self, connection, *, sqlite: bool):
+        self.connection = connection  # the engine's, for code that builds SQLAlchemy statements
+        self._sqlite = sqlite
+        self._dbapi = not hasattr(connection, "exec_driver_sql")
+
+    def __call__(self, sql: str, params: dict | None = None):
+        params = _as_stored(params or {}) if self._sqlite else params or {}
+        if self._dbapi:
+            return self.connection.execute(sql, params)
+        from sqlalchemy import text
+
+        return self.connection.execute(text(sql), params)
+
+    def many(self, sql: str, rows: list[dict]) -> None:
+        rows = [_as_stored(row) for row in rows] if self._sqlite else rows
+        if self._dbapi:
+            self.connection.executemany(sql, rows)
+        else:
+            from sqlalchemy import text
+
+            self.connection.execute(text(sql), rows)
 
 
 def _stored_time(value) -> datetime | None:
@@ -1793,9 +1852,3 @@ def _raw_fact(row) -> Fact:
         id=row[0], key=row[1], value=row[2], source=row[3], created_at=_stored_time(row[4]),
         updated_at=_stored_time(row[5]), turn_id=row[6], ref=row[7],
     )
-
-
-def _later_of(column, value: datetime):
-    from sqlalchemy import case
-
-    return case((column > value, column), else_=value)
