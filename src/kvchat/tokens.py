@@ -336,6 +336,10 @@ def get_encoding(name: str) -> tiktoken.Encoding:
 
             with _constructor_given(ranks, source):
                 encoding = tiktoken.Encoding(**public.ENCODING_CONSTRUCTORS[name]())
+            # The Encoding keeps the ranks as given, only to be pickled, while
+            # its Rust core holds its own copy: for o200k that dict is 24 MB
+            # of a `kvchat ask` process's 114 (docs/performance.md).
+            encoding._mergeable_ranks = {}
             _encodings[name] = encoding
     return encoding
 
