@@ -326,16 +326,17 @@ def run_once(argv: list[str], env: dict) -> tuple[float, int, int]:
     return float(seconds), int(code), int(peak)
 
 
-def llm_log_db(home: Path, turns: int, texts: Texts, server) -> Path | None:
-    """A log database for `llm` of as many responses as the store has
-    exchanges, or None when llm is not installed. llm writes it itself: one
-    llm conversation per kvchat session, each exchange a real prompt through
-    llm's OpenAI plugin to the local test server, logged with
-    `Response.log_to_db` as `llm prompt` logs it (into the threads, turns and
-    messages tables of llm 0.3x, not its legacy `responses` table)."""
+def llm_log_db(home: Path, responses: int, texts: Texts, server) -> Path | None:
+    """A log database for `llm` of `responses` responses, or None when llm
+    is not installed. llm writes it itself: one llm conversation per kvchat
+    session, each exchange a real prompt through llm's OpenAI plugin to the
+    local test server, logged with `Response.log_to_db` as `llm prompt` logs
+    it (into the threads, turns and messages tables of llm 0.3x, not its
+    legacy `responses` table). A database of fewer responses than the store
+    has exchanges (--llm-responses) is kept beside the stores and shared."""
     if not LLM.exists():
         return None
-    llm_home = home / "llm"
+    llm_home = home / "llm" if responses * 2 == int(home.name.split("-")[-1]) else home.parent / f"llm-{responses}"
     logs = llm_home / "logs.db"
     if logs.exists():
         return llm_home
@@ -365,7 +366,7 @@ for line in sys.stdin:
     child = subprocess.Popen([str(py), "-c", script, str(partial)], stdin=subprocess.PIPE, text=True, env=env)
     server.chunk_chars = 4096  # whole answers in one streamed chunk: the build's pace is llm's own
     # Session after session, as build() writes the kvchat store.
-    per_session = turns // SESSIONS // 2
+    per_session = responses // SESSIONS
     for s in range(SESSIONS):
         for _ in range(per_session):
             lang = session_lang(s)
@@ -379,7 +380,7 @@ for line in sys.stdin:
     return llm_home
 
 
-def measure_processes(home: Path, runs: int, server, texts: Texts, turns: int) -> dict:
+def measure_processes(home: Path, runs: int, server, texts: Texts, llm_responses: int) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "KVCHAT_"))}
     env.update(KVCHAT_HOME=str(home), OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="bench",
                NO_COLOR="1", COLUMNS="120")
@@ -392,7 +393,7 @@ def measure_processes(home: Path, runs: int, server, texts: Texts, turns: int) -
         "kvchat facts": [str(KVCHAT), "facts"],
         "kvchat ask": None,  # built per run: a fresh question in session s0003
     }
-    llm_home = llm_log_db(home, turns, texts, server)
+    llm_home = llm_log_db(home, llm_responses, texts, server)
     if llm_home is not None:
         llm_env = dict(env, LLM_USER_PATH=str(llm_home))
         commands["llm --version"] = [str(LLM), "--version"]
@@ -418,6 +419,8 @@ def measure_processes(home: Path, runs: int, server, texts: Texts, turns: int) -
     result["kvchat ask peak RSS"] = {"max_mb": round(max(rss) / 1024, 1), "median_mb": round(statistics.median(rss) / 1024, 1)}
     if llm_home is None:
         result["llm"] = "not installed"
+    else:
+        result["llm log responses"] = llm_responses
     if failures:
         result["failures"] = failures
     return result
@@ -473,6 +476,7 @@ def table(results: dict) -> str:
                 return "llm: not installed"
             return f"{p[name]['median_ms']}"
         row(f"`{name}` median ms", cell, TARGETS.get(name, ""))
+    row("llm's log database, responses", lambda r: f"{r['processes']['llm log responses']:,}")
     return "\n".join(lines)
 
 
@@ -484,6 +488,9 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=200, help="questions timed for each prompt row")
     parser.add_argument("--exchanges", type=int, default=200, help="exchanges stored for the timing")
     parser.add_argument("--build-only", action="store_true", help="build (or check) the stores and stop")
+    parser.add_argument("--llm-responses", type=int,
+                        help="at most this many responses in llm's log database (llm logs one in about 70 ms: "
+                             "the 500,000 exchanges of 1M turns would take ten hours)")
     parser.add_argument("--output", type=Path, default=BENCH / "results" / "scale.json")
     args = parser.parse_args()
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
@@ -505,7 +512,9 @@ def main() -> int:
                 continue
             print(f"measuring {size:,} ...", file=sys.stderr, flush=True)
             results[size]["in_process"] = measure_in_process(home, texts, args.queries, args.exchanges)
-            results[size]["processes"] = measure_processes(home, args.runs, server, texts, size)
+            exchanges = size // 2
+            llm_responses = min(exchanges, args.llm_responses) if args.llm_responses else exchanges
+            results[size]["processes"] = measure_processes(home, args.runs, server, texts, llm_responses)
             if args.home is None:
                 shutil.rmtree(home, ignore_errors=True)
     if args.build_only:
