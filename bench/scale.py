@@ -332,11 +332,11 @@ def llm_log_db(home: Path, responses: int, texts: Texts, server) -> Path | None:
     session, each exchange a real prompt through llm's OpenAI plugin to the
     local test server, logged with `Response.log_to_db` as `llm prompt` logs
     it (into the threads, turns and messages tables of llm 0.3x, not its
-    legacy `responses` table). A database of fewer responses than the store
-    has exchanges (--llm-responses) is kept beside the stores and shared."""
+    legacy `responses` table). It is kept beside the stores, for every size
+    that asks for as many responses (see --llm-responses)."""
     if not LLM.exists():
         return None
-    llm_home = home / "llm" if responses * 2 == int(home.name.split("-")[-1]) else home.parent / f"llm-{responses}"
+    llm_home = home.parent / f"llm-{responses}"
     logs = llm_home / "logs.db"
     if logs.exists():
         return llm_home
