@@ -12,7 +12,8 @@ third of the answers with a code block. Then it measures:
 - building the prompt for a question in process (kvchat.prompt.build_prompt:
   token counts, recent window, fact and older-turn recall, with `--memory
   summary` the summary too): p50 and p99, with the process's memos warm, and
-  with them emptied before each question as in a fresh `kvchat ask`;
+  with them emptied before each question as in a fresh `kvchat ask` (which
+  starts with the term counts earlier asks kept, see Store._kept_term_counts);
 - storing one exchange as kvchat.conversation does (count the question, add
   it pending, count the answer, record it): p50 and p99;
 - the import rates (turns and facts per second) and the database's size
@@ -236,6 +237,13 @@ def forget_memos(store) -> None:
     store.__dict__.pop("_known_terms", None)
 
 
+def keep_term_counts(store) -> None:
+    """Write the term counts the last prompt made, as `kvchat ask` does with
+    its answer, for the next process (Store._keep_term_counts)."""
+    with store._write_sql():
+        pass
+
+
 def ensure_summaries(store, session_ids: list[int], texts: Texts) -> None:
     """A rolling summary for each session, covering all but its last 12 turns."""
     from kvchat import tokens
@@ -278,6 +286,8 @@ def measure_in_process(home: Path, texts: Texts, queries: int, exchanges: int) -
                 prompt = build_prompt(store, question=question, question_tokens=tokens.count_tokens(question, MODEL),
                                       session_id=sid, before_id=None, options=options)
                 timings.append((time.perf_counter() - started) * 1000)
+                if cold:
+                    keep_term_counts(store)
                 found += bool(prompt.memories)
             results[f"prompt ({label})"] = {**percentiles(timings), "with_memories": found}
         timings = []
