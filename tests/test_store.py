@@ -336,3 +336,19 @@ def test_a_write_that_fails_part_way_stores_nothing_and_the_store_still_writes(h
         assert store.apply_facts([("user.name", "Ada")], source="user") == {"user.name": "created"}
     with Store() as reopened:
         assert [(f.key, f.value) for f in reopened.facts()] == [("user.name", "Ada")]
+
+
+@pytest.mark.sqlite_only  # a time written as text by another program
+def test_times_stored_with_or_without_a_zone_read_as_utc(store):
+    from datetime import datetime, timezone
+
+    store.set_fact("note.a", "one", source="user")
+    store.set_fact("note.b", "two", source="user")
+    with sqlite3.connect(database.sqlite_path(store.url)) as raw:
+        raw.execute("UPDATE facts SET updated_at = '2026-01-02 03:04:05.250000' WHERE key = 'note.a'")
+        raw.execute("UPDATE facts SET updated_at = '2026-01-02 03:04:05+02:00' WHERE key = 'note.b'")
+    times = {fact.key: fact.updated_at for fact in store.facts()}
+    assert times == {
+        "note.a": datetime(2026, 1, 2, 3, 4, 5, 250000, tzinfo=timezone.utc),
+        "note.b": datetime(2026, 1, 2, 1, 4, 5, tzinfo=timezone.utc),
+    }

@@ -1902,7 +1902,12 @@ def _stored_time(value) -> datetime | None:
     """A time as SQLAlchemy's SQLite dialect stores it (ISO 8601 text, UTC)."""
     if value is None or isinstance(value, datetime):
         return _utc(value)
-    return _utc(datetime.fromisoformat(value))
+    try:
+        # Parsed with its zone in one call: replace() afterwards was most of
+        # turning 100,000 facts into records for `kvchat facts`.
+        return datetime.fromisoformat(value + "+00:00")
+    except ValueError:  # a time stored with a zone of its own
+        return _utc(datetime.fromisoformat(value))
 
 
 def _raw_turn(row) -> Turn:
