@@ -49,6 +49,12 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    # A shell starts a background job (`make test &`) with SIGINT ignored, and
+    # every process started from it inherits that: the tests of Ctrl-C would
+    # then send signals nobody hears. A handler of our own is not inherited
+    # across exec, so the kvchat processes the tests start get Python's own.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     config.addinivalue_line("markers", "sqlite_only: about SQLite's files; skipped with --engine postgresql")
     config.addinivalue_line("markers", "blank_database: starts from an empty database, not one at the newest schema")
 
