@@ -53,6 +53,14 @@ def database_at(revision: str, path: Path | None = None) -> None:
                     f"INSERT INTO facts (key, value, source, created_at, updated_at{owner}) "
                     f"VALUES (:key, :value, 'user', '2024-01-01', '2024-01-01'{mine})"
                 ), {"key": key, "value": values[-1]})
+            if revision >= "0007" and connection.dialect.name == "postgresql":
+                # From 0007 kvchat writes PostgreSQL's search rows with the text.
+                from kvchat import postgres_search
+
+                postgres_search.index_turns(connection, connection.execute(text(
+                    "SELECT id, session_id, content FROM turns")).all())
+                postgres_search.index_facts(connection, connection.execute(text(
+                    "SELECT id, user_name, key, value FROM facts")).all())
     engine.dispose()
 
 
