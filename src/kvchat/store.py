@@ -374,7 +374,11 @@ class Store:
         # Term counts made by term_stats, written with the next write (see
         # _keep_term_counts): kind -> (deletions then, {term: (rows holding it, rows)}).
         self._new_term_counts: dict[str, tuple[int, dict[str, tuple[int, int]]]] = {}
-        self._write_lock = threading.RLock()  # a write begun inside another fails rather than hangs
+        # The store's own connection serves one thread at a time, so that no
+        # thread reads another's write before it commits. Re-entrant: a read
+        # inside a write sees it, and a write begun inside another fails
+        # (SQLite refuses the second BEGIN) rather than waiting for itself.
+        self._connection_lock = threading.RLock()
 
     @property
     def engine(self) -> Engine:
@@ -488,10 +492,12 @@ class Store:
                 self._keep_term_counts(sql)
                 yield sql
             return
-        # The connection is shared by the Store's threads; one transaction at a time.
-        with self._write_lock, self._raw() as connection:
-            connection.execute("BEGIN IMMEDIATE")
+        with self._raw() as connection:
             try:
+                # Inside the try: a Ctrl-C that arrives while BEGIN waits for
+                # the lock is raised once BEGIN has taken it, and must not
+                # leave the connection holding it.
+                connection.execute("BEGIN IMMEDIATE")
                 sql = _Writer(connection, sqlite=True)
                 self._keep_term_counts(sql)
                 yield sql
@@ -1782,6 +1788,7 @@ class Store:
         pooled = None
         if self._connection is not None:
             connection = self._connection
+            self._connection_lock.acquire()
         else:
             from sqlalchemy.exc import DatabaseError as SQLError
 
@@ -1799,6 +1806,8 @@ class Store:
         finally:
             if pooled is not None:
                 pooled.close()
+            else:
+                self._connection_lock.release()
 
     def _select(self, sql: str, params: dict) -> list:
         """The rows of one SELECT written with :name parameters (times as
