@@ -169,12 +169,25 @@ def _on_postgres_begin(connection) -> None:
         )
 
 
+# RETURNING (3.35) is the newest feature kvchat's statements use.
+MIN_SQLITE = (3, 35, 0)
+
+
+def check_sqlite_version() -> None:
+    if sqlite3.sqlite_version_info < MIN_SQLITE:
+        raise DatabaseError(
+            f"kvchat needs SQLite {'.'.join(map(str, MIN_SQLITE))} or newer; this Python uses "
+            f"{sqlite3.sqlite_version} (install a Python built with a newer SQLite)"
+        )
+
+
 def create_engine(url: str) -> Engine:
     import sqlalchemy
     from sqlalchemy import event
     from sqlalchemy.engine import make_url
 
     if is_sqlite(url):
+        check_sqlite_version()
         path = sqlite_path(url)
         if path is not None:
             _create_private_file(path)
@@ -231,6 +244,7 @@ def connect_if_current(url: str) -> sqlite3.Connection | None:
     path = _plain_sqlite_path(url)
     if path is None or not path.is_file():
         return None
+    check_sqlite_version()
     others = sorted(KVCHAT_TABLES - {"alembic_version"})
     try:
         # check_same_thread off, as SQLAlchemy has it for a pooled SQLite file.
