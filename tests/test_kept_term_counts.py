@@ -88,6 +88,18 @@ def test_deleting_a_session_forgets_the_kept_turn_counts(store, common_from_thre
     assert kept(store) == {}
 
 
+def test_rewriting_a_turn_forgets_the_kept_turn_counts(store, common_from_three):
+    from kvchat.store import NewTurn
+
+    store.add_turns("work", [NewTurn(role="user", content="the orca deploy", tokens=3) for _ in range(4)])
+    store.term_stats("turns", ("orca",))
+    store.set_fact("note.other", "lunch", source="user")
+    assert kept(store) == {("turns", "orca"): 4}
+    first = store.history(store.session("work").id)[0]
+    store.update_turn(first.id, content="[redacted]")
+    assert kept(store) == {}
+
+
 def test_only_commands_that_write_keep_counts(home, model, kvchat):
     with Store() as store:
         store.import_facts([(f"note.n{i}", f"deploy step {i}", None, None) for i in range(Store.KEPT_TERM_MIN_ROWS)])
