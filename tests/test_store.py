@@ -352,3 +352,74 @@ def test_times_stored_with_or_without_a_zone_read_as_utc(store):
         "note.a": datetime(2026, 1, 2, 3, 4, 5, 250000, tzinfo=timezone.utc),
         "note.b": datetime(2026, 1, 2, 1, 4, 5, tzinfo=timezone.utc),
     }
+
+
+@pytest.mark.sqlite_only  # the Store's own connection is SQLite's
+def test_ctrl_c_while_a_write_waits_for_the_lock_leaves_nothing_held(store):
+    """SIGINT arrives while BEGIN IMMEDIATE waits for another writer; Python
+    raises it once BEGIN has the lock. The write must give the lock back, so
+    other processes and the next write of this one go ahead (`kvchat chat`
+    carries on after a Ctrl-C)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    path = str(database.sqlite_path(store.url))
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sqlite3, sys, time\n"
+        f"c = sqlite3.connect({path!r}, isolation_level=None); c.execute('BEGIN IMMEDIATE')\n"
+        "print('held', flush=True); time.sleep(1.5); c.execute('COMMIT')\n"
+    )], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    interrupt = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    interrupt.start()
+    with pytest.raises(KeyboardInterrupt):
+        store.set_fact("user.color", "blue", source="user")
+    interrupt.join()
+    holder.wait(timeout=10)
+
+    assert not store._connection.in_transaction
+    with sqlite3.connect(path, timeout=2, isolation_level=None) as other:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+    assert store.set_fact("user.color", "red", source="user") == "created"
+    assert store.fact("user.color").value == "red"
+
+
+def test_another_thread_never_reads_a_write_before_it_commits(store):
+    """One Store shared by two threads (a library user's): a write under way
+    in one is not seen by the other, and once it fails, never is."""
+    import threading
+    import time
+
+    inside = threading.Event()
+    seen = []
+
+    def fail_midway(done: int) -> None:
+        inside.set()
+        time.sleep(0.3)  # the other thread reads meanwhile
+        raise RuntimeError("the import stops here")
+
+    def read() -> None:
+        inside.wait(5)
+        seen.append(store.session("imported"))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    with pytest.raises(RuntimeError):
+        store.add_turns("imported", [NewTurn(role="user", content="hello", tokens=1)], progress=fail_midway)
+    reader.join(5)
+    assert seen == [None] and store.session("imported") is None
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize("existing", [False, True], ids=["new database", "existing database"])
+def test_an_sqlite_older_than_kvchat_needs_is_named_in_one_line(home, monkeypatch, existing):
+    if existing:
+        Store().close()
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
+    with pytest.raises(database.DatabaseError, match=r"^kvchat needs SQLite 3\.35\.0 or newer; this Python uses 3\.31\.1"):
+        Store()

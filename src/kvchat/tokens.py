@@ -322,7 +322,9 @@ def _constructor_given(ranks: dict[bytes, int], source: _EncodingSource) -> Iter
 
 
 def get_encoding(name: str) -> tiktoken.Encoding:
-    """The tiktoken `Encoding` called `name`, loaded offline; cached per process."""
+    """The tiktoken `Encoding` called `name`, loaded offline; cached per
+    process. It encodes, decodes and counts, but cannot be pickled or
+    deep-copied: it does not keep the Python copy of its ranks."""
     encoding = _encodings.get(name)
     if encoding is not None:
         return encoding
