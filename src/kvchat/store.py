@@ -510,10 +510,7 @@ class Store:
     # -- sessions ---------------------------------------------------------
 
     def session(self, name: str) -> Session | None:
-        rows = self._select(
-            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE user_name = :user AND name = :name",
-            dict(user=self.user, name=name),
-        )
+        rows = self._select(_SESSION_BY_NAME, dict(user=self.user, name=name))
         return _raw_session(rows[0]) if rows else None
 
     def open_session(self, name: str) -> Session:
@@ -526,10 +523,7 @@ class Store:
             return self._ensure_session(sql, name)
 
     def _ensure_session(self, sql: _Writer, name: str) -> Session:
-        row = sql(
-            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE user_name = :user AND name = :name",
-            dict(user=self.user, name=name),
-        ).fetchone()
+        row = sql(_SESSION_BY_NAME, dict(user=self.user, name=name)).fetchone()
         if row is not None:
             return _raw_session(row)
         check_new_session_name(name)
@@ -1860,6 +1854,7 @@ _SESSION_COLUMNS = ", ".join(
         "id", "name", "created_at", "last_active_at", "turn_count", "token_count", "settings", "title",
     )
 )
+_SESSION_BY_NAME = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE user_name = :user AND name = :name"
 
 
 # How SQLAlchemy's SQLite dialect writes a time, for comparing with stored ones.
