@@ -504,6 +504,9 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=BENCH / "results" / "scale.json")
     args = parser.parse_args()
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
+    # llm's log holds the same number of responses in every session (llm_log_db).
+    if args.llm_responses is not None and (args.llm_responses <= 0 or args.llm_responses % SESSIONS):
+        parser.error(f"--llm-responses must be a positive multiple of {SESSIONS:,} (one per session)")
 
     from fake_openai import FakeOpenAIServer
 
@@ -524,6 +527,7 @@ def main() -> int:
             results[size]["in_process"] = measure_in_process(home, texts, args.queries, args.exchanges)
             exchanges = size // 2
             llm_responses = min(exchanges, args.llm_responses) if args.llm_responses else exchanges
+            llm_responses -= llm_responses % SESSIONS  # as many in every session, as llm_log_db writes them
             results[size]["processes"] = measure_processes(home, args.runs, server, texts, llm_responses)
             if args.home is None:
                 shutil.rmtree(home, ignore_errors=True)
