@@ -9,7 +9,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: install test exe
+.PHONY: install test exe compile
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +17,17 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# pip byte-compiles a wheel's modules when it installs them, but not those of an
+# editable install; where PYTHONDONTWRITEBYTECODE is set (as on our CI machines)
+# every kvchat process would then compile its own source again: 0.06 s of
+# `kvchat --help`, 0.2 s of `kvchat ask`. Only changed files are compiled again.
+compile: $(STAMP)
+	$(VENV)/bin/python -m compileall -q src migrations
+
+install: compile
 	$(VENV)/bin/kvchat --help
 
-test: $(STAMP)
+test: compile
 	$(VENV)/bin/python -m pytest
 	$(VENV)/bin/python scripts/with_postgres.py $(VENV)/bin/python -m pytest --engine postgresql
 
