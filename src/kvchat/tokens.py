@@ -38,6 +38,7 @@ importing this module costs next to nothing.
 from __future__ import annotations
 
 import contextlib
+import marshal
 import os
 import sys
 import threading
@@ -237,11 +238,15 @@ def _tiktoken_reads_only(cache_dir: Path) -> Iterator[None]:
 class _RankTable:
     """tiktoken's mergeable ranks (token bytes -> rank) in a form that loads
     several times faster than the text file: one header line (format, the
-    byte order, the number of tokens, the SHA-256 of the body), then the
-    body: every token's length and rank as 32-bit integers, then all token
-    bytes end to end. Nothing in it is executed on load (unlike a pickle)."""
+    Python that wrote it, the number of tokens, the SHA-256 of the body),
+    then the body, the dict in `marshal`'s format. marshal builds the 200,000
+    bytes objects in C, twice as fast as slicing them out of one buffer in
+    Python (docs/performance.md). Loading it runs no code (unlike a pickle);
+    its format differs between Python versions, hence the writer in the
+    header, and it is not made to withstand damaged input, hence the hash."""
 
-    FORMAT = b"kvchat-ranks-1"
+    FORMAT = b"kvchat-ranks-2"
+    WRITER = f"{sys.implementation.cache_tag}-marshal{marshal.version}".encode()
 
     @staticmethod
     def path(name: str, source: _EncodingSource, cache_dir: Path) -> Path:
@@ -249,32 +254,23 @@ class _RankTable:
 
     @classmethod
     def encode(cls, ranks: dict[bytes, int]) -> bytes:
-        from array import array
-
-        pieces = list(ranks)
-        body = (array("I", map(len, pieces)).tobytes() + array("I", ranks.values()).tobytes()
-                + b"".join(pieces))
-        header = b" ".join((cls.FORMAT, sys.byteorder.encode(), str(len(pieces)).encode(),
-                            _sha256_of(body).encode()))
+        body = marshal.dumps(ranks)
+        header = b" ".join((cls.FORMAT, cls.WRITER, str(len(ranks)).encode(), _sha256_of(body).encode()))
         return header + b"\n" + body
 
     @classmethod
     def decode(cls, data: bytes) -> dict[bytes, int] | None:
-        """The ranks, or None when `data` is not an intact table of this format."""
-        from array import array
-        from itertools import accumulate
-
+        """The ranks, or None when `data` is not an intact table of this format
+        written by this Python."""
         header, _, body = data.partition(b"\n")
         fields = header.split(b" ")
-        if (len(fields) != 4 or fields[0] != cls.FORMAT or fields[1] != sys.byteorder.encode()
-                or not fields[2].isdigit() or _sha256_of(body).encode() != fields[3]):
+        if (len(fields) != 4 or fields[0] != cls.FORMAT or fields[1] != cls.WRITER
+                or _sha256_of(body).encode() != fields[3]):
             return None
-        count = int(fields[2])
-        lengths, ranks = array("I"), array("I")
-        lengths.frombytes(body[: 4 * count])
-        ranks.frombytes(body[4 * count : 8 * count])
-        ends = list(accumulate(lengths, initial=8 * count))
-        return dict(zip(map(body.__getitem__, map(slice, ends, ends[1:])), ranks))
+        ranks = marshal.loads(body)
+        if type(ranks) is not dict or str(len(ranks)).encode() != fields[2]:
+            return None
+        return ranks
 
 
 def _mergeable_ranks(name: str, source: _EncodingSource, cache_dir: Path) -> dict[bytes, int]:
