@@ -111,3 +111,35 @@ def test_ask_on_a_current_store_writes_everything_without_sqlalchemy(kvchat_proc
         assert {f.key: f.value for f in reopened.facts()} == {"user.name": "Ada"}
         assert [v.value for v in reopened.fact_history("user.editor")] == ["vim", None]
         assert {row.key: row.calls for row in reopened.usage("kind")} == {"answer": 1, "extract": 1}
+
+
+@pytest.mark.parametrize("args, only", [
+    (["ask", "hello"], ["ask"]),
+    (["--user", "bob", "facts", "list"], ["facts"]),
+    (["--user=bob", "history", "-n", "20"], ["history"]),
+    (["--help"], None),
+    ([], None),
+    (["--user"], None),
+    (["--version"], None),
+    (["aks"], None),  # no such command: Click's error, with its suggestion, needs them all
+])
+def test_a_process_builds_only_the_command_it_runs(args, only):
+    from typer.main import get_command
+
+    from kvchat.cli import _command_named, _only, app
+
+    everything = sorted(get_command(app).commands)
+    assert sorted(get_command(_only(_command_named(args))).commands) == (only or everything)
+
+
+def test_shell_completion_sees_every_command(monkeypatch):
+    from kvchat.cli import _command_named
+
+    monkeypatch.setenv("_KVCHAT_COMPLETE", "bash_complete")
+    assert _command_named(["ask"]) is None
+
+
+def test_a_mistyped_command_is_still_suggested(kvchat_process):
+    outcome = kvchat_process("--user", "bob", "histroy")
+    assert outcome.exit_code == 2
+    assert "No such command 'histroy'. Did you mean 'history'?" in outcome.stderr

@@ -9,6 +9,7 @@ server. Only what a command needs is imported when it runs, so
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 
@@ -99,5 +100,34 @@ app.add_typer(endpoints.app, name="endpoints")
 app.add_typer(db.app, name="db")
 
 
+def _command_named(args: list[str]) -> str | None:
+    """The command or group `args` run, when it is plain to see: the first
+    argument that is not one of the root options. None otherwise (no command,
+    another option, shell completion), and Typer then sees every command."""
+    if os.environ.get("_KVCHAT_COMPLETE"):
+        return None
+    rest = iter(args)
+    for arg in rest:
+        if arg == "--user":
+            next(rest, None)
+        elif not arg.startswith("--user="):
+            return None if arg.startswith("-") else arg
+    return None
+
+
+def _only(name: str | None) -> typer.Typer:
+    """`app` with `name` its only command, or all of `app` if it has none of
+    that name. Typer turns every command into a Click command before it runs
+    one, which was 20 ms of each kvchat process (docs/performance.md)."""
+    commands = [c for c in app.registered_commands
+                if (c.name or typer.main.get_command_name(c.callback.__name__)) == name]
+    groups = [g for g in app.registered_groups if g.name == name]
+    if not commands and not groups:
+        return app
+    only = copy.copy(app)
+    only.registered_commands, only.registered_groups = commands, groups
+    return only
+
+
 def main() -> None:
-    app()
+    _only(_command_named(sys.argv[1:]))()
