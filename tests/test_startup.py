@@ -56,9 +56,10 @@ def test_help_imports_no_database_model_client_or_rich_text(kvchat_process, impo
     (("facts",), "project.staging.port\t5433"),
     (("facts", "--skipped"), ""),
 ])
-def test_read_commands_import_no_sqlalchemy_model_client_or_tokenizer(kvchat_process, import_log, store, command, shown):
+def test_read_commands_import_no_sqlalchemy_model_client_tokenizer_or_pydantic(kvchat_process, import_log, store, command, shown):
     """`store` has created the database at the current schema: reading it
-    needs neither SQLAlchemy nor Alembic."""
+    needs neither SQLAlchemy nor Alembic; and their options are plain values,
+    which kvchat.cli.coercion converts without pydantic."""
     store.open_session("work")
     store.add_turns("work", [
         NewTurn(role="user", content="which port does the staging database use?", tokens=9),
@@ -71,7 +72,7 @@ def test_read_commands_import_no_sqlalchemy_model_client_or_tokenizer(kvchat_pro
     assert outcome.exit_code == 0 and shown in outcome.stdout, outcome.stderr[-2000:]
     modules = imported(outcome.stderr)
     assert "kvchat.store" in modules
-    assert not packages_of(modules, NEVER_AT_START | {"sqlalchemy", "openai", "tiktoken"})
+    assert not packages_of(modules, NEVER_AT_START | {"sqlalchemy", "openai", "tiktoken", "pydantic"})
 
 
 def test_piped_ask_imports_no_orm_migrations_or_markdown(kvchat_process, import_log, model, store):
@@ -143,3 +144,48 @@ def test_a_mistyped_command_is_still_suggested(kvchat_process):
     outcome = kvchat_process("--user", "bob", "histroy")
     assert outcome.exit_code == 2
     assert "No such command 'histroy'. Did you mean 'history'?" in outcome.stderr
+
+
+def _every_parameter():
+    from typer.main import get_command
+
+    from kvchat.cli import app
+
+    def walk(command, path):
+        for parameter in command.params:
+            yield " ".join(path + [parameter.name]), parameter
+        for name, subcommand in getattr(command, "commands", {}).items():
+            yield from walk(subcommand, path + [name])
+
+    return dict(walk(get_command(app), []))
+
+
+PARAMETERS = _every_parameter()
+VALUES = [None, "", "x", " 7 ", "\u30007", "\x1c7", "7", "+7", "-7", "007", "0", "1.0", "1_0", "1e3", "٣", "abc", 7, 0, -1,
+          10**30, True, False, ["a"]]
+
+
+@pytest.mark.parametrize("name", sorted(PARAMETERS))
+def test_plain_values_convert_as_typer_does(name):
+    """Whatever kvchat.cli.coercion takes itself gives what Typer gives, and
+    the rest is Typer's: the same value, or the same error."""
+    from typer._click.exceptions import BadParameter
+    from typer._coercion import build_runtime_param
+    from typer.core import TyperGroup
+
+    from kvchat.cli.coercion import _PlainValues
+
+    parameter = PARAMETERS[name]
+    ctx = TyperGroup(name="kvchat").make_context("kvchat", [], resilient_parsing=True)
+
+    def outcome(converter, value):
+        try:
+            return "value", converter.coerce(value, param=parameter, ctx=ctx)
+        except BadParameter as exc:
+            return "error", exc.format_message()
+        except Exception as exc:  # what Typer raises, kvchat must raise the same
+            return type(exc).__name__, str(exc)
+
+    plain, typers = _PlainValues(parameter), build_runtime_param(parameter.type_descriptor)
+    for value in VALUES:
+        assert outcome(plain, value) == outcome(typers, value), value

@@ -17,7 +17,7 @@ import typer
 from typer._click.exceptions import ClickException  # Typer vendors Click; usage errors are these
 from typer.core import TyperGroup
 
-from . import ask, chat, code, common, config, db, endpoints, facts, keys, models, recall, roles, sessions, transfer, usage
+from . import ask, chat, code, coercion, common, config, db, endpoints, facts, keys, models, recall, roles, sessions, transfer, usage
 from .errors import one_line_error
 
 
@@ -130,4 +130,6 @@ def _only(name: str | None) -> typer.Typer:
 
 
 def main() -> None:
-    _only(_command_named(sys.argv[1:]))()
+    command = typer.main.get_command(_only(_command_named(sys.argv[1:])))
+    coercion.speed_up(command)
+    command()
