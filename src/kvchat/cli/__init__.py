@@ -4,7 +4,8 @@ Commands live in modules by group (ask.py: ask; chat.py: chat; code.py: code;
 sessions.py: history and sessions; transfer.py: import and export; facts.py;
 recall.py; models.py; config.py; roles.py; keys.py; endpoints.py; usage.py); connection.py reaches the model
 server. Only what a command needs is imported when it runs, so
-`kvchat --help` starts fast.
+`kvchat --help` starts fast; a process builds only the Click command it runs
+(`_only`), and converts its option values without pydantic (coercion.py).
 """
 
 from __future__ import annotations
