@@ -189,3 +189,21 @@ def test_plain_values_convert_as_typer_does(name):
     plain, typers = _PlainValues(parameter), build_runtime_param(parameter.type_descriptor)
     for value in VALUES:
         assert outcome(plain, value) == outcome(typers, value), value
+
+
+@pytest.mark.sqlite_only
+def test_an_error_line_imports_nothing_to_find_its_words(kvchat_process, import_log, store):
+    store.close()
+    outcome = kvchat_process("history", "-s", "no-such-session")
+    assert outcome.exit_code == 1
+    assert "kvchat: error: no session named 'no-such-session'" in outcome.stderr
+    assert not packages_of(imported(outcome.stderr), {"sqlalchemy", "openai", "tiktoken", "pydantic"})
+
+
+def test_every_known_error_is_where_the_error_line_looks_for_it():
+    import importlib
+
+    from kvchat.cli.errors import _KNOWN_ERRORS
+
+    for module, name in _KNOWN_ERRORS.items():
+        assert issubclass(getattr(importlib.import_module(module), name), Exception)
