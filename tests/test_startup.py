@@ -162,7 +162,7 @@ def _every_parameter():
 
 PARAMETERS = _every_parameter()
 VALUES = [None, "", "x", " 7 ", "\u30007", "\x1c7", "7", "+7", "-7", "007", "0", "1.0", "1_0", "1e3", "٣", "abc", 7, 0, -1,
-          10**30, True, False, ["a"]]
+          "9" * 18, "9" * 19, "1" * 4301, 10**30, True, False, ["a"]]
 
 
 @pytest.mark.parametrize("name", sorted(PARAMETERS))

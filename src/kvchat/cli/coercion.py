@@ -17,9 +17,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from typer.core import TyperGroup, _TyperParameter
+from typer.core import TyperGroup
 
-_PLAIN_INTEGER = re.compile(r"[+-]?[0-9]+")
+try:
+    from typer.core import _TyperParameter
+except ImportError:  # a Typer that converts values otherwise: leave it to do so
+    _TyperParameter = None
+
+# At most 18 digits: every such number fits SQLite's integers, and Python's
+# int() refuses text of over 4,300 digits with an error of its own.
+_PLAIN_INTEGER = re.compile(r"[+-]?[0-9]{1,18}")
 
 
 class _PlainValues:
@@ -70,7 +77,8 @@ class _PlainValues:
 
 
 def _convert_plainly(parameter) -> None:
-    if isinstance(parameter, _TyperParameter) and not isinstance(parameter._runtime_param, _PlainValues):
+    if (_TyperParameter is not None and isinstance(parameter, _TyperParameter)
+            and not isinstance(getattr(parameter, "_runtime_param", None), _PlainValues)):
         parameter._runtime_param = _PlainValues(parameter)
 
 
