@@ -21,8 +21,8 @@ _KNOWN_ERRORS = {
 def _known_errors() -> tuple[type[Exception], ...]:
     # A module that was never imported raised nothing: importing it to find
     # out would cost a failed `kvchat history` SQLAlchemy's 0.25 s.
-    loaded = [getattr(sys.modules[module], name) for module, name in _KNOWN_ERRORS.items() if module in sys.modules]
-    return (CliError, *loaded)
+    loaded = (getattr(sys.modules.get(module), name, None) for module, name in _KNOWN_ERRORS.items())
+    return (CliError, *(error for error in loaded if error is not None))
 
 
 def one_line_error(exc: Exception) -> tuple[str, int]:
