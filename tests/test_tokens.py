@@ -339,6 +339,18 @@ def test_rank_table_holds_exactly_tiktokens_ranks():
     assert tokens._RankTable.decode(tokens._RankTable.encode(parsed)) == parsed
 
 
+def test_the_table_of_an_older_kvchat_is_removed_when_the_new_one_is_written(tmp_path):
+    home = tmp_path / "upgraded"
+    cache = home / "cache" / "tiktoken"
+    cache.mkdir(parents=True)
+    source = tokens._SOURCES["o200k_base"]
+    older = cache / f"o200k_base-{source.sha256[:16]}.ranks"
+    older.write_bytes(b"kvchat-ranks-1 little 0 0\n")
+    _run_offline(home, _COUNT_BOTH)
+    assert not older.exists()
+    assert tokens._RankTable.path("o200k_base", source, cache).exists()
+
+
 @pytest.mark.parametrize("damage", ["flip a byte", "truncate", "other format", "other Python"])
 def test_damaged_rank_table_is_rebuilt_without_network(tmp_path, damage):
     home = tmp_path / "home"

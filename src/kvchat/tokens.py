@@ -250,7 +250,9 @@ class _RankTable:
 
     @staticmethod
     def path(name: str, source: _EncodingSource, cache_dir: Path) -> Path:
-        return cache_dir / f"{name}-{source.sha256[:16]}.ranks"
+        # Named for the Python too, so that two sharing a cache (a venv and
+        # an executable, say) keep a table each rather than redo each other's.
+        return cache_dir / f"{name}-{source.sha256[:16]}-{sys.implementation.cache_tag}.ranks"
 
     @classmethod
     def encode(cls, ranks: dict[bytes, int]) -> bytes:
@@ -290,6 +292,8 @@ def _mergeable_ranks(name: str, source: _EncodingSource, cache_dir: Path) -> dic
         ranks = tiktoken.load.load_tiktoken_bpe(source.url, expected_hash=source.sha256)
     with contextlib.suppress(OSError):  # a read-only cache only costs the next process time
         write_atomically(table, _RankTable.encode(ranks))
+        # The table as kvchat kept it before the marshal format: never read now.
+        (cache_dir / f"{name}-{source.sha256[:16]}.ranks").unlink(missing_ok=True)
     return ranks
 
 
