@@ -24,6 +24,7 @@ not read as a speaker.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -169,7 +170,7 @@ _CHINESE = [
 # A pattern is tried only on text holding one of its cues (lower-cased): a
 # cue is a plain substring test, and most questions name no time, so this
 # saves most of the ~20 regular-expression scans of every question, and the
-# compiling of patterns that are never tried (re keeps what it compiled).
+# compiling of patterns that are never tried.
 _DIGITS = tuple("0123456789")
 _MONTH_CUES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _CUES = {
@@ -192,6 +193,11 @@ _PATTERNS = [
 ]
 
 
+@functools.cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern, re.IGNORECASE)
+
+
 def periods(text: str, now: datetime) -> list[Period]:
     """The periods `text` names, in order of appearance; `now` is aware and
     its zone is the one whose calendar days are meant."""
@@ -203,7 +209,7 @@ def periods(text: str, now: datetime) -> list[Period]:
     for name, pattern, cues in _PATTERNS:
         if not any(cue in lowered for cue in cues):
             continue
-        for match in re.finditer(pattern, text, re.IGNORECASE):
+        for match in _compiled(pattern).finditer(text):
             span = match.span()
             if any(start < span[1] and span[0] < end for start, end in taken):
                 continue
