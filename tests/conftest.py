@@ -209,18 +209,29 @@ class Outcome:
 
 @pytest.fixture
 def kvchat():
-    """Run the CLI in this process: kvchat("ask", "hi", input="...")."""
-    from kvchat.cli import app
+    """Run the CLI in this process: kvchat("ask", "hi", input="..."). The
+    command is built as `kvchat` builds it (`kvchat.cli.command_for`)."""
+    from kvchat.cli import command_for
 
     runner = CliRunner()
 
     def run(*args: str, input: str | bytes | None = None) -> Outcome:
-        result = runner.invoke(app, list(args), input=input)
-        if result.exception and not isinstance(result.exception, SystemExit):
-            raise result.exception
-        return Outcome(result.exit_code, result.stdout, result.stderr)
+        with runner.isolation(input=input) as (stdout, stderr, _):
+            try:
+                command_for(list(args)).main(args=list(args), prog_name="kvchat")
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            sys.stdout.flush()  # the isolation's text streams buffer
+            sys.stderr.flush()
+            out, err = stdout.getvalue(), stderr.getvalue()
+        return Outcome(code, _text(out), _text(err))
 
     return run
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "replace").replace("\r\n", "\n")
 
 
 @pytest.fixture

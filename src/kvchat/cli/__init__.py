@@ -130,7 +130,12 @@ def _only(name: str | None) -> typer.Typer:
     return only
 
 
-def main() -> None:
-    command = typer.main.get_command(_only(_command_named(sys.argv[1:])))
+def command_for(args: list[str]):
+    """The Click command that runs `kvchat ARGS`, as a process builds it."""
+    command = typer.main.get_command(_only(_command_named(args)))
     coercion.speed_up(command)
-    command()
+    return command
+
+
+def main() -> None:
+    command_for(sys.argv[1:])()
