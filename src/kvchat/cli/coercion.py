@@ -17,12 +17,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from typer.core import TyperGroup
-
-try:
-    from typer.core import _TyperParameter
-except ImportError:  # a Typer that converts values otherwise: leave it to do so
-    _TyperParameter = None
+from typer.core import TyperGroup, _TyperParameter  # Typer 0.29's: pyproject.toml pins it
 
 # At most 18 digits: every such number fits SQLite's integers, and Python's
 # int() refuses text of over 4,300 digits with an error of its own.
@@ -77,8 +72,7 @@ class _PlainValues:
 
 
 def _convert_plainly(parameter) -> None:
-    if (_TyperParameter is not None and isinstance(parameter, _TyperParameter)
-            and not isinstance(getattr(parameter, "_runtime_param", None), _PlainValues)):
+    if isinstance(parameter, _TyperParameter) and not isinstance(parameter._runtime_param, _PlainValues):
         parameter._runtime_param = _PlainValues(parameter)
 
 
