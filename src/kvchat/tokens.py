@@ -27,7 +27,8 @@ going online.
 Parsing the text file (200,000 base64 lines for o200k_base) is most of a
 fresh process's first count, so the parsed ranks are also kept in a binary
 form beside it (`_RankTable`), named after the pinned SHA-256 of the file
-they come from and checked against a SHA-256 of their own on every load. Later
+they come from and the Python that wrote them, and checked against a SHA-256
+of their own on every load. Later
 processes hand those ranks to tiktoken's constructor in place of its parse;
 a missing, stale or damaged table is rebuilt from the verified file.
 
@@ -250,8 +251,8 @@ class _RankTable:
 
     @staticmethod
     def path(name: str, source: _EncodingSource, cache_dir: Path) -> Path:
-        # Named for the Python too, so that two sharing a cache (a venv and
-        # an executable, say) keep a table each rather than redo each other's.
+        # Named for the Python too, so that two Python versions sharing a
+        # cache keep a table each rather than redo each other's.
         return cache_dir / f"{name}-{source.sha256[:16]}-{sys.implementation.cache_tag}.ranks"
 
     @classmethod
@@ -292,7 +293,7 @@ def _mergeable_ranks(name: str, source: _EncodingSource, cache_dir: Path) -> dic
         ranks = tiktoken.load.load_tiktoken_bpe(source.url, expected_hash=source.sha256)
     with contextlib.suppress(OSError):  # a read-only cache only costs the next process time
         write_atomically(table, _RankTable.encode(ranks))
-        # The table as kvchat kept it before the marshal format: never read now.
+        # The table kvchat kept before it named them for the Python: never read now.
         (cache_dir / f"{name}-{source.sha256[:16]}.ranks").unlink(missing_ok=True)
     return ranks
 
