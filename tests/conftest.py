@@ -222,6 +222,8 @@ def kvchat():
                 code = 0
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                if code and not isinstance(exc.code, int):
+                    print(exc.code, file=sys.stderr)  # as the interpreter does at exit
             sys.stdout.flush()  # the isolation's text streams buffer
             sys.stderr.flush()
             out, err = stdout.getvalue(), stderr.getvalue()
