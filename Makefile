@@ -19,8 +19,8 @@ $(STAMP): pyproject.toml
 
 # pip byte-compiles a wheel's modules when it installs them, but not those of an
 # editable install; where PYTHONDONTWRITEBYTECODE is set (as on our CI machines)
-# every kvchat process would then compile its own source again: 0.06 s of
-# `kvchat --help`, 0.2 s of `kvchat ask`. Only changed files are compiled again.
+# every kvchat process would then compile the source it imports again (35-60 ms
+# of `kvchat --help`; docs/performance.md). Only changed files are compiled again.
 compile: $(STAMP)
 	$(VENV)/bin/python -m compileall -q src migrations
 

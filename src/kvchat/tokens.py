@@ -28,9 +28,9 @@ Parsing the text file (200,000 base64 lines for o200k_base) is most of a
 fresh process's first count, so the parsed ranks are also kept in a binary
 form beside it (`_RankTable`), named after the pinned SHA-256 of the file
 they come from and the Python that wrote them, and checked against a SHA-256
-of their own on every load. Later
-processes hand those ranks to tiktoken's constructor in place of its parse;
-a missing, stale or damaged table is rebuilt from the verified file.
+of their own on every load. Later processes hand those ranks to tiktoken's
+constructor in place of its parse; a missing, stale or damaged table is
+rebuilt from the verified file.
 
 tiktoken, and the modules only the first load needs, are imported lazily:
 importing this module costs next to nothing.
