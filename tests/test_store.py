@@ -423,3 +423,22 @@ def test_an_sqlite_older_than_kvchat_needs_is_named_in_one_line(home, monkeypatc
     monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
     with pytest.raises(database.DatabaseError, match=r"^kvchat needs SQLite 3\.35\.0 or newer; this Python uses 3\.31\.1"):
         Store()
+
+
+def test_every_link_between_rows_is_indexed(store):
+    """Deleting a row makes the database find the rows linked to it (ON
+    DELETE SET NULL or CASCADE); without an index on the link that reads the
+    whole linking table for every row deleted: deleting a 1,000-turn session
+    from a million-turn store took 76 s (migration 0009)."""
+    from sqlalchemy import inspect
+
+    inspector = inspect(store.engine)
+    unindexed = []
+    for table in inspector.get_table_names():
+        leading = {tuple(index["column_names"][:1]) for index in inspector.get_indexes(table)}
+        leading |= {tuple(c["column_names"][:1]) for c in inspector.get_unique_constraints(table)}
+        leading.add(tuple(inspector.get_pk_constraint(table)["constrained_columns"][:1]))
+        for link in inspector.get_foreign_keys(table):
+            if tuple(link["constrained_columns"][:1]) not in leading:
+                unindexed.append(f"{table}.{link['constrained_columns'][0]}")
+    assert unindexed == []

@@ -96,6 +96,7 @@ facts = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("user_name", "key", name="uq_facts_user_name_key"),
+    Index("ix_facts_turn_id", "turn_id"),  # deleting a turn finds its facts (migration 0009)
 )
 
 # Every value a key has had, and its removal: the fact's audit trail. Keyed by
@@ -113,6 +114,7 @@ fact_history = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     CheckConstraint("action IN ('set', 'forget')", name="fact_history_action"),
     Index("ix_fact_history_user_name_key_id", "user_name", "key", "id"),
+    Index("ix_fact_history_turn_id", "turn_id"),
 )
 
 # The rolling summary of a session's turns up to and including last_turn_id.
@@ -168,6 +170,7 @@ skipped_facts = Table(
     Column("source", String(16), nullable=False),
     Column("turn_id", Integer, ForeignKey("turns.id", ondelete="SET NULL")),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_skipped_facts_turn_id", "turn_id"),
 )
 
 MODEL_CALL_KINDS = ("answer", "extract", "summary", "embed")
