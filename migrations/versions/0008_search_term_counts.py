@@ -6,11 +6,11 @@ of a large store is most of a fresh `kvchat ask`'s prompt: 110 ms at 1,000,000
 turns, 40 ms at 100,000 facts. kvchat.store writes here the counts it made
 of common terms (Store.KEPT_TERM_MIN_ROWS), with the number of rows there
 were then, and uses them again while that number has moved by less than
-Store.TERM_COUNT_DRIFT. Deleting a turn or a
-fact, or rewriting a turn's text, empties that kind's counts, so the terms
-of deleted text do not stay behind, and moves on that kind's deletion count (the row whose term is ''):
-counts made before a deletion are not written after it. PostgreSQL counts from its GIN index (migration 0007): on it this
-revision changes nothing.
+Store.TERM_COUNT_DRIFT. Deleting a turn or a fact, or rewriting a turn's
+text, empties that kind's counts, so the terms of deleted text do not stay
+behind, and moves on that kind's deletion count (the row whose term is ''):
+counts made before a deletion are not written after it. PostgreSQL counts
+from its GIN index (migration 0007): on it this revision changes nothing.
 
 Revision ID: 0008
 Revises: 0007
