@@ -7,6 +7,7 @@ when a turn or fact is deleted."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
@@ -28,6 +29,11 @@ def tamper(store: Store, term: str, documents: int) -> None:
         raw.execute("UPDATE search_term_counts SET documents = ? WHERE term = ?", (documents, term))
 
 
+def forget_kept_counts(store: Store) -> None:
+    with sqlite3.connect(database.sqlite_path(store.url)) as raw:
+        raw.execute("DELETE FROM search_term_counts WHERE term <> ''")
+
+
 @pytest.fixture
 def common_from_three(monkeypatch):
     """A term held by three rows counts as common."""
@@ -36,7 +42,8 @@ def common_from_three(monkeypatch):
 
 def test_a_new_process_uses_the_counts_an_earlier_one_kept(store, common_from_three, monkeypatch):
     monkeypatch.setattr(Store, "TERM_COUNT_DRIFT", 0.25)
-    store.import_facts([(f"note.n{i}", "vim keybindings" if i < 3 else "helix", None, None) for i in range(8)])
+    for i in range(8):
+        store.set_fact(f"note.n{i}", "vim keybindings" if i < 3 else "helix", source="user")
     assert store.term_stats("facts", ("vim", "helix")).containing == {"vim": 3, "helix": 5}
     assert kept(store) == {}, "counts are written with a write, never by themselves"
     store.set_fact("note.more", "emacs", source="user")
@@ -103,6 +110,7 @@ def test_rewriting_a_turn_forgets_the_kept_turn_counts(store, common_from_three)
 def test_only_commands_that_write_keep_counts(home, model, kvchat):
     with Store() as store:
         store.import_facts([(f"note.n{i}", f"deploy step {i}", None, None) for i in range(Store.KEPT_TERM_MIN_ROWS)])
+    forget_kept_counts(store)  # as they are after writes that kept none
     kvchat("recall", "how do I deploy?")
     with Store() as store:
         assert kept(store) == {}
@@ -110,3 +118,36 @@ def test_only_commands_that_write_keep_counts(home, model, kvchat):
     assert kvchat("ask", "how do I deploy?").exit_code == 0
     with Store() as store:
         assert kept(store)[("facts", "deploy")] == Store.KEPT_TERM_MIN_ROWS
+
+
+def test_an_import_that_grows_the_store_keeps_the_counts_of_its_common_terms(store, common_from_three):
+    from kvchat import transfer
+
+    lines = [json.dumps({"session": f"s{i % 3}", "role": "user", "content": f"the orca deploy {i}"}) for i in range(6)]
+    lines.append(json.dumps({"session": "s0", "role": "user", "content": "a rare walrus"}))
+    transfer.import_turns(store, lines, model="gpt-4o-mini")
+    # Kept without a question asked: the first questions after a large import
+    # need not count them one by one.
+    turns = {term: held for (kind, term), held in kept(store).items() if kind == "turns"}
+    assert (turns["orca"], turns["deploy"]) == (6, 6)
+    assert "walrus" not in turns, "a rare term is counted afresh every time"
+    store.import_facts([(f"note.n{i}", f"helix keybindings {i}", None, None) for i in range(4)])
+    assert kept(store)[("facts", "helix")] == 4
+
+    tamper(store, "orca", 5)  # a fresh process uses the kept count
+    with Store() as fresh:
+        assert fresh.term_stats("turns", ("orca", "walrus")).containing == {"orca": 5, "walrus": 1}
+
+
+def test_an_import_too_small_to_move_the_counts_does_not_recount(store, common_from_three):
+    from kvchat import transfer
+    from kvchat.store import NewTurn
+
+    store.add_turns("work", [NewTurn(role="user", content=f"the orca deploy {i}", tokens=4) for i in range(40)])
+    assert kept(store) == {}
+    small = [json.dumps({"session": "work", "role": "user", "content": "the orca deploy again"})]
+    transfer.import_turns(store, small, model="gpt-4o-mini")  # 1 turn on 40: under Store.TERM_COUNT_DRIFT
+    assert kept(store) == {}
+    assert not store.recount_common_terms("turns", added=1)
+    assert store.recount_common_terms("turns", added=2)  # 2 of 41: more than 5% of the 39 before them
+    assert kept(store)[("turns", "orca")] == 41

@@ -1555,6 +1555,7 @@ class Store:
             sql = _Writer(db, sqlite=not self._postgres)
             for key, value, ref, at in later:
                 changed += self._set_fact(sql, key, value, "import", None, ref, at) != "unchanged"
+        self.recount_common_terms("facts", added=len(fresh))
         return changed
 
     def fact_history(self, key: str) -> list[FactVersion]:
@@ -1689,6 +1690,45 @@ class Store:
             term: held for term, held, among in rows
             if term and abs(documents - among) <= self.TERM_COUNT_DRIFT * among
         }
+
+    def recount_common_terms(self, kind: str, *, added: int, starting: Callable[[], None] | None = None) -> bool:
+        """After an import of `added` facts or turns (`kind`): when it grew
+        the store by more than TERM_COUNT_DRIFT, count every common term of
+        that kind in one pass over the index's vocabulary and keep the counts
+        for later processes. `starting` hears when the pass begins; returns
+        whether it counted.
+
+        Such an import leaves every kept count too old to use, and the
+        questions after it would count their common terms one at a time, each
+        walking the term's whole list of rows: after a million turns were
+        imported, the first questions took 0.1 to 0.6 s more to build their
+        prompt. The pass counts them all at once, 3.4 s at a million turns,
+        about 1% of that import. PostgreSQL keeps no counts (see
+        _term_counts_postgres)."""
+        if kind not in ("facts", "turns"):
+            raise ValueError(kind)
+        if self._postgres or added <= 0:
+            return False
+        total_sql = "SELECT count(*) FROM facts" if kind == "facts" else \
+            "SELECT coalesce(sum(turn_count), 0) FROM sessions"
+        with self._raw() as db:
+            (total,) = db.execute(total_sql).fetchone()
+            if added <= self.TERM_COUNT_DRIFT * (total - added):
+                return False
+            row = db.execute("SELECT counted_among FROM search_term_counts WHERE kind = ? AND term = ''",
+                             (kind,)).fetchone()
+            deletions = row[0] if row else 0
+            if starting is not None:
+                starting()
+            counted = db.execute(f"SELECT term, doc FROM {kind}_terms WHERE doc >= ?",
+                                 (self.KEPT_TERM_MIN_ROWS,)).fetchall()
+        made = self._new_term_counts.get(kind)
+        if made is None or made[0] != deletions:
+            made = self._new_term_counts[kind] = (deletions, {})
+        made[1].update((term, (held, total)) for term, held in counted)
+        with self._write_sql():
+            pass  # the counts are written with a write (_keep_term_counts)
+        return True
 
     def _keep_term_counts(self, sql: _Writer) -> None:
         """Write the term counts made since the last write, for later

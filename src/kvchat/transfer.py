@@ -161,6 +161,9 @@ def import_turns(
         done += len(new)
         if progress is not None and len(fresh) < len(new):
             progress("storing", done, total)  # lines already stored count as done
+    store.recount_common_terms(
+        "turns", added=sum(added.values()), starting=None if progress is None else lambda: progress("counting terms", 0, None)
+    )
     return added
 
 
