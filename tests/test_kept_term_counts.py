@@ -1,37 +1,34 @@
-"""On SQLite, how many facts or turns hold a common term is kept between
-processes (migration 0008): counting it from the index walks the term's whole
-list of rows, which at a million turns was most of a fresh `kvchat ask`. The
-counts are written with a command's next write, used again while the store
-has not grown or shrunk by more than Store.TERM_COUNT_DRIFT, and forgotten
-when a turn or fact is deleted."""
+"""How many facts or turns hold a common term is kept between processes
+(migrations 0008 on SQLite, 0010 on PostgreSQL): counting it from the index
+walks the term's whole list of rows, which at a million turns was most of a
+fresh `kvchat ask`. The counts are written with a command's next write, used
+again while the store has not grown or shrunk by more than
+Store.TERM_COUNT_DRIFT, and forgotten when a turn or fact is deleted."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 
 import pytest
+from sqlalchemy import text
 
-from kvchat import database
 from kvchat.store import Store
-
-pytestmark = pytest.mark.sqlite_only  # PostgreSQL counts from its GIN index
 
 
 def kept(store: Store) -> dict[tuple[str, str], int]:
-    with sqlite3.connect(database.sqlite_path(store.url)) as raw:
-        rows = raw.execute("SELECT kind, term, documents FROM search_term_counts WHERE term <> ''").fetchall()
+    with store.engine.connect() as db:
+        rows = db.execute(text("SELECT kind, term, documents FROM search_term_counts WHERE term <> ''")).all()
     return {(kind, term): documents for kind, term, documents in rows}
 
 
 def tamper(store: Store, term: str, documents: int) -> None:
-    with sqlite3.connect(database.sqlite_path(store.url)) as raw:
-        raw.execute("UPDATE search_term_counts SET documents = ? WHERE term = ?", (documents, term))
+    with store.engine.begin() as db:
+        db.execute(text("UPDATE search_term_counts SET documents = :n WHERE term = :term"), dict(n=documents, term=term))
 
 
 def forget_kept_counts(store: Store) -> None:
-    with sqlite3.connect(database.sqlite_path(store.url)) as raw:
-        raw.execute("DELETE FROM search_term_counts WHERE term <> ''")
+    with store.engine.begin() as db:
+        db.execute(text("DELETE FROM search_term_counts WHERE term <> ''"))
 
 
 @pytest.fixture

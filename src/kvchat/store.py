@@ -1605,7 +1605,7 @@ class Store:
         count, average = self._totals[kind]
         found: dict[str, int] = {}
         if terms and self._postgres:
-            found = self._term_counts_postgres(kind, terms)
+            found = self._term_counts_postgres(kind, terms, count)
         elif terms:
             with self._raw() as db:
                 known = self._frequencies(db, kind)
@@ -1627,37 +1627,46 @@ class Store:
                         f"SELECT v.term, v.doc FROM asked JOIN {kind}_terms AS v ON v.term = asked.term"
                     )
                     looked_up = dict(db.execute(sql, missing).fetchall())
-                    made = self._new_term_counts.get(kind)
-                    if made is None or made[0] != deletions:
-                        made = self._new_term_counts[kind] = (deletions, {})
-                    for term in missing:
-                        known[term] = looked_up.get(term, 0)
-                        if known[term] >= self.KEPT_TERM_MIN_ROWS:
-                            made[1][term] = (known[term], count)
+                    counted = {term: looked_up.get(term, 0) for term in missing}
+                    known.update(counted)
+                    self._made_term_counts(kind, deletions, counted, count)
             found = {term: known[term] for term in terms if known.get(term)}
         return TermStats(documents=max(count, 1), average_length=average or 1.0, containing=found)
 
-    def _term_counts_postgres(self, kind: str, terms: tuple[str, ...]) -> dict[str, int]:
+    def _term_counts_postgres(self, kind: str, terms: tuple[str, ...], documents: int) -> dict[str, int]:
         """How many facts or turns hold each term (of every user, as the
         totals and SQLite's vocabulary count them), counted from the GIN
-        index. Counting a common term visits every row that holds it (20 ms
-        a question at 100,000 facts), so the counts are kept, as on SQLite
-        (see _frequencies), while the search generation stays the same:
-        every committed write moves it on (see _write)."""
+        index. Counting a common term visits every row that holds it (0.3 s
+        for one term at 1,000,000 turns), so the counts are kept, as on
+        SQLite (see _frequencies), while the search generation stays the
+        same: every committed write moves it on (see _write). Between
+        processes the common ones are kept in search_term_counts, as on
+        SQLite (migration 0010)."""
         generation = tuple(self._select(f"SELECT last_value, is_called FROM {postgres_search.GENERATION}", {})[0])
         memos = self.__dict__.setdefault("_known_terms", {})
         memo = memos.get(kind)
         if memo is None or memo[0] != generation or len(memo[1]) > self.MAX_KNOWN_TERMS:
             memo = memos[kind] = (generation, {})
         known = memo[1]
-        sought = {term: query for term in dict.fromkeys(terms)
-                  if term not in known and (query := postgres_search.any_of([term]))}
-        if sought:
-            table = "facts_search" if kind == "facts" else "turns_search"
-            params = {f"t{n}": query for n, query in enumerate(sought.values())}
-            counts = [f"(SELECT count(*) FROM {table} WHERE terms @@ CAST(:{name} AS tsquery))" for name in params]
-            (row,) = self._select(f"SELECT {', '.join(counts)}", params)
-            known.update(zip(sought, row))
+        missing = [term for term in dict.fromkeys(terms) if term not in known]
+        if missing:
+            rows = self._select(
+                "SELECT term, documents, counted_among FROM search_term_counts "
+                "WHERE kind = :kind AND term = ANY(:terms)", dict(kind=kind, terms=["", *missing]),
+            )
+            deletions, kept = self._still_close(rows, documents)
+            known.update(kept)
+            sought = {term: query for term in missing
+                      if term not in known and (query := postgres_search.any_of([term]))}
+            if sought:
+                table = "facts_search" if kind == "facts" else "turns_search"
+                params = {f"t{n}": query for n, query in enumerate(sought.values())}
+                counts = [f"(SELECT count(*) FROM {table} WHERE terms @@ CAST(:{name} AS tsquery))" for name in params]
+                (row,) = self._select(f"SELECT {', '.join(counts)}", params)
+                counted = dict(zip(sought, row))
+                known.update(counted)
+                self._made_term_counts(kind, deletions, counted, documents)
+            known.update((term, 0) for term in missing if term not in known)
         return {term: known[term] for term in terms if known.get(term)}
 
     # How many of the newest facts bm25's average fact length is taken from.
@@ -1685,47 +1694,60 @@ class Store:
             "FROM asked JOIN search_term_counts AS c ON c.kind = ? AND c.term = asked.term",
             [*terms, kind],
         ).fetchall()
+        return self._still_close(rows, documents)
+
+    def _still_close(self, rows, documents: int) -> tuple[int, dict[str, int]]:
+        """The deletion count (the row whose term is '') and the kept counts
+        made among a number of rows within TERM_COUNT_DRIFT of `documents`,
+        from (term, documents, counted_among) rows of search_term_counts."""
         deletions = next((among for term, _, among in rows if term == ""), 0)
         return deletions, {
             term: held for term, held, among in rows
             if term and abs(documents - among) <= self.TERM_COUNT_DRIFT * among
         }
 
+    def _made_term_counts(self, kind: str, deletions: int, counted: dict[str, int], documents: int) -> None:
+        """Note the common ones of `counted` (made among `documents` rows,
+        after `deletions` deletions) to be kept with the next write."""
+        made = self._new_term_counts.get(kind)
+        if made is None or made[0] != deletions:
+            made = self._new_term_counts[kind] = (deletions, {})
+        made[1].update((term, (held, documents)) for term, held in counted.items() if held >= self.KEPT_TERM_MIN_ROWS)
+
     def recount_common_terms(self, kind: str, *, added: int, starting: Callable[[], None] | None = None) -> bool:
         """After an import of `added` facts or turns (`kind`): when it grew
         the store by more than TERM_COUNT_DRIFT, count every common term of
-        that kind in one pass over the index's vocabulary and keep the counts
-        for later processes. `starting` hears when the pass begins; returns
-        whether it counted.
+        that kind in one pass over the index and keep the counts for later
+        processes. `starting` hears when the pass begins; returns whether it
+        counted.
 
         Such an import leaves every kept count too old to use, and the
         questions after it would count their common terms one at a time, each
         walking the term's whole list of rows: after a million turns were
         imported, the first questions took 0.1 to 0.6 s more to build their
-        prompt. The pass counts them all at once, 3.4 s at a million turns,
-        about 1% of that import. PostgreSQL keeps no counts (see
-        _term_counts_postgres)."""
+        prompt on SQLite, and up to 7 s on PostgreSQL. The pass counts them
+        all at once: at a million turns 2.5 s on SQLite (fts5vocab), about 1%
+        of that import, and 18 s on PostgreSQL (ts_stat reads every row)."""
         if kind not in ("facts", "turns"):
             raise ValueError(kind)
-        if self._postgres or added <= 0:
+        if added <= 0:
             return False
         total_sql = "SELECT count(*) FROM facts" if kind == "facts" else \
             "SELECT coalesce(sum(turn_count), 0) FROM sessions"
-        with self._raw() as db:
-            (total,) = db.execute(total_sql).fetchone()
-            if added <= self.TERM_COUNT_DRIFT * (total - added):
-                return False
-            row = db.execute("SELECT counted_among FROM search_term_counts WHERE kind = ? AND term = ''",
-                             (kind,)).fetchone()
-            deletions = row[0] if row else 0
-            if starting is not None:
-                starting()
-            counted = db.execute(f"SELECT term, doc FROM {kind}_terms WHERE doc >= ?",
-                                 (self.KEPT_TERM_MIN_ROWS,)).fetchall()
-        made = self._new_term_counts.get(kind)
-        if made is None or made[0] != deletions:
-            made = self._new_term_counts[kind] = (deletions, {})
-        made[1].update((term, (held, total)) for term, held in counted)
+        (total,) = self._select(total_sql, {})[0]
+        if added <= self.TERM_COUNT_DRIFT * (total - added):
+            return False
+        rows = self._select("SELECT term, documents, counted_among FROM search_term_counts "
+                            "WHERE kind = :kind AND term = ''", dict(kind=kind))
+        deletions, _ = self._still_close(rows, total)
+        if starting is not None:
+            starting()
+        if self._postgres:
+            table = "facts_search" if kind == "facts" else "turns_search"
+            sql = f"SELECT word, ndoc FROM ts_stat('SELECT terms FROM {table}') WHERE ndoc >= :least"
+        else:
+            sql = f"SELECT term, doc FROM {kind}_terms WHERE doc >= :least"
+        self._made_term_counts(kind, deletions, dict(self._select(sql, dict(least=self.KEPT_TERM_MIN_ROWS))), total)
         with self._write_sql():
             pass  # the counts are written with a write (_keep_term_counts)
         return True
@@ -1736,8 +1758,6 @@ class Store:
         never writes), unless turns or facts of their kind were deleted since
         they were made: the terms of deleted text are not kept."""
         made, self._new_term_counts = self._new_term_counts, {}
-        if self._postgres:
-            return
         for kind, (deletions, counts) in made.items():
             row = sql(
                 "SELECT counted_among FROM search_term_counts WHERE kind = :kind AND term = ''", dict(kind=kind)
