@@ -11,7 +11,9 @@ third of the answers with a code block. Then it measures:
 
 - building the prompt for a question in process (kvchat.prompt.build_prompt:
   token counts, recent window, fact and older-turn recall, with `--memory
-  summary` the summary too): p50 and p99, with the process's memos warm, and
+  summary` the summary too), on the store as one `kvchat import` of the whole
+  history leaves it (its common terms counted, see as_after_one_import): p50
+  and p99, with the process's memos warm (the first questions included), and
   with them emptied before each question as in a fresh `kvchat ask` (which
   starts with the term counts earlier asks kept, see Store._kept_term_counts);
 - storing one exchange as kvchat.conversation does (count the question, add
@@ -244,6 +246,21 @@ def keep_term_counts(store) -> None:
         pass
 
 
+def as_after_one_import(store) -> float:
+    """Put the store's kept term counts as one `kvchat import` of the whole
+    history leaves them (Store.recount_common_terms), whatever earlier runs
+    kept: the build imports ten sessions at a time, and an import that grows
+    the store by less than 5% recounts nothing. Returns the seconds the
+    recount took."""
+    with store._write_sql() as sql:
+        sql("DELETE FROM search_term_counts WHERE term <> ''", {})
+    started = time.perf_counter()
+    for kind, count in (("turns", "SELECT coalesce(sum(turn_count), 0) FROM sessions"),
+                        ("facts", "SELECT count(*) FROM facts")):
+        store.recount_common_terms(kind, added=store._select(count, {})[0][0])
+    return round(time.perf_counter() - started, 2)
+
+
 def ensure_summaries(store, session_ids: list[int], texts: Texts) -> None:
     """A rolling summary for each session, covering all but its last 12 turns."""
     from kvchat import tokens
@@ -274,6 +291,7 @@ def measure_in_process(home: Path, texts: Texts, queries: int, exchanges: int) -
         chosen = [ids[session_name(rng.randrange(SESSIONS))] for _ in asked]
         ensure_summaries(store, sorted(set(chosen)), texts)
         tokens.count_tokens("warm up", MODEL)
+        results["recount seconds"] = as_after_one_import(store)
         for label, memory, cold in (("token", "token", False), ("token, fresh memos", "token", True),
                                     ("summary", "summary", False)):
             options = PromptOptions(model=MODEL, memory=memory)
@@ -468,6 +486,7 @@ def table(results: dict) -> str:
         key = f"prompt ({label})"
         row(f"build prompt, {label}: p50 / p99 ms", lambda r, k=key: f"{r['in_process'][k]['p50']} / {r['in_process'][k]['p99']}",
             TARGETS["prompt (token)"] if label == "token" else "")
+    row("keep the counts of common terms, as an import does: s", lambda r: f"{r['in_process']['recount seconds']}")
     row("store one exchange: p50 / p99 ms",
         lambda r: f"{r['in_process']['store exchange']['p50']} / {r['in_process']['store exchange']['p99']}",
         TARGETS["store exchange"])
