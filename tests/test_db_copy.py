@@ -110,3 +110,21 @@ def test_a_turn_holding_nul_is_named_and_nothing_is_copied_to_postgresql(kvchat,
     assert "turns id 2 holds a NUL (0x00) character in content" in done.stderr
     monkeypatch.setenv("KVCHAT_DB", postgres_url)
     assert json.loads(kvchat("sessions", "--json").stdout) == []
+
+
+def test_the_copy_keeps_the_counts_of_its_common_terms(kvchat, store, monkeypatch, other_engine):
+    """Every row is new to the target's index: its common terms are counted
+    once, as after an import, not by its first questions one by one."""
+    from sqlalchemy import text
+
+    from kvchat.store import NewTurn, Store
+
+    monkeypatch.setattr(Store, "KEPT_TERM_MIN_ROWS", 3)
+    store.add_turns("work", [NewTurn(role="user", content=f"the orca deploy {i}", tokens=4) for i in range(4)])
+    store.set_fact("note.pod", "orca", source="user")
+    assert kvchat("db", "copy", "--to", other_engine).exit_code == 0
+    with Store(other_engine) as copy, copy.engine.connect() as db:
+        kept = dict(db.execute(text(
+            "SELECT kind || ' ' || term, documents FROM search_term_counts WHERE term IN ('orca', 'deploy')"
+        )).all())
+    assert kept == {"turns orca": 4, "turns deploy": 4}, "a term in fewer than 3 facts is not kept"
