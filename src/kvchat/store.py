@@ -1727,7 +1727,7 @@ class Store:
         imported, the first questions took 0.1 to 0.6 s more to build their
         prompt on SQLite, and up to 7 s on PostgreSQL. The pass counts them
         all at once: at a million turns 2.5 s on SQLite (fts5vocab), about 1%
-        of that import, and 18 s on PostgreSQL (ts_stat reads every row)."""
+        of that import, and 17 s on PostgreSQL (ts_stat reads every row)."""
         if kind not in ("facts", "turns"):
             raise ValueError(kind)
         if added <= 0:
