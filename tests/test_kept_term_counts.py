@@ -66,11 +66,17 @@ def test_a_rare_term_is_counted_afresh_every_time(store, common_from_three):
         assert fresh.term_stats("facts", ("zebra",)).containing == {"zebra": 3}
 
 
-def test_deleting_forgets_the_kept_counts_and_those_made_before_it(store, common_from_three):
-    store.import_facts([(f"note.n{i}", f"secret project orca {i}", None, None) for i in range(4)])
+def four_facts_with_orca_kept(store: Store, words: str = "orca") -> None:
+    """Four facts holding `words`, and the count of "orca" kept by a write."""
+    for i in range(4):
+        store.set_fact(f"note.n{i}", f"{words} {i}", source="user")
     store.term_stats("facts", ("orca",))
     store.set_fact("note.other", "lunch", source="user")
     assert ("facts", "orca") in kept(store)
+
+
+def test_deleting_forgets_the_kept_counts_and_those_made_before_it(store, common_from_three):
+    four_facts_with_orca_kept(store, "secret project orca")
 
     with Store() as other:  # counts made in one process while another deletes
         other.term_stats("facts", ("secret",))
@@ -107,7 +113,7 @@ def test_rewriting_a_turn_forgets_the_kept_turn_counts(store, common_from_three)
 def test_only_commands_that_write_keep_counts(home, model, kvchat):
     with Store() as store:
         store.import_facts([(f"note.n{i}", f"deploy step {i}", None, None) for i in range(Store.KEPT_TERM_MIN_ROWS)])
-    forget_kept_counts(store)  # as they are after writes that kept none
+        forget_kept_counts(store)  # as they are after writes that kept none
     kvchat("recall", "how do I deploy?")
     with Store() as store:
         assert kept(store) == {}
@@ -148,3 +154,19 @@ def test_an_import_too_small_to_move_the_counts_does_not_recount(store, common_f
     assert not store.recount_common_terms("turns", added=1)
     assert store.recount_common_terms("turns", added=2)  # 2 of 41: more than 5% of the 39 before them
     assert kept(store)[("turns", "orca")] == 41
+
+
+def test_counts_made_before_a_deletion_are_not_kept_after_it(store, common_from_three):
+    """A recount that a deletion overtakes keeps nothing: the deleted text's
+    terms would otherwise be kept with it."""
+    for i in range(4):
+        store.set_fact(f"note.n{i}", f"orca {i}", source="user")
+    assert store.recount_common_terms("facts", added=4, starting=lambda: store.forget_fact("note.n0", source="user"))
+    assert kept(store) == {}
+
+
+def test_a_deletion_that_removes_nothing_keeps_the_counts(store, common_from_three):
+    four_facts_with_orca_kept(store)
+    with store.engine.begin() as db:  # PostgreSQL's triggers fire once a statement, rows or not
+        db.execute(text("DELETE FROM facts WHERE key = 'no such key'"))
+    assert ("facts", "orca") in kept(store)

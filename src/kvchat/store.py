@@ -489,8 +489,11 @@ class Store:
         if self._connection is None:
             with self._write() as db:
                 sql = _Writer(db, sqlite=not self._postgres)
-                self._keep_term_counts(sql)
+                if not self._postgres:
+                    self._keep_term_counts(sql)
                 yield sql
+            if self._postgres and self._new_term_counts:
+                self._keep_term_counts_apart()
             return
         with self._raw() as connection:
             try:
@@ -1018,7 +1021,8 @@ class Store:
                 db.execute(embeddings.delete().where(
                     embeddings.c.kind == "fact", embeddings.c.item_id.in_([row.id for row in gone])
                 ))
-                db.execute(facts_table.delete().where(facts_table.c.id.in_([row.id for row in gone])))
+                if gone:
+                    db.execute(facts_table.delete().where(facts_table.c.id.in_([row.id for row in gone])))
                 db.execute(
                     fact_history.update().where(fact_history.c.turn_id.in_(session_turns))
                     .values(value=DELETED_VALUE)
@@ -1732,6 +1736,14 @@ class Store:
             raise ValueError(kind)
         if added <= 0:
             return False
+        try:
+            return self._recount_common_terms(kind, added, starting)
+        except database.DatabaseError:
+            # The import or copy has committed; the counts are only a cache,
+            # and its first questions count what they need, as before.
+            return False
+
+    def _recount_common_terms(self, kind: str, added: int, starting: Callable[[], None] | None) -> bool:
         total_sql = "SELECT count(*) FROM facts" if kind == "facts" else \
             "SELECT coalesce(sum(turn_count), 0) FROM sessions"
         (total,) = self._select(total_sql, {})[0]
@@ -1771,6 +1783,35 @@ class Store:
                 "counted_among = excluded.counted_among",
                 [dict(kind=kind, term=term, documents=held, among=among) for term, (held, among) in counts.items()],
             )
+
+    # The lock that orders writing the kept counts on PostgreSQL against
+    # emptying them (migration 0010): "kvcnt" in ASCII.
+    TERM_COUNTS_LOCK = 0x6B76636E74
+
+    def _keep_term_counts_apart(self) -> None:
+        """PostgreSQL: write the term counts made since the last write in a
+        short transaction of their own, after that write has committed.
+
+        There several users write at once and share the counts. Written
+        inside a user's write, they would hold the counts' rows to its end,
+        where another user's delete could wait on them past the lock timeout
+        and fail that write; and they could be kept beside a deletion that
+        committed in between. This transaction takes TERM_COUNTS_LOCK, which
+        the deletion triggers take too, or writes nothing: the counts are
+        only a cache, counted again by a later question, and so is a
+        failure to write them."""
+        from sqlalchemy import text
+        from sqlalchemy.exc import DatabaseError as SQLError
+
+        try:
+            with self.engine.begin() as db:
+                locked = db.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), dict(key=self.TERM_COUNTS_LOCK))
+                if locked.scalar():
+                    self._keep_term_counts(_Writer(db, sqlite=False))
+        except SQLError:
+            pass
+        finally:
+            self._new_term_counts = {}
 
     def _frequencies(self, db, kind: str) -> dict[str, int]:
         """The memo of how many rows of `kind` hold each term, valid for the
