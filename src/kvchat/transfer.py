@@ -25,7 +25,8 @@ from .store import MAX_NAME_LENGTH, NewTurn, Store, StoreError, Turn, check_name
 Progress = Callable[[str, int, "int | None"], None]
 """progress(stage, done, total): `done` of `total` records (None: not known)
 are through `stage`, one of "checking", "storing" and "exporting"; called
-every PROGRESS_STEP records and at the end of each stage."""
+every PROGRESS_STEP records and at the end of each stage. An import that
+grows the store by more than 5% ends with "counting terms" (0 of None)."""
 PROGRESS_STEP = 500
 
 

@@ -325,7 +325,7 @@ class ProgressBar:
         return self
 
     def update(self, stage: str, done: int, total: int | None) -> None:
-        """`done` of `total` (None: unknown) items through `stage` ("checking", "storing", "exporting")."""
+        """`done` of `total` (None: unknown) items through `stage` ("checking", "storing", "counting terms", "exporting", ...)."""
         if not self.enabled:
             return
         if self.progress is None:
