@@ -1663,9 +1663,8 @@ class Store:
             sought = {term: query for term in missing
                       if term not in known and (query := postgres_search.any_of([term]))}
             if sought:
-                table = "facts_search" if kind == "facts" else "turns_search"
                 params = {f"t{n}": query for n, query in enumerate(sought.values())}
-                counts = [f"(SELECT count(*) FROM {table} WHERE terms @@ CAST(:{name} AS tsquery))" for name in params]
+                counts = [f"(SELECT count(*) FROM {kind}_search WHERE terms @@ CAST(:{name} AS tsquery))" for name in params]
                 (row,) = self._select(f"SELECT {', '.join(counts)}", params)
                 counted = dict(zip(sought, row))
                 known.update(counted)
@@ -1749,19 +1748,21 @@ class Store:
         (total,) = self._select(total_sql, {})[0]
         if added <= self.TERM_COUNT_DRIFT * (total - added):
             return False
-        rows = self._select("SELECT term, documents, counted_among FROM search_term_counts "
-                            "WHERE kind = :kind AND term = ''", dict(kind=kind))
-        deletions, _ = self._still_close(rows, total)
+        marker = self._select("SELECT counted_among FROM search_term_counts WHERE kind = :kind AND term = ''",
+                              dict(kind=kind))
+        deletions = marker[0][0] if marker else 0
         if starting is not None:
             starting()
         if self._postgres:
-            table = "facts_search" if kind == "facts" else "turns_search"
-            sql = f"SELECT word, ndoc FROM ts_stat('SELECT terms FROM {table}') WHERE ndoc >= :least"
+            sql = f"SELECT word, ndoc FROM ts_stat('SELECT terms FROM {kind}_search') WHERE ndoc >= :least"
         else:
             sql = f"SELECT term, doc FROM {kind}_terms WHERE doc >= :least"
         self._made_term_counts(kind, deletions, dict(self._select(sql, dict(least=self.KEPT_TERM_MIN_ROWS))), total)
-        with self._write_sql():
-            pass  # the counts are written with a write (_keep_term_counts)
+        if self._postgres:
+            self._keep_term_counts_apart()
+        else:
+            with self._write_sql():
+                pass  # the counts are written with a write (_keep_term_counts)
         return True
 
     def _keep_term_counts(self, sql: _Writer) -> None:
