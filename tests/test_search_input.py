@@ -45,6 +45,16 @@ def test_counting_a_query_s_terms_agrees_with_the_analyzer(text, extra):
     assert QueryCounts(list(key_term_counts(text))).key(text) == key_term_counts(text)
 
 
+def test_a_query_s_chinese_terms_are_counted_in_the_query_s_order():
+    """Scores are sums over the counted terms and `recall --json` lists them
+    as matched: both must come out the same in every process."""
+    asked = analyze("我们明天去长城看日出然后回北京吃烤鸭") + ["数据", "库"]
+    text = "烤鸭和长城：北京的日出，数据库"
+    counted = QueryCounts(asked)(text)
+    assert list(counted) == [term for term in dict.fromkeys(asked) if term in counted]
+    assert len(counted) > 10
+
+
 def test_a_new_store_counts_the_terms_of_its_first_write(store):
     """The kept counts must not outlive the first write either (a new
     store's generation on PostgreSQL reads the same before it and after)."""

@@ -147,7 +147,15 @@ class QueryCounts:
     def __init__(self, terms):
         cjk_run = _pattern("cjk run")
         self.words = frozenset(term for term in terms if not cjk_run.match(term))
-        self.cjk = tuple(term for term in terms if cjk_run.match(term))
+        # The CJK terms by their first character: a text is searched only for
+        # the terms whose first character it holds. A query with eight turns
+        # of Chinese context has a hundred such terms, and most candidates
+        # hold few of their characters (an English fact, none).
+        self.cjk: dict[str, list[tuple[int, str]]] = {}
+        for place, term in enumerate(terms):
+            if cjk_run.match(term):
+                self.cjk.setdefault(term[0], []).append((place, term))
+        self._cjk_firsts = frozenset(self.cjk)
 
     def __call__(self, text: str) -> dict[str, int]:
         text = unicodedata.normalize("NFKC", text).lower()
@@ -162,12 +170,18 @@ class QueryCounts:
                 for stem in _stemmer().stemWords(words):
                     if stem in wanted:
                         counts[stem] = counts.get(stem, 0) + 1
-        for term in self.cjk:
-            count = text.count(term)
-            if count and len(term) == 2 and term[0] == term[1]:
-                count = _overlapping(text, term)
-            if count:
-                counts[term] = count
+        found = []
+        for first in self._cjk_firsts.intersection(text):
+            for place, term in self.cjk[first]:
+                count = text.count(term)
+                if count and len(term) == 2 and term[0] == term[1]:
+                    count = _overlapping(text, term)
+                if count:
+                    found.append((place, term, count))
+        # In the query's order, as the scores' sums and `matched` always were:
+        # a set's order changes from one process to the next.
+        for _, term, count in sorted(found):
+            counts[term] = count
         return counts
 
     def key(self, key: str) -> dict[str, int]:
