@@ -218,3 +218,35 @@ def test_a_long_context_turn_weighs_less_than_a_short_one():
     # ... while each term of the long newest turn counts less than a whole turn would.
     assert query.context["filler0"] < CONTEXT_DECAY**2
     assert query.context["kubernet"] == CONTEXT_DECAY**2 + query.context["filler0"]
+
+
+def test_an_older_exchange_too_long_for_the_room_left_is_passed_over(store):
+    """The budget is filled by the best exchanges that fit: a long one is
+    passed over by the counts stored with its turns, and a shorter one further
+    down the ranking still comes in. A stored count is trusted as it stands
+    (it may come from a model of another encoding), as the recent window
+    trusts it."""
+    from kvchat.recall import recall
+    from kvchat.store import NewTurn
+    from kvchat.tokens import count_tokens
+
+    def turn(role, content, tokens=None):
+        return NewTurn(role=role, content=content, tokens=count_tokens(content, "gpt-4o-mini") if tokens is None else tokens)
+
+    long_answer = "For the lake trip pack: " + "tent, stove, rope, lantern, " * 60
+    store.add_turns("trip", [
+        turn("user", "What do I pack for the lake trip?"),
+        turn("assistant", long_answer),
+        turn("user", "Is the lake cold for the trip in May?"),
+        turn("assistant", "The lake is cold in May: pack a wetsuit for the trip."),
+        turn("user", "Which lake trip snacks keep?"),
+        turn("assistant", "Nuts keep on a lake trip.", tokens=500),
+    ])
+    session = store.session("trip")
+    items = recall(store, "what to pack for the lake trip", model="gpt-4o-mini", session_id=session.id,
+                   before_id=None, facts=False, budget_tokens=100, limit=10)
+    assert [turn.content for item in items for turn in item.turns] == [
+        "Is the lake cold for the trip in May?", "The lake is cold in May: pack a wetsuit for the trip.",
+    ]
+    assert sum(item.tokens for item in items) <= 100
+    assert all(item.tokens == count_tokens(item.text, "gpt-4o-mini") for item in items)

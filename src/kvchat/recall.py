@@ -327,6 +327,19 @@ def _interleave(items: list[MemoryItem]) -> list[MemoryItem]:
     )
 
 
+def _cannot_fit(turns: list[Turn], room: int) -> bool:
+    """Whether an exchange is too long for the room left, by the counts
+    stored with its turns: its lines in the prompt hold all their text and
+    more. Once the budget is nearly full this spares counting the tokens of
+    most of the candidates, the long ones first (10 ms of some prompts at a
+    million turns). The stored counts are trusted as the recent window trusts
+    them; one made for a model of another encoding can be off (by up to a
+    third for Chinese between cl100k and o200k), and then an exchange near the
+    edge of the room is passed over or counted in vain, but the budget holds
+    either way: what is taken is counted."""
+    return sum(turn.tokens for turn in turns) > room + 8
+
+
 def _fill_budget(
     store: Store, ranked: list[MemoryItem], budget: int, limit: int, model: str, before_id: int | None
 ) -> list[MemoryItem]:
@@ -340,8 +353,10 @@ def _fill_budget(
             if item.id in shown:
                 continue
             item.turns = _exchange(store, item.turns[0], before_id)
-            item.text = "\n".join(turn_line(turn) for turn in item.turns)
             shown.update(turn.id for turn in item.turns)
+            if _cannot_fit(item.turns, budget - used):
+                continue
+            item.text = "\n".join(turn_line(turn) for turn in item.turns)
         item.tokens = tokens.count_tokens(item.text, model)
         if used + item.tokens <= budget:
             chosen.append(item)
@@ -355,5 +370,5 @@ def fill_budget(
     """The best of `ranked` within `budget_tokens` and `limit`, chosen as
     `recall` chooses its own, for rankings made elsewhere (kvchat.vectors fuses
     keyword and vector results). Items are changed in place: each chosen turn
-    is completed into its exchange, and every item's tokens are counted."""
+    is completed into its exchange, and every chosen item's tokens are counted."""
     return _fill_budget(store, ranked, budget_tokens, limit, model, before_id)

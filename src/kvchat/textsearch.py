@@ -171,7 +171,7 @@ class QueryCounts:
                     if stem in wanted:
                         counts[stem] = counts.get(stem, 0) + 1
         found = []
-        for first in self._cjk_firsts.intersection(text):
+        for first in self._cjk_firsts.intersection(text) if self.cjk and not text.isascii() else ():
             for place, term in self.cjk[first]:
                 count = text.count(term)
                 if count and len(term) == 2 and term[0] == term[1]:
