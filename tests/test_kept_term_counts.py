@@ -142,6 +142,25 @@ def test_an_import_that_grows_the_store_keeps_the_counts_of_its_common_terms(sto
         assert fresh.term_stats("turns", ("orca", "walrus")).containing == {"orca": 5, "walrus": 1}
 
 
+def test_ctrl_c_while_an_import_counts_its_terms_stops_only_the_count(store, common_from_three):
+    """The import has committed by then: it reports what it stored, and a
+    user who pressed Ctrl-C is not left to wonder whether it did."""
+    from kvchat import transfer
+
+    def progress(stage, done, total):
+        if stage == "counting terms":
+            raise KeyboardInterrupt
+
+    lines = [json.dumps({"session": "s0", "role": "user", "content": f"the orca deploy {i}"}) for i in range(6)]
+    try:
+        added = transfer.import_turns(store, lines, model="gpt-4o-mini", progress=progress)
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C during the count ended the import as interrupted")
+    assert added == {"s0": 6}
+    assert store.session("s0").turn_count == 6
+    assert kept(store) == {}
+
+
 def test_an_import_too_small_to_move_the_counts_does_not_recount(store, common_from_three):
     from kvchat import transfer
     from kvchat.store import NewTurn
