@@ -45,6 +45,15 @@ def test_counting_a_query_s_terms_agrees_with_the_analyzer(text, extra):
     assert QueryCounts(list(key_term_counts(text))).key(text) == key_term_counts(text)
 
 
+@given(text=st.text(alphabet=st.characters(max_codepoint=127), max_size=200))
+def test_english_text_takes_a_shorter_way_to_the_same_terms(text):
+    """analyze reads ASCII text without looking for CJK runs; the terms must
+    be those the general way finds."""
+    from kvchat.textsearch import _mixed_terms
+
+    assert analyze(text) == _mixed_terms(text.lower())
+
+
 def test_a_query_s_chinese_terms_are_counted_in_the_query_s_order():
     """Scores are sums over the counted terms and `recall --json` lists them
     as matched: both must come out the same in every process."""

@@ -33,6 +33,7 @@ _PATTERNS = {
     "cjk run": f"[{_CJK}]+",
     "cjk run or word": f"([{_CJK}]+)|([^\\W_{_CJK}]+)",  # a CJK run, or a word of letters and digits
     "word": f"[^\\W_{_CJK}]+",
+    "ascii word": "[a-z0-9]+",  # "word" on lower-cased ASCII text, and faster
 }
 
 
@@ -85,6 +86,27 @@ def _cjk_terms(run: str) -> list[str]:
 def analyze(text: str) -> list[str]:
     """The search terms of `text`, in order, repeats kept."""
     text = unicodedata.normalize("NFKC", text).lower()
+    if text.isascii():
+        # No CJK to split: the words, stemmed in one call. Most turns and
+        # facts are in English, and this takes 30 µs for a turn of 70 words
+        # against 52 for the loop below (a third of an import's time is the
+        # analyzer).
+        words = _words(text)
+        return _stemmer().stemWords(words) if words else []
+    return _mixed_terms(text)
+
+
+def _words(text: str) -> list[str]:
+    """The words of normalised, lower-cased `text` that are search terms,
+    unstemmed."""
+    return [
+        word for word in _pattern("ascii word" if text.isascii() else "word").findall(text)
+        if word not in ENGLISH_STOPWORDS and (len(word) > 1 or word.isdigit())
+    ]
+
+
+def _mixed_terms(text: str) -> list[str]:
+    """`analyze` for normalised text that may hold CJK runs among its words."""
     terms: list[str] = []
     words: list[str] = []
     word_places: list[int] = []  # where in `terms` each of `words` goes, stemmed
@@ -161,10 +183,7 @@ class QueryCounts:
         text = unicodedata.normalize("NFKC", text).lower()
         counts: dict[str, int] = {}
         if self.words:
-            words = [
-                word for word in _pattern("word").findall(text)
-                if word not in ENGLISH_STOPWORDS and (len(word) > 1 or word.isdigit())
-            ]
+            words = _words(text)
             if words:
                 wanted = self.words
                 for stem in _stemmer().stemWords(words):
