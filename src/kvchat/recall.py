@@ -333,10 +333,10 @@ def _cannot_fit(turns: list[Turn], room: int) -> bool:
     more. Once the budget is nearly full this spares counting the tokens of
     most of the candidates, the long ones first (10 ms of some prompts at a
     million turns). The stored counts are trusted as the recent window trusts
-    them; one made for a model of another encoding can be off (by up to a
-    third for Chinese between cl100k and o200k), and then an exchange near the
-    edge of the room is passed over or counted in vain, but the budget holds
-    either way: what is taken is counted."""
+    them; one made for a model of another encoding can be far off (o200k
+    counts some Chinese text at less than half of what cl100k does), and then
+    an exchange near the edge of the room is passed over or counted in vain,
+    but the budget holds either way: what is taken is counted."""
     return sum(turn.tokens for turn in turns) > room + 8
 
 
