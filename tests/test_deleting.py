@@ -274,6 +274,55 @@ def test_cli_rename(home, kvchat):
         assert sorted(s.name for s in store.sessions()) == ["final", "notes"]
 
 
+def chat_history():
+    """`kvchat chat`'s history, read and written by prompt_toolkit itself."""
+    from prompt_toolkit.history import FileHistory
+
+    from kvchat.cli.repl import history_path
+
+    history_path().parent.mkdir(parents=True, exist_ok=True)
+    return FileHistory(str(history_path()))
+
+
+def test_deleting_a_session_takes_what_was_typed_into_it_out_of_the_chat_history(home, kvchat):
+    from kvchat.cli.repl import history_path
+
+    with Store() as store:
+        add(store, "secret", f"my cat is {ASCII_MARKER}", f"{CJK_MARKER}\non two lines", "/etc/hosts?")
+        add(store, "kept", "what is a monad?")
+    for line in (f"my cat is {ASCII_MARKER}", "/facts", "what is a monad?", f"{CJK_MARKER}\non two lines",
+                 "//etc/hosts?"):
+        chat_history().store_string(line)
+    result = kvchat("sessions", "delete", "secret", "--yes")
+    assert result.exit_code == 0
+    assert result.stderr == "Deleted session 'secret': 3 turns and 3 entries of the chat history.\n"
+    assert list(chat_history().load_history_strings()) == ["what is a monad?", "/facts"]  # newest first
+    assert not traces(history_path().read_bytes())
+    assert history_path().stat().st_mode & 0o777 == 0o600
+    # Pruning does the same; what another session still holds is another entry.
+    with Store() as store:
+        add(store, "old", "what is a monad?")
+        make_idle(store, "old", now() - timedelta(days=3))
+    pruned = kvchat("sessions", "prune", "--older-than", "2d", "--yes", "--json")
+    assert json.loads(pruned.stdout)["chat_history_entries"] == 1
+    assert list(chat_history().load_history_strings()) == ["/facts"]
+
+
+def test_a_chat_history_that_cannot_be_rewritten_is_reported_after_the_delete(home, kvchat):
+    from kvchat.cli.repl import history_path
+
+    with Store() as store:
+        add(store, "secret", "a question")
+    history_path().mkdir()  # not a file kvchat can read
+    result = kvchat("sessions", "delete", "secret", "--yes")
+    assert result.exit_code == 0
+    assert result.stderr.startswith("kvchat: warning: could not take the deleted sessions' questions out of the "
+                                    f"chat history {history_path()}: Is a directory\n")
+    assert result.stderr.endswith("Deleted session 'secret': 1 turns.\n")
+    with Store() as store:
+        assert store.session("secret") is None
+
+
 def test_cli_prune_dry_run_then_for_real(home, kvchat):
     old = now() - timedelta(days=20)
     with Store() as store:
@@ -294,7 +343,8 @@ def test_cli_prune_dry_run_then_for_real(home, kvchat):
         assert len(store.sessions()) == 3
     weeks = kvchat("sessions", "prune", "--older-than", "2w", "--facts", "--yes", "--json")
     assert weeks.exit_code == 0
-    assert json.loads(weeks.stdout) == {"dry_run": False, "sessions": 1, "names": ["old-1"], "turns": 2, "facts": 1}
+    assert json.loads(weeks.stdout) == {"dry_run": False, "sessions": 1, "names": ["old-1"], "turns": 2, "facts": 1,
+                                        "chat_history_entries": 0}
     nothing = kvchat("sessions", "prune", "--older-than", "30d", "--yes")
     assert nothing.exit_code == 0 and nothing.stderr == "No session is that old.\n"
     with Store() as store:

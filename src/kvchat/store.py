@@ -961,6 +961,22 @@ class Store:
                 found += [_fact(row) for row in db.execute(query)]
         return found
 
+    def questions_of_sessions(self, session_ids: Iterable[int]) -> set[str]:
+        """The texts of the user turns of these sessions: what was typed into
+        them, which `kvchat chat`'s history keeps too."""
+        from sqlalchemy import select
+
+        from .schema import turns
+
+        ids = list(session_ids)
+        found: set[str] = set()
+        with self._read() as db:
+            for start in range(0, len(ids), 500):
+                query = select(turns.c.content).where(turns.c.session_id.in_(ids[start : start + 500]),
+                                                      turns.c.role == "user")
+                found.update(db.execute(query).scalars())
+        return found
+
     def delete_session(self, name: str, *, facts: bool = False) -> Deleted:
         """Delete the session called exactly `name`: its turns (and their
         full-text entries and vectors), its summary and settings, and with

@@ -25,6 +25,7 @@ from pathlib import Path
 import typer
 
 from .. import paths
+from ..files import write_atomically
 from ..redaction import redact
 from .common import CliError
 
@@ -46,6 +47,45 @@ def history_path() -> Path:
     """What was typed at chat's prompt, in kvchat's data directory (so
     KVCHAT_HOME moves it too), with secrets blanked as in stored turns."""
     return paths.data_dir() / HISTORY_NAME
+
+
+def forget_typed(questions: Iterable[str]) -> int:
+    """Take out of the chat history every entry that typed one of
+    `questions` (the user turns of deleted sessions, whose text must not
+    outlive them on disk); returns how many entries went.
+
+    The file is prompt_toolkit's: each entry a comment line with its time,
+    then its lines, each after a "+". The rest is rewritten as it was, in one
+    step; a line another chat appends while this runs can be lost with it."""
+    gone = {question.strip() for question in questions}
+    path = history_path()
+    if not gone or not path.exists():
+        return 0
+    kept: list[str] = []
+    removed = 0
+    entry: list[str] = []  # the current entry's lines, its comment first
+    typed: list[str] = []  # its text, line by line
+
+    def close() -> None:
+        nonlocal removed
+        text = "".join(typed)[:-1].strip()
+        if typed and (text in gone or text.startswith("//") and text[1:] in gone):  # "//x" asked "/x"
+            removed += 1
+        else:
+            kept.extend(entry)
+        entry.clear()
+        typed.clear()
+
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True):
+        if line.startswith("+"):
+            typed.append(line[1:])
+        elif typed:
+            close()
+        entry.append(line)
+    close()
+    if removed:
+        write_atomically(path, "".join(kept).encode("utf-8"))
+    return removed
 
 
 def can_prompt() -> bool:

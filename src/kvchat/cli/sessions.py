@@ -293,8 +293,27 @@ def _confirm_or_refuse(question: str, yes: bool) -> bool:
     return typer.confirm(question, default=False, err=True)
 
 
-def _what(deleted) -> str:
-    return f"{deleted.turns} turns" + (f" and {deleted.facts} facts" if deleted.facts else "")
+def _what(deleted, typed_out: int = 0) -> str:
+    parts = [f"{deleted.turns} turns"]
+    if deleted.facts:
+        parts.append(f"{deleted.facts} facts")
+    if typed_out:
+        parts.append(f"{typed_out} entries of the chat history")
+    return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+
+
+def _forget_typed(questions: set[str]) -> int:
+    """The deleted sessions' questions out of `kvchat chat`'s history too; a
+    history that cannot be rewritten is reported, not fatal: the sessions are
+    gone from the database by then."""
+    from .repl import forget_typed, history_path
+
+    try:
+        return forget_typed(questions)
+    except OSError as exc:
+        typer.echo(f"kvchat: warning: could not take the deleted sessions' questions out of the chat history "
+                   f"{history_path()}: {exc.strerror or exc}", err=True)
+        return 0
 
 
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")]
@@ -311,8 +330,9 @@ def delete_session(
     json_output: JsonOption = False,
 ) -> None:
     """Delete a session for good: its turns, their search entries, its summary
-    and settings (and with --facts the facts learnt from it). The text is
-    erased from the database file, not only hidden."""
+    and settings, and its questions in chat's history (with --facts, the facts
+    learnt from it too). The text is erased from the database file, not only
+    hidden."""
     with open_store() as store:
         session, how = store.find_session(name)
         if session is None:
@@ -325,11 +345,14 @@ def delete_session(
         what = f"{session.turn_count} turns" + (f" and {learnt} facts" if facts else "")
         if not _confirm_or_refuse(f"Delete session {session.name!r} ({what})?", yes):
             raise CliError("nothing deleted")
+        typed = store.questions_of_sessions([session.id])
         deleted = store.delete_session(session.name, facts=facts)
+    typed_out = _forget_typed(typed)
     if json_output:
-        print_json({"session": session.name, "turns": deleted.turns, "facts": deleted.facts})
+        print_json({"session": session.name, "turns": deleted.turns, "facts": deleted.facts,
+                    "chat_history_entries": typed_out})
     else:
-        typer.echo(f"Deleted session {session.name!r}: {_what(deleted)}.", err=True)
+        typer.echo(f"Deleted session {session.name!r}: {_what(deleted, typed_out)}.", err=True)
 
 
 @sessions_app.command("rename")
@@ -376,8 +399,8 @@ def prune_sessions(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be deleted.")] = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Delete, for good, every session last active longer ago than --older-than
-    (with --facts, the facts learnt from them too)."""
+    """Delete, for good, every session last active longer ago than --older-than,
+    as `sessions delete` does (with --facts, the facts learnt from them too)."""
     from ..store import now
 
     before = now() - older_than
@@ -397,12 +420,14 @@ def prune_sessions(
             return
         if not _confirm_or_refuse(f"Delete {what}, last active before {local_time(before)}?", yes):
             raise CliError("nothing deleted")
+        typed = store.questions_of_sessions([s.id for s in found])
         deleted = store.prune_sessions(before, facts=facts)
+    typed_out = _forget_typed(typed)
     if json_output:
         print_json({"dry_run": False, "sessions": deleted.sessions, "names": deleted.names,
-                    "turns": deleted.turns, "facts": deleted.facts})
+                    "turns": deleted.turns, "facts": deleted.facts, "chat_history_entries": typed_out})
     else:
-        typer.echo(f"Deleted {deleted.sessions} sessions: {_what(deleted)}.", err=True)
+        typer.echo(f"Deleted {deleted.sessions} sessions: {_what(deleted, typed_out)}.", err=True)
 
 
 def register(app: typer.Typer) -> None:
