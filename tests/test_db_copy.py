@@ -128,3 +128,33 @@ def test_the_copy_keeps_the_counts_of_its_common_terms(kvchat, store, monkeypatc
             "SELECT kind || ' ' || term, documents FROM search_term_counts WHERE term IN ('orca', 'deploy')"
         )).all())
     assert kept == {"turns orca": 4, "turns deploy": 4}, "a term in fewer than 3 facts is not kept"
+
+
+def test_ctrl_c_while_the_copy_counts_its_terms_ends_the_counting_not_the_copy(store, monkeypatch, other_engine):
+    """The copy has committed by then: Ctrl-C skips what is left of the
+    counting (the facts after the turns), and the copy reports as done."""
+    import os
+
+    from kvchat import database
+    from kvchat.store import NewTurn, Store
+    from kvchat.store_copy import copy_store
+
+    monkeypatch.setattr(Store, "KEPT_TERM_MIN_ROWS", 3)
+    store.add_turns("work", [NewTurn(role="user", content=f"the orca deploy {i}", tokens=4) for i in range(4)])
+    for i in range(4):
+        store.set_fact(f"note.n{i}", "orca", source="user")
+    stages = []
+
+    def progress(stage, done, total):
+        stages.append(stage)
+        if stage == "counting terms":
+            raise KeyboardInterrupt
+
+    try:
+        copy_store(database.resolve_url(os.environ.get("KVCHAT_DB")), database.resolve_url(other_engine),
+                   progress=progress)
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C during the count ended the copy as interrupted")
+    assert stages.count("counting terms") == 1, "the facts were counted after Ctrl-C"
+    with Store(other_engine) as copy:
+        assert copy.session("work").turn_count == 4 and len(copy.facts()) == 4

@@ -308,19 +308,43 @@ def test_deleting_a_session_takes_what_was_typed_into_it_out_of_the_chat_history
     assert list(chat_history().load_history_strings()) == ["/facts"]
 
 
-def test_a_chat_history_that_cannot_be_rewritten_is_reported_after_the_delete(home, kvchat):
+def test_the_chat_history_keeps_other_entries_byte_for_byte(home, kvchat):
+    """prompt_toolkit splits its file at newlines only: entries holding other
+    line breaks (form feed, U+2028, a carriage return) are single entries,
+    removed whole or kept whole. A question sent as a \"\"\" block was
+    typed as an entry a line, and goes with its fences."""
+    from kvchat.cli.repl import history_path
+
+    with Store() as store:
+        add(store, "secret", f"{ASCII_MARKER}\x0cpart two", f"{CJK_MARKER}\u2028sep", "first line\nsecond line")
+    kept = ["keep\x0cme", "carriage\rreturn", "ends\u2028here", "second line", f"{ASCII_MARKER}"]
+    for line in [kept[0], f"{ASCII_MARKER}\x0cpart two", kept[1], '"""', "first line", "second line", '"""',
+                 kept[2], f"{CJK_MARKER}\u2028sep", kept[3], kept[4]]:
+        chat_history().store_string(line)
+    with history_path().open("ab") as file:
+        file.write(b"\n# an unfinished entry")  # no newline at the end
+    result = kvchat("sessions", "delete", "secret", "--yes", "--json")
+    assert json.loads(result.stdout)["chat_history_entries"] == 6
+    assert list(chat_history().load_history_strings()) == kept[::-1]
+    assert history_path().read_bytes().endswith(b"\n# an unfinished entry")
+
+
+def test_a_chat_history_that_cannot_be_read_is_reported_after_the_delete(home, kvchat):
     from kvchat.cli.repl import history_path
 
     with Store() as store:
         add(store, "secret", "a question")
+        add(store, "other", "another question")
     history_path().mkdir()  # not a file kvchat can read
     result = kvchat("sessions", "delete", "secret", "--yes")
     assert result.exit_code == 0
     assert result.stderr.startswith("kvchat: warning: could not take the deleted sessions' questions out of the "
                                     f"chat history {history_path()}: Is a directory\n")
     assert result.stderr.endswith("Deleted session 'secret': 1 turns.\n")
+    result = kvchat("sessions", "delete", "other", "--yes", "--json")
+    assert json.loads(result.stdout)["chat_history_entries"] is None
     with Store() as store:
-        assert store.session("secret") is None
+        assert store.sessions() == []
 
 
 def test_cli_prune_dry_run_then_for_real(home, kvchat):

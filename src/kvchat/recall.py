@@ -343,8 +343,9 @@ def _cannot_fit(turns: list[Turn], room: int) -> bool:
 def _fill_budget(
     store: Store, ranked: list[MemoryItem], budget: int, limit: int, model: str, before_id: int | None
 ) -> list[MemoryItem]:
-    """The best items that fit; a turn is completed into its exchange, and
-    counted, only when it is reached, and a turn already shown is not repeated."""
+    """The best items that fit; a turn is completed into its exchange only
+    when it is reached, and counted only when its stored counts say it may
+    fit; a turn already shown is not repeated."""
     chosen, used, shown = [], 0, set()
     for item in ranked:
         if len(chosen) == limit:

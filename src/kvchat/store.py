@@ -330,6 +330,19 @@ class UsageRow:
     by_model: dict[str | None, list[int]] = field(default_factory=dict)  # model -> [calls, in, out]
 
 
+@contextmanager
+def ctrl_c_ends_only_this() -> Iterator[None]:
+    """For work after a commit that only fills a cache, such as counting the
+    common terms after an import or a copy (17 s at a million turns on
+    PostgreSQL): Ctrl-C ends that work and not the command, which then
+    reports what it stored. A bare "interrupted" would leave the user unsure
+    whether anything was."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        pass
+
+
 @dataclass
 class Deleted:
     """What a delete or prune removed."""
@@ -338,6 +351,7 @@ class Deleted:
     turns: int = 0
     facts: int = 0
     names: list[str] = field(default_factory=list)  # of the sessions deleted
+    questions: set[str] = field(default_factory=set)  # the texts of their user turns, as typed into chat
 
 
 # What a fact's history shows for a value written by a deleted session's turn.
@@ -961,22 +975,6 @@ class Store:
                 found += [_fact(row) for row in db.execute(query)]
         return found
 
-    def questions_of_sessions(self, session_ids: Iterable[int]) -> set[str]:
-        """The texts of the user turns of these sessions: what was typed into
-        them, which `kvchat chat`'s history keeps too."""
-        from sqlalchemy import select
-
-        from .schema import turns
-
-        ids = list(session_ids)
-        found: set[str] = set()
-        with self._read() as db:
-            for start in range(0, len(ids), 500):
-                query = select(turns.c.content).where(turns.c.session_id.in_(ids[start : start + 500]),
-                                                      turns.c.role == "user")
-                found.update(db.execute(query).scalars())
-        return found
-
     def delete_session(self, name: str, *, facts: bool = False) -> Deleted:
         """Delete the session called exactly `name`: its turns (and their
         full-text entries and vectors), its summary and settings, and with
@@ -1051,6 +1049,9 @@ class Store:
                     ])
                 deleted.facts += len(gone)
             db.execute(embeddings.delete().where(embeddings.c.kind == "turn", embeddings.c.item_id.in_(session_turns)))
+            deleted.questions.update(db.execute(
+                select(turns.c.content).where(turns.c.session_id.in_(chunk), turns.c.role == "user")
+            ).scalars())
             deleted.turns += db.execute(turns.delete().where(turns.c.session_id.in_(chunk))).rowcount
             db.execute(session_summaries.delete().where(session_summaries.c.session_id.in_(chunk)))
             deleted.names += db.execute(select(sessions.c.name).where(sessions.c.id.in_(chunk))).scalars().all()
@@ -1575,7 +1576,8 @@ class Store:
             sql = _Writer(db, sqlite=not self._postgres)
             for key, value, ref, at in later:
                 changed += self._set_fact(sql, key, value, "import", None, ref, at) != "unchanged"
-        self.recount_common_terms("facts", added=len(fresh))
+        with ctrl_c_ends_only_this():
+            self.recount_common_terms("facts", added=len(fresh))
         return changed
 
     def fact_history(self, key: str) -> list[FactVersion]:
@@ -1753,12 +1755,9 @@ class Store:
             return False
         try:
             return self._recount_common_terms(kind, added, starting)
-        except (database.DatabaseError, KeyboardInterrupt):
+        except database.DatabaseError:
             # The import or copy has committed; the counts are only a cache,
-            # and its first questions count what they need, as before. Ctrl-C
-            # here (the pass takes 17 s at a million turns on PostgreSQL) stops
-            # the pass only: the command then reports what it stored, which a
-            # bare "interrupted" would leave in doubt.
+            # and its first questions count what they need, as before.
             return False
 
     def _recount_common_terms(self, kind: str, added: int, starting: Callable[[], None] | None) -> bool:

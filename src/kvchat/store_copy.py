@@ -135,10 +135,10 @@ def _count_common_terms(target, user_name: str | None, copied: list[CopiedTable]
     (Store.recount_common_terms): every row is new to the target's index, and
     its first questions would otherwise count them one at a time (up to 7 s
     a question on PostgreSQL at a million turns)."""
-    from .store import Store
+    from .store import Store, ctrl_c_ends_only_this
 
     rows = {table.name: table.rows for table in copied}
-    with Store(engine=target, user=user_name) as store:
+    with Store(engine=target, user=user_name) as store, ctrl_c_ends_only_this():
         for kind in ("turns", "facts"):
             store.recount_common_terms(
                 kind, added=rows[kind], starting=None if progress is None else lambda: progress("counting terms", 0, None)

@@ -19,7 +19,9 @@ from datetime import datetime, timezone
 from . import extraction, tokens
 from .redaction import redact
 from .schema import TURN_ROLES, TURN_STATUSES
-from .store import MAX_NAME_LENGTH, NewTurn, Store, StoreError, Turn, check_name, check_unicode, check_value
+from .store import (
+    MAX_NAME_LENGTH, NewTurn, Store, StoreError, Turn, check_name, check_unicode, check_value, ctrl_c_ends_only_this,
+)
 
 
 Progress = Callable[[str, int, "int | None"], None]
@@ -162,9 +164,11 @@ def import_turns(
         done += len(new)
         if progress is not None and len(fresh) < len(new):
             progress("storing", done, total)  # lines already stored count as done
-    store.recount_common_terms(
-        "turns", added=sum(added.values()), starting=None if progress is None else lambda: progress("counting terms", 0, None)
-    )
+    with ctrl_c_ends_only_this():
+        store.recount_common_terms(
+            "turns", added=sum(added.values()),
+            starting=None if progress is None else lambda: progress("counting terms", 0, None),
+        )
     return added
 
 

@@ -54,38 +54,61 @@ def forget_typed(questions: Iterable[str]) -> int:
     `questions` (the user turns of deleted sessions, whose text must not
     outlive them on disk); returns how many entries went.
 
-    The file is prompt_toolkit's: each entry a comment line with its time,
-    then its lines, each after a "+". The rest is rewritten as it was, in one
-    step; a line another chat appends while this runs can be lost with it."""
+    The file is prompt_toolkit's, read as prompt_toolkit reads it: bytes
+    split after each newline, an entry's lines each after a "+", anything
+    else between entries. A question typed as a \"\"\" block is an entry a
+    line, fences included, and goes as a whole. What stays is written back
+    byte for byte, in one step; a line another chat appends meanwhile can be
+    lost."""
     gone = {question.strip() for question in questions}
     path = history_path()
     if not gone or not path.exists():
         return 0
-    kept: list[str] = []
-    removed = 0
-    entry: list[str] = []  # the current entry's lines, its comment first
-    typed: list[str] = []  # its text, line by line
+    entries, tail = _history_entries(path.read_bytes())
+    texts = [text.strip() for _, text in entries]
+    drop: set[int] = set()
+    place = 0
+    while place < len(entries):
+        text = texts[place]
+        if text == BLOCK_FENCE and BLOCK_FENCE in texts[place + 1 :]:
+            close = texts.index(BLOCK_FENCE, place + 1)
+            if "\n".join(entry for _, entry in entries[place + 1 : close]).strip() in gone:
+                drop.update(range(place, close + 1))
+            place = close + 1
+            continue
+        if text in gone or text.startswith("//") and text[1:] in gone:  # "//x" asked "/x"
+            drop.add(place)
+        place += 1
+    if drop:
+        write_atomically(path, b"".join(raw for place, (raw, _) in enumerate(entries) if place not in drop) + tail)
+    return len(drop)
 
-    def close() -> None:
-        nonlocal removed
-        text = "".join(typed)[:-1].strip()
-        if typed and (text in gone or text.startswith("//") and text[1:] in gone):  # "//x" asked "/x"
-            removed += 1
-        else:
-            kept.extend(entry)
-        entry.clear()
-        typed.clear()
 
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True):
-        if line.startswith("+"):
+def _history_entries(data: bytes) -> tuple[list[tuple[bytes, str]], bytes]:
+    """The entries of a history file, each one's bytes (with the lines before
+    it) and its text, and the bytes after the last one (none, normally)."""
+    entries: list[tuple[bytes, str]] = []
+    raw: list[bytes] = []
+    typed: list[bytes] = []
+    for line in _lines(data):
+        if line.startswith(b"+"):
             typed.append(line[1:])
         elif typed:
-            close()
-        entry.append(line)
-    close()
-    if removed:
-        write_atomically(path, "".join(kept).encode("utf-8"))
-    return removed
+            entries.append((b"".join(raw), b"".join(typed)[:-1].decode("utf-8", errors="replace")))
+            raw, typed = [], []
+        raw.append(line)
+    if typed:
+        entries.append((b"".join(raw), b"".join(typed)[:-1].decode("utf-8", errors="replace")))
+        raw = []
+    return entries, b"".join(raw)
+
+
+def _lines(data: bytes) -> list[bytes]:
+    """`data` split after each newline only, as a file read in binary mode
+    is; bytes.splitlines would also split at a carriage return."""
+    lines = [line + b"\n" for line in data.split(b"\n")]
+    lines[-1] = lines[-1][:-1]
+    return lines if lines[-1] else lines[:-1]
 
 
 def can_prompt() -> bool:

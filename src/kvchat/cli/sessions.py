@@ -293,7 +293,7 @@ def _confirm_or_refuse(question: str, yes: bool) -> bool:
     return typer.confirm(question, default=False, err=True)
 
 
-def _what(deleted, typed_out: int = 0) -> str:
+def _what(deleted, typed_out: int | None = None) -> str:
     parts = [f"{deleted.turns} turns"]
     if deleted.facts:
         parts.append(f"{deleted.facts} facts")
@@ -302,10 +302,10 @@ def _what(deleted, typed_out: int = 0) -> str:
     return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
 
 
-def _forget_typed(questions: set[str]) -> int:
-    """The deleted sessions' questions out of `kvchat chat`'s history too; a
-    history that cannot be rewritten is reported, not fatal: the sessions are
-    gone from the database by then."""
+def _forget_typed(questions: set[str]) -> int | None:
+    """The deleted sessions' questions out of `kvchat chat`'s history too, and
+    how many entries went. A history that cannot be rewritten is reported
+    (None), not fatal: the sessions are gone from the database by then."""
     from .repl import forget_typed, history_path
 
     try:
@@ -313,7 +313,7 @@ def _forget_typed(questions: set[str]) -> int:
     except OSError as exc:
         typer.echo(f"kvchat: warning: could not take the deleted sessions' questions out of the chat history "
                    f"{history_path()}: {exc.strerror or exc}", err=True)
-        return 0
+        return None
 
 
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")]
@@ -345,9 +345,8 @@ def delete_session(
         what = f"{session.turn_count} turns" + (f" and {learnt} facts" if facts else "")
         if not _confirm_or_refuse(f"Delete session {session.name!r} ({what})?", yes):
             raise CliError("nothing deleted")
-        typed = store.questions_of_sessions([session.id])
         deleted = store.delete_session(session.name, facts=facts)
-    typed_out = _forget_typed(typed)
+    typed_out = _forget_typed(deleted.questions)
     if json_output:
         print_json({"session": session.name, "turns": deleted.turns, "facts": deleted.facts,
                     "chat_history_entries": typed_out})
@@ -420,9 +419,8 @@ def prune_sessions(
             return
         if not _confirm_or_refuse(f"Delete {what}, last active before {local_time(before)}?", yes):
             raise CliError("nothing deleted")
-        typed = store.questions_of_sessions([s.id for s in found])
         deleted = store.prune_sessions(before, facts=facts)
-    typed_out = _forget_typed(typed)
+    typed_out = _forget_typed(deleted.questions)
     if json_output:
         print_json({"dry_run": False, "sessions": deleted.sessions, "names": deleted.names,
                     "turns": deleted.turns, "facts": deleted.facts, "chat_history_entries": typed_out})
