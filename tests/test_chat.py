@@ -389,6 +389,39 @@ def test_at_a_terminal_alt_enter_and_a_pasted_block_make_one_question_each(model
     assert store.session("multi").turn_count == 6
 
 
+def test_deleting_a_session_takes_what_was_typed_into_it_out_of_the_history(model, store, home, kvchat):
+    """However a question was typed (a line, Alt-Enter, a paste, a \"\"\"
+    block), `sessions delete` finds it in prompt_toolkit's history file; the
+    lines typed into other sessions and the commands stay."""
+    from prompt_toolkit.history import FileHistory
+
+    with TerminalChat("--no-extract", "-s", "kept") as term:
+        term.prompt()
+        term.keys("a kept question" + ENTER)
+        term.expect(b"echo: a kept question")
+        term.prompt()
+        term.keys("/exit" + ENTER)
+        assert term.wait() == 0
+    with TerminalChat("--no-extract", "-s", "gone") as term:
+        term.prompt()
+        term.keys("first line" + ALT_ENTER + "second line" + ENTER)
+        term.expect(b"echo: first line")
+        term.prompt()
+        term.keys(PASTE_START + "pasted one\npasted two\n" + PASTE_END + "and typed" + ENTER)
+        term.expect(b"echo: pasted one")
+        term.prompt()
+        term.keys('"""' + ENTER + "block one" + ENTER)
+        term.expect(b"...> ")
+        term.keys("block two" + ENTER + '"""' + ENTER)
+        term.expect(b"echo: block one")
+        term.prompt()
+        term.keys("/exit" + ENTER)
+        assert term.wait() == 0
+    deleted = kvchat("sessions", "delete", "gone", "--yes")
+    assert deleted.stderr == "Deleted session 'gone': 6 turns and 6 entries of the chat history.\n"
+    assert list(FileHistory(str(home / "chat_history")).load_history_strings()) == ["/exit", "/exit", "a kept question"]
+
+
 def test_at_a_terminal_answers_render_as_markdown_unless_plain(model, store):
     for plain in ((), ("--plain",)):
         model.queue_answer("Use **bold** here.")
