@@ -367,19 +367,25 @@ def test_at_a_terminal_lines_can_be_edited_and_history_outlives_the_chat(model, 
     assert questions(model)[-1] == "hello world"
 
 
+def type_a_question_every_way(term: TerminalChat) -> None:
+    """Three questions of several lines: with Alt-Enter, pasted (and typed
+    on), and as a \"\"\" block."""
+    term.prompt()
+    term.keys("first line" + ALT_ENTER + "second line" + ENTER)
+    term.expect(b"echo: first line")
+    term.prompt()
+    term.keys(PASTE_START + "pasted one\npasted two\n" + PASTE_END + "and typed" + ENTER)
+    term.expect(b"echo: pasted one")
+    term.prompt()
+    term.keys('"""' + ENTER + "block one" + ENTER)
+    term.expect(b"...> ")
+    term.keys("block two" + ENTER + '"""' + ENTER)
+    term.expect(b"echo: block one")
+
+
 def test_at_a_terminal_alt_enter_and_a_pasted_block_make_one_question_each(model, store):
     with TerminalChat("--no-extract", "-s", "multi") as term:
-        term.prompt()
-        term.keys("first line" + ALT_ENTER + "second line" + ENTER)
-        term.expect(b"echo: first line")
-        term.prompt()
-        term.keys(PASTE_START + "pasted one\npasted two\n" + PASTE_END + "and typed" + ENTER)
-        term.expect(b"echo: pasted one")
-        term.prompt()
-        term.keys('"""' + ENTER + "block one" + ENTER)
-        term.expect(b"...> ")
-        term.keys("block two" + ENTER + '"""' + ENTER)
-        term.expect(b"echo: block one")
+        type_a_question_every_way(term)
         term.prompt()
         term.keys("/exit" + ENTER)
         assert term.wait() == 0
@@ -403,17 +409,7 @@ def test_deleting_a_session_takes_what_was_typed_into_it_out_of_the_history(mode
         term.keys("/exit" + ENTER)
         assert term.wait() == 0
     with TerminalChat("--no-extract", "-s", "gone") as term:
-        term.prompt()
-        term.keys("first line" + ALT_ENTER + "second line" + ENTER)
-        term.expect(b"echo: first line")
-        term.prompt()
-        term.keys(PASTE_START + "pasted one\npasted two\n" + PASTE_END + "and typed" + ENTER)
-        term.expect(b"echo: pasted one")
-        term.prompt()
-        term.keys('"""' + ENTER + "block one" + ENTER)
-        term.expect(b"...> ")
-        term.keys("block two" + ENTER + '"""' + ENTER)
-        term.expect(b"echo: block one")
+        type_a_question_every_way(term)
         term.prompt()
         term.keys("/exit" + ENTER)
         assert term.wait() == 0
