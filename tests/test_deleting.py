@@ -338,8 +338,8 @@ def test_a_chat_history_that_cannot_be_read_is_reported_after_the_delete(home, k
     history_path().mkdir()  # not a file kvchat can read
     result = kvchat("sessions", "delete", "secret", "--yes")
     assert result.exit_code == 0
-    assert result.stderr.startswith("kvchat: warning: could not take the deleted sessions' questions out of the "
-                                    f"chat history {history_path()}: Is a directory\n")
+    assert result.stderr.startswith(f"kvchat: warning: could not read the chat history {history_path()} to take "
+                                    "the deleted sessions' questions out of it: Is a directory\n")
     assert result.stderr.endswith("Deleted session 'secret': 1 turns.\n")
     result = kvchat("sessions", "delete", "other", "--yes", "--json")
     assert json.loads(result.stdout)["chat_history_entries"] is None

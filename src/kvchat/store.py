@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -351,7 +351,7 @@ class Deleted:
     turns: int = 0
     facts: int = 0
     names: list[str] = field(default_factory=list)  # of the sessions deleted
-    questions: set[str] = field(default_factory=set)  # the texts of their user turns, as typed into chat
+    questions: set[str] = field(default_factory=set)  # those of the `asked` texts their user turns held
 
 
 # What a fact's history shows for a value written by a deleted session's turn.
@@ -975,10 +975,12 @@ class Store:
                 found += [_fact(row) for row in db.execute(query)]
         return found
 
-    def delete_session(self, name: str, *, facts: bool = False) -> Deleted:
+    def delete_session(self, name: str, *, facts: bool = False, asked: Collection[str] = ()) -> Deleted:
         """Delete the session called exactly `name`: its turns (and their
         full-text entries and vectors), its summary and settings, and with
-        `facts` the facts extracted from it (see `_delete_sessions`)."""
+        `facts` the facts extracted from it (see `_delete_sessions`). Those
+        of the `asked` texts that were questions in it are in the result's
+        `questions` (kvchat chat's history holds what was typed too)."""
         from sqlalchemy import select
 
         from .schema import sessions
@@ -987,11 +989,11 @@ class Store:
             found = db.execute(select(sessions.c.id).where(self._own(sessions), sessions.c.name == name)).scalar()
             if found is None:
                 raise StoreError(f"no session named {name!r}")
-            deleted = self._delete_sessions(db, [found], facts)
+            deleted = self._delete_sessions(db, [found], facts, asked)
         self._erase_deleted_text(deleted)
         return deleted
 
-    def prune_sessions(self, before: datetime, *, facts: bool = False) -> Deleted:
+    def prune_sessions(self, before: datetime, *, facts: bool = False, asked: Collection[str] = ()) -> Deleted:
         """Delete every session last active before `before`, as `delete_session`
         does. Which ones is decided inside the deleting transaction, so a
         session that became active since a preview is kept."""
@@ -1003,11 +1005,11 @@ class Store:
             ids = list(db.execute(
                 select(sessions.c.id).where(self._own(sessions), sessions.c.last_active_at < _naive_utc(before))
             ).scalars())
-            deleted = self._delete_sessions(db, ids, facts)
+            deleted = self._delete_sessions(db, ids, facts, asked)
         self._erase_deleted_text(deleted)
         return deleted
 
-    def _delete_sessions(self, db: Connection, ids: list[int], facts: bool) -> Deleted:
+    def _delete_sessions(self, db: Connection, ids: list[int], facts: bool, asked: Collection[str]) -> Deleted:
         """Delete these sessions and all they hold, in the caller's transaction.
 
         Turns go through their delete trigger, which takes them out of the
@@ -1049,9 +1051,10 @@ class Store:
                     ])
                 deleted.facts += len(gone)
             db.execute(embeddings.delete().where(embeddings.c.kind == "turn", embeddings.c.item_id.in_(session_turns)))
-            deleted.questions.update(db.execute(
-                select(turns.c.content).where(turns.c.session_id.in_(chunk), turns.c.role == "user")
-            ).scalars())
+            if asked:  # only those: all the questions of a large store would not fit in memory
+                deleted.questions.update(question for question in db.execute(
+                    select(turns.c.content).where(turns.c.session_id.in_(chunk), turns.c.role == "user")
+                ).scalars() if question.strip() in asked)
             deleted.turns += db.execute(turns.delete().where(turns.c.session_id.in_(chunk))).rowcount
             db.execute(session_summaries.delete().where(session_summaries.c.session_id.in_(chunk)))
             deleted.names += db.execute(select(sessions.c.name).where(sessions.c.id.in_(chunk))).scalars().all()

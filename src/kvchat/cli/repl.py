@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,39 +49,54 @@ def history_path() -> Path:
     return paths.data_dir() / HISTORY_NAME
 
 
+def typed_questions() -> set[str]:
+    """Every question the chat history could hold, as chat would have sent
+    it: an entry's text, "/x" for an entry "//x", and a \"\"\" block's lines
+    joined (each line of a block is an entry of its own)."""
+    path = history_path()
+    if not path.exists():
+        return set()
+    entries, _ = _history_entries(path.read_bytes())
+    return {question for _, question in _questions(entries)}
+
+
 def forget_typed(questions: Iterable[str]) -> int:
     """Take out of the chat history every entry that typed one of
     `questions` (the user turns of deleted sessions, whose text must not
-    outlive them on disk); returns how many entries went.
+    outlive them on disk; see `typed_questions`); returns how many entries
+    went.
 
     The file is prompt_toolkit's, read as prompt_toolkit reads it: bytes
     split after each newline, an entry's lines each after a "+", anything
-    else between entries. A question typed as a \"\"\" block is an entry a
-    line, fences included, and goes as a whole. What stays is written back
-    byte for byte, in one step; a line another chat appends meanwhile can be
-    lost."""
+    else between entries. What stays is written back byte for byte, in one
+    step; a line another chat appends meanwhile can be lost."""
     gone = {question.strip() for question in questions}
     path = history_path()
     if not gone or not path.exists():
         return 0
     entries, tail = _history_entries(path.read_bytes())
-    texts = [text.strip() for _, text in entries]
-    drop: set[int] = set()
-    place = 0
-    while place < len(entries):
-        text = texts[place]
-        if text == BLOCK_FENCE and BLOCK_FENCE in texts[place + 1 :]:
-            close = texts.index(BLOCK_FENCE, place + 1)
-            if "\n".join(entry for _, entry in entries[place + 1 : close]).strip() in gone:
-                drop.update(range(place, close + 1))
-            place = close + 1
-            continue
-        if text in gone or text.startswith("//") and text[1:] in gone:  # "//x" asked "/x"
-            drop.add(place)
-        place += 1
+    drop = {place for places, question in _questions(entries) if question in gone for place in places}
     if drop:
         write_atomically(path, b"".join(raw for place, (raw, _) in enumerate(entries) if place not in drop) + tail)
     return len(drop)
+
+
+def _questions(entries: list[tuple[bytes, str]]) -> Iterator[tuple[range, str]]:
+    """The questions the history's entries typed, stripped, with the entries
+    that typed each: one entry, or a \"\"\" block with its fences."""
+    texts = [text.strip() for _, text in entries]
+    place = 0
+    while place < len(texts):
+        text = texts[place]
+        if text == BLOCK_FENCE and BLOCK_FENCE in texts[place + 1 :]:
+            close = texts.index(BLOCK_FENCE, place + 1)
+            yield range(place, close + 1), "\n".join(entry for _, entry in entries[place + 1 : close]).strip()
+            place = close + 1
+            continue
+        yield range(place, place + 1), text
+        if text.startswith("//"):  # "//x" sent "/x"
+            yield range(place, place + 1), text[1:]
+        place += 1
 
 
 def _history_entries(data: bytes) -> tuple[list[tuple[bytes, str]], bytes]:

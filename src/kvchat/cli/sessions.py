@@ -302,12 +302,29 @@ def _what(deleted, typed_out: int | None = None) -> str:
     return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
 
 
-def _forget_typed(questions: set[str]) -> int | None:
+def _typed_questions() -> set[str] | None:
+    """The questions `kvchat chat`'s history holds, for a delete to look for
+    in its sessions; None, with a warning, when the history cannot be read
+    (the sessions are deleted all the same)."""
+    from .repl import history_path, typed_questions
+
+    try:
+        return typed_questions()
+    except OSError as exc:
+        typer.echo(f"kvchat: warning: could not read the chat history {history_path()} to take the deleted "
+                   f"sessions' questions out of it: {exc.strerror or exc}", err=True)
+        return None
+
+
+def _forget_typed(questions: set[str], typed: set[str] | None) -> int | None:
     """The deleted sessions' questions out of `kvchat chat`'s history too, and
-    how many entries went. A history that cannot be rewritten is reported
-    (None), not fatal: the sessions are gone from the database by then."""
+    how many entries went; None when the history could not be read or
+    rewritten (said in a warning): the sessions are gone from the database by
+    then, and that is not undone."""
     from .repl import forget_typed, history_path
 
+    if typed is None:
+        return None
     try:
         return forget_typed(questions)
     except OSError as exc:
@@ -345,8 +362,9 @@ def delete_session(
         what = f"{session.turn_count} turns" + (f" and {learnt} facts" if facts else "")
         if not _confirm_or_refuse(f"Delete session {session.name!r} ({what})?", yes):
             raise CliError("nothing deleted")
-        deleted = store.delete_session(session.name, facts=facts)
-    typed_out = _forget_typed(deleted.questions)
+        typed = _typed_questions()
+        deleted = store.delete_session(session.name, facts=facts, asked=typed or ())
+    typed_out = _forget_typed(deleted.questions, typed)
     if json_output:
         print_json({"session": session.name, "turns": deleted.turns, "facts": deleted.facts,
                     "chat_history_entries": typed_out})
@@ -419,8 +437,9 @@ def prune_sessions(
             return
         if not _confirm_or_refuse(f"Delete {what}, last active before {local_time(before)}?", yes):
             raise CliError("nothing deleted")
-        deleted = store.prune_sessions(before, facts=facts)
-    typed_out = _forget_typed(deleted.questions)
+        typed = _typed_questions()
+        deleted = store.prune_sessions(before, facts=facts, asked=typed or ())
+    typed_out = _forget_typed(deleted.questions, typed)
     if json_output:
         print_json({"dry_run": False, "sessions": deleted.sessions, "names": deleted.names,
                     "turns": deleted.turns, "facts": deleted.facts, "chat_history_entries": typed_out})
