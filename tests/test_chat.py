@@ -395,10 +395,14 @@ def test_at_a_terminal_alt_enter_and_a_pasted_block_make_one_question_each(model
     assert store.session("multi").turn_count == 6
 
 
+PEM_BODY = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7"
+
+
 def test_deleting_a_session_takes_what_was_typed_into_it_out_of_the_history(model, store, home, kvchat):
     """However a question was typed (a line, Alt-Enter, a paste, a \"\"\"
-    block), `sessions delete` finds it in prompt_toolkit's history file; the
-    lines typed into other sessions and the commands stay."""
+    block, blocks in a row), `sessions delete` finds it in prompt_toolkit's
+    history file: a block is written there whole, and redacted whole. What
+    was typed into other sessions stays, and so do the commands."""
     from prompt_toolkit.history import FileHistory
 
     with TerminalChat("--no-extract", "-s", "kept") as term:
@@ -406,16 +410,33 @@ def test_deleting_a_session_takes_what_was_typed_into_it_out_of_the_history(mode
         term.keys("a kept question" + ENTER)
         term.expect(b"echo: a kept question")
         term.prompt()
+        term.keys("/tokens" + ENTER)
+        term.expect(b"Next prompt: ")
+        term.prompt()
         term.keys("/exit" + ENTER)
         assert term.wait() == 0
     with TerminalChat("--no-extract", "-s", "gone") as term:
         type_a_question_every_way(term)
         term.prompt()
+        term.keys('"""' + ENTER + "para one" + ENTER + ENTER + "para one" + ENTER + "para two" + ENTER + '"""' + ENTER)
+        term.expect(b"echo: para one")
+        term.prompt()
+        term.keys('"""' + ENTER + "-----BEGIN PRIVATE KEY-----" + ENTER + PEM_BODY + ENTER
+                  + "-----END PRIVATE KEY-----" + ENTER + '"""' + ENTER)
+        term.expect(b"echo: [redacted: private key]")
+        term.prompt()
+        term.keys("//tokens" + ENTER)  # asks "/tokens"
+        term.expect(b"echo: /tokens")
+        term.prompt()
         term.keys("/exit" + ENTER)
         assert term.wait() == 0
+    assert questions(model)[-3:] == ["para one\n\npara one\npara two", "[redacted: private key]", "/tokens"]
+    assert PEM_BODY.encode() not in (home / "chat_history").read_bytes()
     deleted = kvchat("sessions", "delete", "gone", "--yes")
-    assert deleted.stderr == "Deleted session 'gone': 6 turns and 6 entries of the chat history.\n"
-    assert list(FileHistory(str(home / "chat_history")).load_history_strings()) == ["/exit", "/exit", "a kept question"]
+    assert deleted.stderr == "Deleted session 'gone': 12 turns and 6 entries of the chat history.\n"
+    assert list(FileHistory(str(home / "chat_history")).load_history_strings()) == [
+        "/exit", '"""', '"""', '"""', "/exit", "/tokens", "a kept question",
+    ]
 
 
 def test_at_a_terminal_answers_render_as_markdown_unless_plain(model, store):

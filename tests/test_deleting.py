@@ -311,20 +311,19 @@ def test_deleting_a_session_takes_what_was_typed_into_it_out_of_the_chat_history
 def test_the_chat_history_keeps_other_entries_byte_for_byte(home, kvchat):
     """prompt_toolkit splits its file at newlines only: entries holding other
     line breaks (form feed, U+2028, a carriage return) are single entries,
-    removed whole or kept whole. A question sent as a \"\"\" block was
-    typed as an entry a line, and goes with its fences."""
+    removed whole or kept whole, and what follows the last entry stays."""
     from kvchat.cli.repl import history_path
 
     with Store() as store:
         add(store, "secret", f"{ASCII_MARKER}\x0cpart two", f"{CJK_MARKER}\u2028sep", "first line\nsecond line")
     kept = ["keep\x0cme", "carriage\rreturn", "ends\u2028here", "second line", f"{ASCII_MARKER}"]
-    for line in [kept[0], f"{ASCII_MARKER}\x0cpart two", kept[1], '"""', "first line", "second line", '"""',
-                 kept[2], f"{CJK_MARKER}\u2028sep", kept[3], kept[4]]:
+    for line in [kept[0], f"{ASCII_MARKER}\x0cpart two", kept[1], "first line\nsecond line", kept[2],
+                 f"{CJK_MARKER}\u2028sep", kept[3], kept[4]]:
         chat_history().store_string(line)
     with history_path().open("ab") as file:
         file.write(b"\n# an unfinished entry")  # no newline at the end
     result = kvchat("sessions", "delete", "secret", "--yes", "--json")
-    assert json.loads(result.stdout)["chat_history_entries"] == 6
+    assert json.loads(result.stdout)["chat_history_entries"] == 3
     assert list(chat_history().load_history_strings()) == kept[::-1]
     assert history_path().read_bytes().endswith(b"\n# an unfinished entry")
 

@@ -50,9 +50,8 @@ def history_path() -> Path:
 
 
 def typed_questions() -> set[str]:
-    """Every question the chat history could hold, as chat would have sent
-    it: an entry's text, "/x" for an entry "//x", and a \"\"\" block's lines
-    joined (each line of a block is an entry of its own)."""
+    """The questions chat's history holds, as chat sent them: its entries
+    less the slash commands, "/x" for an entry "//x"."""
     path = history_path()
     if not path.exists():
         return set()
@@ -75,28 +74,19 @@ def forget_typed(questions: Iterable[str]) -> int:
     if not gone or not path.exists():
         return 0
     entries, tail = _history_entries(path.read_bytes())
-    drop = {place for places, question in _questions(entries) if question in gone for place in places}
+    drop = {place for place, question in _questions(entries) if question in gone}
     if drop:
         write_atomically(path, b"".join(raw for place, (raw, _) in enumerate(entries) if place not in drop) + tail)
     return len(drop)
 
 
-def _questions(entries: list[tuple[bytes, str]]) -> Iterator[tuple[range, str]]:
-    """The questions the history's entries typed, stripped, with the entries
-    that typed each: one entry, or a \"\"\" block with its fences."""
-    texts = [text.strip() for _, text in entries]
-    place = 0
-    while place < len(texts):
-        text = texts[place]
-        if text == BLOCK_FENCE and BLOCK_FENCE in texts[place + 1 :]:
-            close = texts.index(BLOCK_FENCE, place + 1)
-            yield range(place, close + 1), "\n".join(entry for _, entry in entries[place + 1 : close]).strip()
-            place = close + 1
-            continue
-        yield range(place, place + 1), text
-        if text.startswith("//"):  # "//x" sent "/x"
-            yield range(place, place + 1), text[1:]
-        place += 1
+def _questions(entries: list[tuple[bytes, str]]) -> Iterator[tuple[int, str]]:
+    """The entries that sent a question, and the question, stripped."""
+    from .slash import parse, question_text
+
+    for place, (_, text) in enumerate(entries):
+        if parse(text) is None:
+            yield place, question_text(text).strip()
 
 
 def _history_entries(data: bytes) -> tuple[list[tuple[bytes, str]], bytes]:
@@ -171,6 +161,7 @@ def terminal_reader(commands: Iterable[str], secrets: list[str]) -> ReadLine:
     completion of the slash commands, Alt-Enter for a new line."""
     from prompt_toolkit import PromptSession
     from prompt_toolkit.completion import WordCompleter
+    from prompt_toolkit.history import InMemoryHistory
     from prompt_toolkit.key_binding import KeyBindings
     from prompt_toolkit.output import create_output
     from prompt_toolkit.styles import Style
@@ -183,18 +174,41 @@ def terminal_reader(commands: Iterable[str], secrets: list[str]) -> ReadLine:
     def _new_line(event) -> None:
         event.current_buffer.insert_text("\n")
 
-    session = PromptSession(
-        history=_history(secrets),
+    history = _history(secrets)
+    options = dict(
         key_bindings=bindings,
-        completer=WordCompleter(sorted(commands), sentence=True, match_middle=False),
-        complete_while_typing=False,
         output=create_output(always_prefer_tty=True),
         # The user's colour in `kvchat history`. A coloured space is drawn,
         # where a plain one would be skipped with a cursor move, so "you> "
         # reaches the screen, and the tests that wait for it, whole.
         style=Style.from_dict({"prompt": "ansicyan bold"}),
     )
-    return lambda prompt: session.prompt([("class:prompt", prompt)])
+    session = PromptSession(
+        history=history, completer=WordCompleter(sorted(commands), sentence=True, match_middle=False),
+        complete_while_typing=False, **options,
+    )
+    # The lines of a \"\"\" block go to a history of their own, and the block
+    # to the file as one entry once it closes, as a message of several lines
+    # typed with Alt-Enter does: redacted whole (a key spread over several
+    # lines is one secret), and found whole when its session is deleted.
+    block: list[str] = []
+    block_session = None
+
+    def read(prompt: str) -> str:
+        nonlocal block_session
+        if prompt != CONTINUATION:
+            block.clear()
+            return session.prompt([("class:prompt", prompt)])
+        if block_session is None:
+            block_session = PromptSession(history=InMemoryHistory(), **options)
+        line = block_session.prompt([("class:prompt", prompt)])
+        if line.strip() != BLOCK_FENCE:
+            block.append(line)
+        elif block:
+            history.append_string("\n".join(block))
+        return line
+
+    return read
 
 
 def _history(secrets: list[str]):

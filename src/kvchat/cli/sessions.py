@@ -360,9 +360,9 @@ def delete_session(
                            f"or '#{session.id}' to delete it")
         learnt = len(store.facts_from_sessions([session.id])) if facts else 0
         what = f"{session.turn_count} turns" + (f" and {learnt} facts" if facts else "")
+        typed = _typed_questions()  # first: a warning that it cannot be read comes before the question
         if not _confirm_or_refuse(f"Delete session {session.name!r} ({what})?", yes):
             raise CliError("nothing deleted")
-        typed = _typed_questions()
         deleted = store.delete_session(session.name, facts=facts, asked=typed or ())
     typed_out = _forget_typed(deleted.questions, typed)
     if json_output:
@@ -435,9 +435,9 @@ def prune_sessions(
                 sys.stdout.write(f"{s.name}\t{s.turn_count}\t{local_time(s.last_active_at)}\n")
             typer.echo(f"Would delete {what}." if dry_run else "No session is that old.", err=True)
             return
+        typed = _typed_questions()  # first: a warning that it cannot be read comes before the question
         if not _confirm_or_refuse(f"Delete {what}, last active before {local_time(before)}?", yes):
             raise CliError("nothing deleted")
-        typed = _typed_questions()
         deleted = store.prune_sessions(before, facts=facts, asked=typed or ())
     typed_out = _forget_typed(deleted.questions, typed)
     if json_output:
