@@ -118,6 +118,7 @@ class _Answer:
     text: str
     finish_reason: str | None = "stop"
     delay: float = 0.0  # seconds before answering (added to the server's `delay`)
+    hold: threading.Event | None = None  # answer only once the test sets it
 
 
 @dataclass
@@ -325,9 +326,10 @@ class FakeOpenAIServer:
         `delay` seconds (a slow server for one request only)."""
         self._chat_script.append(_Answer(text, finish_reason, delay))
 
-    def queue_json_reply(self, text: str) -> None:
-        """The next JSON-mode request is answered with this raw text."""
-        self._json_script.append(_Answer(text, "stop"))
+    def queue_json_reply(self, text: str, *, hold: threading.Event | None = None) -> None:
+        """The next JSON-mode request is answered with this raw text, once
+        `hold` is set when one is given (at most 30 s later)."""
+        self._json_script.append(_Answer(text, "stop", hold=hold))
 
     def queue_error(
         self,
@@ -425,6 +427,8 @@ class FakeOpenAIServer:
             self._stopping.wait(self.delay)
         if isinstance(item, _Answer) and item.delay:
             self._stopping.wait(item.delay)
+        if isinstance(item, _Answer) and item.hold is not None:
+            item.hold.wait(30)
         stream = bool(body.get("stream"))
         if isinstance(item, _Error):
             self._send_error(h, item)

@@ -439,6 +439,36 @@ def test_deleting_a_session_takes_what_was_typed_into_it_out_of_the_history(mode
     ]
 
 
+def test_the_next_prompt_comes_while_the_answer_s_facts_are_still_being_learned(model, store):
+    """Fact extraction is a second request to the model (a second or more
+    with a real one): chat asks for the next message at once, and waits for
+    the extraction only before it sends that message, whose prompt then
+    holds what was learned."""
+    import json
+    import threading
+
+    held = threading.Event()
+    model.queue_answer("Try a dark theme.")
+    model.queue_json_reply(json.dumps({"facts": [{"key": "user.editor", "value": "helix"}], "forget": []}), hold=held)
+    try:
+        with TerminalChat("-s", "learning") as term:
+            term.prompt()
+            term.keys("any tips for my helix setup?" + ENTER)
+            term.expect(b"Try a dark theme.")
+            term.prompt()  # while the server still holds the extraction's reply
+            assert store.fact("user.editor") is None
+            term.keys("which editor do I use?" + ENTER)
+            held.set()
+            term.expect(b"echo: which editor do I use?")
+            term.prompt()
+            term.keys("/exit" + ENTER)
+            assert term.wait() == 0
+    finally:
+        held.set()
+    assert store.fact("user.editor").value == "helix"
+    assert "user.editor: helix" in model.chat_requests[-1]["messages"][0]["content"]
+
+
 def test_at_a_terminal_answers_render_as_markdown_unless_plain(model, store):
     for plain in ((), ("--plain",)):
         model.queue_answer("Use **bold** here.")

@@ -5,7 +5,8 @@ The question is written before the model is called, so a failed call loses
 nothing; it stays marked unanswered. Whatever part of an answer arrived before
 a failure or Ctrl-C is kept and marked interrupted. Facts the question states
 outright are learned by rule as soon as it is stored; the model's extraction
-runs after the answer is safely stored and can never fail it. With the
+runs after the answer is safely stored and can never fail it (or later, when
+the caller asks for that: chat runs it while the user types). With the
 "summary" strategy the rolling summary is brought up to date before the prompt
 is built, and with vector recall on the embeddings are; either failing only
 leaves that part out (with a warning), never the answer.
@@ -23,6 +24,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 
 from . import extraction, summaries, textsearch, tokens
 from .model_calls import reply_call
@@ -63,6 +65,9 @@ class AskResult:
     facts: dict[str, str] = field(default_factory=dict)  # key -> created/updated/forgotten
     notes: list[str] = field(default_factory=list)  # what extraction had to say, for --verbose
     warnings: list[str] = field(default_factory=list)  # what the user should know regardless
+    # With `learn_later`, the model's fact extraction for the caller to run
+    # (it fills `facts` and `notes` as above); None when there is none.
+    learning: Callable[[], None] | None = None
 
 
 class AskFailed(Exception):
@@ -112,7 +117,12 @@ class Conversation:
         options: AskOptions,
         on_text: Callable[[str], None] | None = None,
         on_prompt: Callable[[Prompt], None] | None = None,
+        learn_later: bool = False,
     ) -> AskResult:
+        """Ask `question` in the session `session_name`; see the module
+        docstring. With `learn_later` the model's fact extraction is not run
+        but handed back as `AskResult.learning`, for the caller to run when it
+        suits it (chat runs it while the user types the next question)."""
         model = options.prompt.model
         question = redact(question, self.secrets)
         session = self.store.open_session(session_name)
@@ -179,7 +189,11 @@ class Conversation:
             usage_reported=reported, facts=stated, warnings=warnings,
         )
         if options.extract == "model" and answer.status == "complete":
-            self._learn_by_model(result, question, answer.content, options)
+            learning = partial(self._learn_by_model, result, question, answer.content, options)
+            if learn_later:
+                result.learning = learning
+            else:
+                learning()
         return result
 
     def _update_summary(self, session_id: int, asked: Turn, options: PromptOptions) -> list[str]:

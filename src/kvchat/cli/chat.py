@@ -73,6 +73,7 @@ class ChatState:
     options: AskOptions | None = None
     keep: dict = field(default_factory=dict)
     asked_in: list[str] = field(default_factory=list)  # the sessions this chat asked in, in order
+    learning: Learning | None = None  # the last answer's fact extraction, while it runs
 
     def change(self, *, new: bool = False, system: str | None = _UNCHANGED, **flags) -> None:
         """Move to another session or settings; when they cannot be used (an
@@ -183,6 +184,12 @@ def chat(
                 _report(exc)
                 continue
             last_ctrl_c = float("-inf")  # a line was typed since: the next Ctrl-C is a first one
+            try:
+                _finish_learning(state)  # whatever comes next may need the facts it learns
+            except KeyboardInterrupt:
+                ctrl_c("kvchat: still learning facts from the last answer; that line was not sent "
+                       "(Ctrl-C again to leave)")
+                continue
             text = message.text
             if not message.fenced and text.strip().lower() in EXIT_WORDS:
                 break
@@ -207,6 +214,7 @@ def chat(
                 raise  # no one reads the answers any more: kvchat's usual quiet exit
             except Exception as exc:
                 _report(exc)
+        _finish_learning(state)
         saved = [name for name in dict.fromkeys([*state.asked_in, state.name]) if store.session(name) is not None]
         if not saved:
             typer.echo("Nothing was asked; no session was created.", err=True)
@@ -225,7 +233,7 @@ def _ask(state: ChatState, text: str, *, show_prompt_first: bool, verbose: bool,
         with AnswerView(plain=plain) as view:
             result = state.conversation.ask(
                 state.name, text, state.options, on_text=view.write,
-                on_prompt=prompt_shower(view) if show_prompt_first else None,
+                on_prompt=prompt_shower(view) if show_prompt_first else None, learn_later=True,
             )
     except AskFailed as exc:
         typer.echo(f"kvchat: error: {exc} (your question is kept)", err=True)
@@ -239,6 +247,54 @@ def _ask(state: ChatState, text: str, *, show_prompt_first: bool, verbose: bool,
         from .code import save_answer
 
         save_answer(result.answer, save_code, force=force, quiet=False)
+    if result.learning is not None:
+        state.learning = Learning(result, verbose)
+
+
+class Learning:
+    """The model's fact extraction for an answer, run in a thread while the
+    user reads the answer and types the next message: with a real model it
+    is a second request of a second or more, which the next prompt need not
+    wait for. It is joined before anything else the chat does (the next
+    question may need what it learns), and it is the only thread using the
+    store and the model client until then. A chat left with a double Ctrl-C
+    does not wait for it: an unfinished write of facts is rolled back."""
+
+    def __init__(self, result, verbose: bool):
+        import threading
+
+        self.result = result
+        self.verbose = verbose
+        self.known = (dict(result.facts), len(result.notes))  # what report_result has shown
+        self.failure: Exception | None = None
+        self.thread = threading.Thread(target=self._run, name="kvchat fact extraction", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.result.learning()
+        except Exception as exc:  # reported by finish, in the chat's thread
+            self.failure = exc
+
+    def finish(self) -> None:
+        """Wait for it; say what it learned (with --verbose) or how it failed."""
+        self.thread.join()
+        if self.failure is not None:
+            _report(self.failure)
+        if not self.verbose:
+            return
+        facts, notes = self.known
+        for key, what in self.result.facts.items():
+            if facts.get(key) != what:
+                typer.echo(f"kvchat: fact {key}: {what}", err=True)
+        for note in self.result.notes[notes:]:
+            typer.echo(f"kvchat: {note}", err=True)
+
+
+def _finish_learning(state: ChatState) -> None:
+    if state.learning is not None:
+        state.learning.finish()
+        state.learning = None
 
 
 def _report(exc: Exception) -> None:
