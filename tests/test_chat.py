@@ -7,8 +7,11 @@ keys."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
+import threading
 
 import pytest
 
@@ -439,32 +442,73 @@ def test_deleting_a_session_takes_what_was_typed_into_it_out_of_the_history(mode
     ]
 
 
+def extraction_requests(model, wait: float = 5.0) -> int:
+    """How many fact extraction requests the server has received, once it
+    has received one (at most `wait` seconds): the chat sends it from a
+    thread that may still be starting when the next prompt shows."""
+    import time
+
+    deadline = time.monotonic() + wait
+    while True:
+        sent = len(model.json_requests)
+        if sent or time.monotonic() > deadline:
+            return sent
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def held_extraction(model):
+    """An answer, then a fact extraction whose reply the server holds until
+    the test sets the event it yields (or the block ends)."""
+    held = threading.Event()
+    model.queue_answer("Try a dark theme.")
+    model.queue_json_reply(json.dumps({"facts": [{"key": "user.editor", "value": "helix"}], "forget": []}), hold=held)
+    try:
+        yield held
+    finally:
+        held.set()
+
+
+def ask_for_tips(term: TerminalChat, model) -> None:
+    """The question of `held_extraction`, up to the next prompt, which comes
+    while the extraction's reply is held."""
+    term.prompt()
+    term.keys("any tips for my helix setup?" + ENTER)
+    term.expect(b"Try a dark theme.")
+    term.prompt()
+    assert extraction_requests(model) == 1, "the extraction was sent, not put off"
+
+
+def test_leaving_while_the_facts_are_learned_waits_for_them_or_ctrl_c(model, store):
+    """Ctrl-D waits for the last answer's facts, saying so; Ctrl-C then
+    leaves without them, as a double Ctrl-C does, and nothing is lost."""
+    with held_extraction(model), TerminalChat("-s", "leaving") as term:
+        ask_for_tips(term, model)
+        term.keys("\x04")  # Ctrl-D
+        term.expect(b"still learning facts from the last answer")
+        term.keys("\x03")  # Ctrl-C
+        term.expect(b"interrupted; session 'leaving' is saved in")
+        assert term.wait() == 130
+    assert [(t.role, t.status) for t in store.history(store.session("leaving").id)] == [
+        ("user", "complete"), ("assistant", "complete"),
+    ]
+    assert store.fact("user.editor") is None
+
+
 def test_the_next_prompt_comes_while_the_answer_s_facts_are_still_being_learned(model, store):
     """Fact extraction is a second request to the model (a second or more
     with a real one): chat asks for the next message at once, and waits for
     the extraction only before it sends that message, whose prompt then
     holds what was learned."""
-    import json
-    import threading
-
-    held = threading.Event()
-    model.queue_answer("Try a dark theme.")
-    model.queue_json_reply(json.dumps({"facts": [{"key": "user.editor", "value": "helix"}], "forget": []}), hold=held)
-    try:
-        with TerminalChat("-s", "learning") as term:
-            term.prompt()
-            term.keys("any tips for my helix setup?" + ENTER)
-            term.expect(b"Try a dark theme.")
-            term.prompt()  # while the server still holds the extraction's reply
-            assert store.fact("user.editor") is None
-            term.keys("which editor do I use?" + ENTER)
-            held.set()
-            term.expect(b"echo: which editor do I use?")
-            term.prompt()
-            term.keys("/exit" + ENTER)
-            assert term.wait() == 0
-    finally:
+    with held_extraction(model) as held, TerminalChat("-s", "learning") as term:
+        ask_for_tips(term, model)
+        assert store.fact("user.editor") is None
+        term.keys("which editor do I use?" + ENTER)
         held.set()
+        term.expect(b"echo: which editor do I use?")
+        term.prompt()
+        term.keys("/exit" + ENTER)
+        assert term.wait() == 0
     assert store.fact("user.editor").value == "helix"
     assert "user.editor: helix" in model.chat_requests[-1]["messages"][0]["content"]
 

@@ -442,8 +442,9 @@ class Store:
     def close(self) -> None:
         self._close_postgres_reader()
         if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+            with self._connection_lock:  # not under a statement of another thread (chat's fact extraction)
+                self._connection.close()
+                self._connection = None
         if self._engine is not None:
             self._engine.dispose()
 

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from ..store import Store
 
 EXIT_WORDS = {"exit", "quit", "退出"}
+WAIT_QUIETLY_SECONDS = 0.5  # for the last answer's fact extraction, before saying so
 # A second Ctrl-C within this many seconds of the first ends `kvchat chat` at
 # once, as in other REPLs; one alone stops the answer or clears the line.
 DOUBLE_CTRL_C_SECONDS = 1.5
@@ -160,15 +161,22 @@ def chat(
         )
         last_ctrl_c = float("-inf")  # time.monotonic() of the last Ctrl-C
 
+        def leave() -> None:
+            """Leave at once, with status 130: a fact extraction still running
+            is abandoned (its unfinished write rolls back), and the store is
+            not read while it runs."""
+            learning = state.learning is not None and state.learning.running
+            saved = state.name in state.asked_in if learning else store.session(state.name) is not None
+            where = f"; session {state.name!r} is saved in {store.location}" if saved else ""
+            typer.echo(f"\nkvchat: interrupted{where}", err=True)
+            raise typer.Exit(130)
+
         def ctrl_c(note: str) -> None:
             """One Ctrl-C says `note`; a second one soon after leaves with status 130."""
             nonlocal last_ctrl_c
             now = time.monotonic()
             if now - last_ctrl_c < DOUBLE_CTRL_C_SECONDS:
-                where = "" if store.session(state.name) is None else \
-                    f"; session {state.name!r} is saved in {store.location}"
-                typer.echo(f"\nkvchat: interrupted{where}", err=True)
-                raise typer.Exit(130)
+                leave()
             last_ctrl_c = now
             typer.echo(f"\n{note}", err=True)
 
@@ -214,7 +222,10 @@ def chat(
                 raise  # no one reads the answers any more: kvchat's usual quiet exit
             except Exception as exc:
                 _report(exc)
-        _finish_learning(state)
+        try:
+            _finish_learning(state)
+        except KeyboardInterrupt:
+            leave()
         saved = [name for name in dict.fromkeys([*state.asked_in, state.name]) if store.session(name) is not None]
         if not saved:
             typer.echo("Nothing was asked; no session was created.", err=True)
@@ -238,17 +249,19 @@ def _ask(state: ChatState, text: str, *, show_prompt_first: bool, verbose: bool,
     except AskFailed as exc:
         typer.echo(f"kvchat: error: {exc} (your question is kept)", err=True)
         return
-    remember_settings(state.store, state.name, state.keep, result)
-    state.keep = {}
-    report_result(result, verbose)
-    if incomplete_message(result):
-        typer.echo(f"kvchat: error: {incomplete_message(result)}", err=True)
-    if save_code is not None:
-        from .code import save_answer
+    try:
+        remember_settings(state.store, state.name, state.keep, result)
+        state.keep = {}
+        report_result(result, verbose)
+        if incomplete_message(result):
+            typer.echo(f"kvchat: error: {incomplete_message(result)}", err=True)
+        if save_code is not None:
+            from .code import save_answer
 
-        save_answer(result.answer, save_code, force=force, quiet=False)
-    if result.learning is not None:
-        state.learning = Learning(result, verbose)
+            save_answer(result.answer, save_code, force=force, quiet=False)
+    finally:  # a code block that cannot be saved, say, still leaves the answer to learn from
+        if result.learning is not None:
+            state.learning = Learning(result, verbose)
 
 
 class Learning:
@@ -257,8 +270,9 @@ class Learning:
     is a second request of a second or more, which the next prompt need not
     wait for. It is joined before anything else the chat does (the next
     question may need what it learns), and it is the only thread using the
-    store and the model client until then. A chat left with a double Ctrl-C
-    does not wait for it: an unfinished write of facts is rolled back."""
+    store and the model client until then. A chat left with a double Ctrl-C,
+    or with Ctrl-C while it waits for it at the end, does not wait for it:
+    an unfinished write of facts is rolled back."""
 
     def __init__(self, result, verbose: bool):
         import threading
@@ -276,11 +290,25 @@ class Learning:
         except Exception as exc:  # reported by finish, in the chat's thread
             self.failure = exc
 
+    @property
+    def running(self) -> bool:
+        return self.thread.is_alive()
+
     def finish(self) -> None:
         """Wait for it; say what it learned (with --verbose) or how it failed."""
-        self.thread.join()
+        self.thread.join(WAIT_QUIETLY_SECONDS)
+        if self.running:
+            typer.echo("kvchat: still learning facts from the last answer...", err=True)
+            self.thread.join()
         if self.failure is not None:
-            _report(self.failure)
+            import os
+
+            from .errors import one_line_error
+
+            if os.environ.get("KVCHAT_DEBUG"):
+                raise self.failure
+            line = one_line_error(self.failure)[0].replace("kvchat: error: ", "", 1)
+            typer.echo(f"kvchat: warning: no facts were learned from the last answer: {line}", err=True)
         if not self.verbose:
             return
         facts, notes = self.known
