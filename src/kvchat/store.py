@@ -442,9 +442,8 @@ class Store:
     def close(self) -> None:
         self._close_postgres_reader()
         if self._connection is not None:
-            with self._connection_lock:  # not under a statement of another thread (chat's fact extraction)
-                self._connection.close()
-                self._connection = None
+            self._connection.close()
+            self._connection = None
         if self._engine is not None:
             self._engine.dispose()
 

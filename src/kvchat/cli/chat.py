@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
@@ -162,14 +164,22 @@ def chat(
         last_ctrl_c = float("-inf")  # time.monotonic() of the last Ctrl-C
 
         def leave() -> None:
-            """Leave at once, with status 130: a fact extraction still running
-            is abandoned (its unfinished write rolls back), and the store is
-            not read while it runs."""
-            learning = state.learning is not None and state.learning.running
-            saved = state.name in state.asked_in if learning else store.session(state.name) is not None
-            where = f"; session {state.name!r} is saved in {store.location}" if saved else ""
-            typer.echo(f"\nkvchat: interrupted{where}", err=True)
+            """Leave at once, with status 130. A fact extraction still running
+            is abandoned, and the process ends without closing the store under
+            it: its unfinished write rolls back, as at any crash."""
+            learning = state.learning
+            if learning is not None and learning.running:
+                saved = state.name in state.asked_in  # the store is the thread's now
+                typer.echo(f"\nkvchat: interrupted{where_saved(saved)}", err=True)
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(130)
+            _finish_learning(state)  # done: say what it learned, or how it failed
+            typer.echo(f"\nkvchat: interrupted{where_saved(store.session(state.name) is not None)}", err=True)
             raise typer.Exit(130)
+
+        def where_saved(saved: bool) -> str:
+            return f"; session {state.name!r} is saved in {store.location}" if saved else ""
 
         def ctrl_c(note: str) -> None:
             """One Ctrl-C says `note`; a second one soon after leaves with status 130."""
@@ -240,16 +250,17 @@ def _ask(state: ChatState, text: str, *, show_prompt_first: bool, verbose: bool,
     from ..conversation import AskFailed
 
     state.asked_in.append(state.name)
+    result = None
     try:
-        with AnswerView(plain=plain) as view:
-            result = state.conversation.ask(
-                state.name, text, state.options, on_text=view.write,
-                on_prompt=prompt_shower(view) if show_prompt_first else None, learn_later=True,
-            )
-    except AskFailed as exc:
-        typer.echo(f"kvchat: error: {exc} (your question is kept)", err=True)
-        return
-    try:
+        try:
+            with AnswerView(plain=plain) as view:
+                result = state.conversation.ask(
+                    state.name, text, state.options, on_text=view.write,
+                    on_prompt=prompt_shower(view) if show_prompt_first else None, learn_later=True,
+                )
+        except AskFailed as exc:
+            typer.echo(f"kvchat: error: {exc} (your question is kept)", err=True)
+            return
         remember_settings(state.store, state.name, state.keep, result)
         state.keep = {}
         report_result(result, verbose)
@@ -259,9 +270,12 @@ def _ask(state: ChatState, text: str, *, show_prompt_first: bool, verbose: bool,
             from .code import save_answer
 
             save_answer(result.answer, save_code, force=force, quiet=False)
-    finally:  # a code block that cannot be saved, say, still leaves the answer to learn from
-        if result.learning is not None:
+    finally:
+        # A stored answer is learned from whatever happens after it: a code
+        # block that cannot be saved, a Ctrl-C held back while it was drawn.
+        if result is not None and result.learning is not None:
             state.learning = Learning(result, verbose)
+            state.learning.start()  # after: a Ctrl-C here leaves no thread untracked
 
 
 class Learning:
@@ -282,6 +296,8 @@ class Learning:
         self.known = (dict(result.facts), len(result.notes))  # what report_result has shown
         self.failure: Exception | None = None
         self.thread = threading.Thread(target=self._run, name="kvchat fact extraction", daemon=True)
+
+    def start(self) -> None:
         self.thread.start()
 
     def _run(self) -> None:
@@ -296,13 +312,13 @@ class Learning:
 
     def finish(self) -> None:
         """Wait for it; say what it learned (with --verbose) or how it failed."""
+        if self.thread.ident is None:
+            return  # never started (Ctrl-C came first): nothing was learned
         self.thread.join(WAIT_QUIETLY_SECONDS)
         if self.running:
             typer.echo("kvchat: still learning facts from the last answer...", err=True)
             self.thread.join()
         if self.failure is not None:
-            import os
-
             from .errors import one_line_error
 
             if os.environ.get("KVCHAT_DEBUG"):
@@ -328,8 +344,6 @@ def _finish_learning(state: ChatState) -> None:
 def _report(exc: Exception) -> None:
     """A failed command or question in one line, as kvchat reports any
     failure, except that the chat goes on."""
-    import os
-
     from .errors import one_line_error
 
     if os.environ.get("KVCHAT_DEBUG"):
