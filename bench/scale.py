@@ -255,9 +255,8 @@ def as_after_one_import(store) -> float:
     with store._write_sql() as sql:
         sql("DELETE FROM search_term_counts WHERE term <> ''", {})
     started = time.perf_counter()
-    for kind, count in (("turns", "SELECT coalesce(sum(turn_count), 0) FROM sessions"),
-                        ("facts", "SELECT count(*) FROM facts")):
-        store.recount_common_terms(kind, added=store._select(count, {})[0][0])
+    for kind in ("turns", "facts"):
+        store.recount_common_terms(kind, added=store._select(store.ROWS_SQL[kind], {})[0][0])
     return round(time.perf_counter() - started, 2)
 
 

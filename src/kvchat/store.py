@@ -1763,14 +1763,16 @@ class Store:
             # and its first questions count what they need, as before.
             return False
 
+    # How many rows of each kind the store holds (of every user, as the index counts them).
+    ROWS_SQL = {"facts": "SELECT count(*) FROM facts", "turns": "SELECT coalesce(sum(turn_count), 0) FROM sessions"}
+    # How many deletions of a kind emptied its kept counts so far (the row whose term is '').
+    _DELETIONS_SQL = "SELECT counted_among FROM search_term_counts WHERE kind = :kind AND term = ''"
+
     def _recount_common_terms(self, kind: str, added: int, starting: Callable[[], None] | None) -> bool:
-        total_sql = "SELECT count(*) FROM facts" if kind == "facts" else \
-            "SELECT coalesce(sum(turn_count), 0) FROM sessions"
-        (total,) = self._select(total_sql, {})[0]
+        (total,) = self._select(self.ROWS_SQL[kind], {})[0]
         if added <= self.TERM_COUNT_DRIFT * (total - added):
             return False
-        marker = self._select("SELECT counted_among FROM search_term_counts WHERE kind = :kind AND term = ''",
-                              dict(kind=kind))
+        marker = self._select(self._DELETIONS_SQL, dict(kind=kind))
         deletions = marker[0][0] if marker else 0
         if starting is not None:
             starting()
@@ -1793,9 +1795,7 @@ class Store:
         they were made: the terms of deleted text are not kept."""
         made, self._new_term_counts = self._new_term_counts, {}
         for kind, (deletions, counts) in made.items():
-            row = sql(
-                "SELECT counted_among FROM search_term_counts WHERE kind = :kind AND term = ''", dict(kind=kind)
-            ).fetchone()
+            row = sql(self._DELETIONS_SQL, dict(kind=kind)).fetchone()
             if (row[0] if row else 0) != deletions:
                 continue
             sql.many(
