@@ -59,6 +59,22 @@ def test_the_recent_turn_budget_holds(model, kvchat):
     assert 0 < used <= 150
 
 
+def test_the_recent_turn_budget_holds_after_a_switch_to_a_model_that_counts_more(model, kvchat):
+    """gpt-4 (cl100k_base) counts this Hindi at over three times what gpt-4o
+    (o200k_base) does: the turns stored under gpt-4o are counted again."""
+    from kvchat import tokens
+
+    hindi = "मैं आज डेटाबेस माइग्रेशन की योजना पर चर्चा कर रहा हूँ। "
+    assert tokens.count_tokens(hindi, "gpt-4") > 3 * tokens.count_tokens(hindi, "gpt-4o")
+    for i in range(12):
+        model.queue_answer(f"{i}: " + hindi * 2)
+        kvchat("ask", f"{i}: " + hindi * 2, "-m", "gpt-4o", "--no-extract")
+    kvchat("ask", "आगे?", "-m", "gpt-4", "--memory-tokens", "400", "--no-extract")
+    recent = model.chat_requests[-1]["messages"][1:-1]
+    used = sum(tokens.message_tokens(tokens.count_tokens(m["content"], "gpt-4")) for m in recent)
+    assert 0 < used <= 400
+
+
 def test_history_survives_a_new_process(model, kvchat_process):
     first = kvchat_process("ask", "remember the number 4711", "--no-extract")
     assert first.exit_code == 0, first.stderr

@@ -129,7 +129,7 @@ class Conversation:
         asked = self.store.add_turn(
             session.id,
             NewTurn(role="user", content=question, tokens=tokens.count_tokens(question, model),
-                    status="pending", model=model),
+                    token_encoding=tokens.encoding_name_for_model(model), status="pending", model=model),
         )
         # Explicit statements need no model: they are kept even if the answer
         # fails, and this very question can already use them.
@@ -294,7 +294,8 @@ class Conversation:
         answer = self.store.record_answer(
             question,
             NewTurn(
-                role="assistant", content=text, tokens=answer_tokens, status=status,
+                role="assistant", content=text, tokens=answer_tokens,
+                token_encoding=tokens.encoding_name_for_model(model), status=status,
                 model=(reply.model if reply and reply.model else model),
                 error=redact(error, self.secrets) if error else None,
                 prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,

@@ -182,6 +182,7 @@ def _recent_turns(
             continue
         if max_turns is not None and len(chosen) == max_turns:
             break
+        turn = turn.counted_for(model)
         cost = _cost(turn, model)
         if not chosen and cost > budget:
             turn = _shortened(turn, cost - budget, model)

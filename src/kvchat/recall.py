@@ -332,11 +332,8 @@ def _cannot_fit(turns: list[Turn], room: int) -> bool:
     stored with its turns: its lines in the prompt hold all their text and
     more. Once the budget is nearly full this spares counting the tokens of
     most of the candidates, the long ones first (10 ms of some prompts at a
-    million turns). The stored counts are trusted as the recent window trusts
-    them; one made for a model of another encoding can be far off (o200k
-    counts some Chinese text at less than half of what cl100k does), and then
-    an exchange near the edge of the room is passed over or counted in vain,
-    but the budget holds either way: what is taken is counted."""
+    million turns). The counts are the model's own (Turn.counted_for); the
+    budget holds either way: what is taken is counted."""
     return sum(turn.tokens for turn in turns) > room + 8
 
 
@@ -353,7 +350,7 @@ def _fill_budget(
         if item.kind == "turn":
             if item.id in shown:
                 continue
-            item.turns = _exchange(store, item.turns[0], before_id)
+            item.turns = [turn.counted_for(model) for turn in _exchange(store, item.turns[0], before_id)]
             shown.update(turn.id for turn in item.turns)
             if _cannot_fit(item.turns, budget - used):
                 continue

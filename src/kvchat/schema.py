@@ -68,6 +68,8 @@ turns = Table(
     Column("name", String(200)),
     Column("content", Text, nullable=False),
     Column("tokens", Integer, nullable=False),
+    # The tiktoken encoding that made `tokens`; NULL before schema 0011.
+    Column("token_encoding", String(32)),
     Column("model", String(200)),
     Column("status", String(16), nullable=False, server_default="complete"),
     Column("error", Text),

@@ -13,7 +13,7 @@ import re
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -170,6 +170,20 @@ class Turn:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     ref: str | None = None
+    token_encoding: str | None = None  # the encoding `tokens` was counted with; None: not known
+
+    def counted_for(self, model: str) -> Turn:
+        """The turn with its tokens as `model` counts them. The stored count
+        was made for the model of the day it was written: under another
+        encoding the same text can count less than half as much, or over
+        twice as much, so it is counted again. A count of unknown encoding
+        (written before schema 0011) is trusted, as it always was."""
+        from . import tokens
+
+        encoding = tokens.encoding_name_for_model(model)
+        if self.token_encoding is None or self.token_encoding == encoding:
+            return self
+        return replace(self, tokens=tokens.count_tokens(self.content, model), token_encoding=encoding)
 
 
 @dataclass
@@ -187,6 +201,7 @@ class NewTurn:
     completion_tokens: int | None = None
     ref: str | None = None
     created_at: datetime | None = None
+    token_encoding: str | None = None
 
 
 @dataclass
@@ -247,6 +262,7 @@ def _turn(row) -> Turn:
         prompt_tokens=m["prompt_tokens"],
         completion_tokens=m["completion_tokens"],
         ref=m["ref"],
+        token_encoding=m["token_encoding"],
     )
 
 
@@ -1112,6 +1128,7 @@ class Store:
                     name=turn.name,
                     content=content,
                     tokens=turn.tokens,
+                    token_encoding=turn.token_encoding,
                     model=turn.model,
                     status=turn.status,
                     error=turn.error,
@@ -1952,7 +1969,7 @@ class Store:
 
 # The turn columns a turn is written with (see _insert_turns) and may change (update_turn).
 _NEW_TURN_FIELDS = (
-    "session_id", "role", "name", "content", "tokens", "model", "status", "error",
+    "session_id", "role", "name", "content", "tokens", "token_encoding", "model", "status", "error",
     "prompt_tokens", "completion_tokens", "ref", "created_at",
 )
 _INSERT_TURN = (
@@ -1965,7 +1982,7 @@ _UPDATABLE_TURN_FIELDS = frozenset(_NEW_TURN_FIELDS) - {"session_id", "created_a
 _TURN_COLUMNS = ", ".join(
     f"turns.{name}" for name in (
         "id", "session_id", "role", "content", "tokens", "status", "created_at", "name",
-        "model", "error", "prompt_tokens", "completion_tokens", "ref",
+        "model", "error", "prompt_tokens", "completion_tokens", "ref", "token_encoding",
     )
 )
 _FACT_COLUMNS = ", ".join(
@@ -2041,7 +2058,7 @@ def _raw_turn(row) -> Turn:
     return Turn(
         id=row[0], session_id=row[1], role=row[2], content=row[3], tokens=row[4], status=row[5],
         created_at=_stored_time(row[6]), name=row[7], model=row[8], error=row[9],
-        prompt_tokens=row[10], completion_tokens=row[11], ref=row[12],
+        prompt_tokens=row[10], completion_tokens=row[11], ref=row[12], token_encoding=row[13],
     )
 
 

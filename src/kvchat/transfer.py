@@ -111,6 +111,7 @@ def parse_turns(
     """Every turn of a JSON-lines file, grouped by session, in file order,
     with secrets (and the configured `secrets`) blanked."""
     secrets = list(secrets)
+    encoding = tokens.encoding_name_for_model(model)
     by_session: dict[str, list[NewTurn]] = {}
     for where, record in json_lines(lines, progress):
         try:
@@ -127,7 +128,8 @@ def parse_turns(
         content = redact(_required_text(record, "content", where), secrets)
         by_session.setdefault(session, []).append(
             NewTurn(
-                role=role, content=content, tokens=tokens.count_tokens(content, model), status=status,
+                role=role, content=content, tokens=tokens.count_tokens(content, model),
+                token_encoding=encoding, status=status,
                 name=_optional_text(record, "name", where, limit=MAX_NAME_LENGTH),
                 ref=_optional_text(record, "ref", where, limit=MAX_NAME_LENGTH),
                 model=_optional_text(record, "model", where, limit=MAX_NAME_LENGTH),
