@@ -303,6 +303,11 @@ def test_deleting_a_session_takes_what_was_typed_into_it_out_of_the_chat_history
     with Store() as store:
         add(store, "old", "what is a monad?")
         make_idle(store, "old", now() - timedelta(days=3))
+    preview = kvchat("sessions", "prune", "--older-than", "2d", "--dry-run")
+    assert preview.stderr == "Would delete 1 sessions, 1 turns, 1 entries of the chat history.\n"
+    preview = kvchat("sessions", "prune", "--older-than", "2d", "--dry-run", "--json")
+    assert json.loads(preview.stdout)["chat_history_entries"] == 1
+    assert list(chat_history().load_history_strings()) == ["what is a monad?", "/facts"]
     pruned = kvchat("sessions", "prune", "--older-than", "2d", "--yes", "--json")
     assert json.loads(pruned.stdout)["chat_history_entries"] == 1
     assert list(chat_history().load_history_strings()) == ["/facts"]
@@ -360,7 +365,8 @@ def test_cli_prune_dry_run_then_for_real(home, kvchat):
     assert [line.split("\t")[:2] for line in dry.stdout.splitlines()] == [["old-1", "2"], ["old-2", "1"]]
     assert dry.stderr == "Would delete 2 sessions, 3 turns, 1 facts.\n"
     preview = json.loads(kvchat("sessions", "prune", "--older-than", "12h", "--facts", "--dry-run", "--json").stdout)
-    assert preview == {"dry_run": True, "sessions": 2, "names": ["old-1", "old-2"], "turns": 3, "facts": 1}
+    assert preview == {"dry_run": True, "sessions": 2, "names": ["old-1", "old-2"], "turns": 3, "facts": 1,
+                       "chat_history_entries": 0}
     assert kvchat("sessions", "prune", "--older-than", "12h").exit_code == 1  # no terminal, no --yes
     with Store() as store:
         assert len(store.sessions()) == 3

@@ -1067,15 +1067,21 @@ class Store:
                     ])
                 deleted.facts += len(gone)
             db.execute(embeddings.delete().where(embeddings.c.kind == "turn", embeddings.c.item_id.in_(session_turns)))
-            if asked:  # only those: all the questions of a large store would not fit in memory
-                deleted.questions.update(question for question in db.execute(
-                    select(turns.c.content).where(turns.c.session_id.in_(chunk), turns.c.role == "user")
-                ).scalars() if question.strip() in asked)
+            deleted.questions.update(_questions_among(db, chunk, asked))
             deleted.turns += db.execute(turns.delete().where(turns.c.session_id.in_(chunk))).rowcount
             db.execute(session_summaries.delete().where(session_summaries.c.session_id.in_(chunk)))
             deleted.names += db.execute(select(sessions.c.name).where(sessions.c.id.in_(chunk))).scalars().all()
             deleted.sessions += db.execute(sessions.delete().where(sessions.c.id.in_(chunk))).rowcount
         return deleted
+
+    def questions_among(self, session_ids: list[int], asked: Collection[str]) -> set[str]:
+        """Which of the `asked` texts were questions in these sessions: what a
+        delete of them would report in `Deleted.questions`."""
+        found: set[str] = set()
+        with self._read() as db:
+            for start in range(0, len(session_ids), 500):
+                found.update(_questions_among(db, session_ids[start : start + 500], asked))
+        return found
 
     def _erase_deleted_text(self, deleted: Deleted) -> None:
         """Make deleted text unrecoverable from the SQLite file.
@@ -1965,6 +1971,21 @@ class Store:
                         raise database.DatabaseError(database.describe_error(exc, self.engine.url)) from None
         with self._raw() as db:
             return db.execute(sql, _as_stored(params)).fetchall()
+
+
+def _questions_among(db: Connection, session_ids: list[int], asked: Collection[str]) -> Iterator[str]:
+    """The user turns of these sessions whose text is one of `asked`."""
+    if not asked:  # nothing to look for: the questions of a large store would not fit in memory
+        return
+    from sqlalchemy import select
+
+    from .schema import turns
+
+    for question in db.execute(
+        select(turns.c.content).where(turns.c.session_id.in_(session_ids), turns.c.role == "user")
+    ).scalars():
+        if question.strip() in asked:
+            yield question
 
 
 # The turn columns a turn is written with (see _insert_turns) and may change (update_turn).

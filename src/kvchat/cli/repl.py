@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,14 +50,15 @@ def history_path() -> Path:
     return paths.data_dir() / HISTORY_NAME
 
 
-def typed_questions() -> set[str]:
-    """The questions chat's history holds, as chat sent them: its entries
-    less the slash commands, "/x" for an entry "//x"."""
+def typed_questions() -> Counter[str]:
+    """The questions chat's history holds, as chat sent them (its entries
+    less the slash commands, "/x" for an entry "//x"), with the number of
+    entries that typed each."""
     path = history_path()
     if not path.exists():
-        return set()
+        return Counter()
     entries, _ = _history_entries(path.read_bytes())
-    return {question for _, question in _questions(entries)}
+    return Counter(question for _, question in _questions(entries))
 
 
 def forget_typed(questions: Iterable[str]) -> int:

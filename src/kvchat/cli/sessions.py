@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections import Counter
 from datetime import timedelta
 from typing import Annotated, Optional
 
@@ -302,9 +303,9 @@ def _what(deleted, typed_out: int | None = None) -> str:
     return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
 
 
-def _typed_questions() -> set[str] | None:
-    """The questions `kvchat chat`'s history holds, for a delete to look for
-    in its sessions; None, with a warning, when the history cannot be read
+def _typed_questions() -> Counter[str] | None:
+    """The questions `kvchat chat`'s history holds (and how many entries typed
+    each), for a delete to look for in its sessions; None, with a warning, when the history cannot be read
     (the sessions are deleted all the same)."""
     from .repl import history_path, typed_questions
 
@@ -426,16 +427,21 @@ def prune_sessions(
         learnt = len(store.facts_from_sessions([s.id for s in found])) if facts else 0
         turns = sum(s.turn_count for s in found)
         what = f"{len(found)} sessions, {turns} turns" + (f", {learnt} facts" if facts else "")
+        typed = _typed_questions()  # first: a warning that it cannot be read comes before the question
         if dry_run or not found:
+            typed_out = None if typed is None else sum(typed[question] for question in {
+                text.strip() for text in store.questions_among([s.id for s in found], typed)
+            })
             if json_output:
                 print_json({"dry_run": dry_run, "sessions": len(found), "names": [s.name for s in found],
-                            "turns": turns, "facts": learnt})
+                            "turns": turns, "facts": learnt, "chat_history_entries": typed_out})
                 return
             for s in found:
                 sys.stdout.write(f"{s.name}\t{s.turn_count}\t{local_time(s.last_active_at)}\n")
+            if typed_out:
+                what += f", {typed_out} entries of the chat history"
             typer.echo(f"Would delete {what}." if dry_run else "No session is that old.", err=True)
             return
-        typed = _typed_questions()  # first: a warning that it cannot be read comes before the question
         if not _confirm_or_refuse(f"Delete {what}, last active before {local_time(before)}?", yes):
             raise CliError("nothing deleted")
         deleted = store.prune_sessions(before, facts=facts, asked=typed or ())
