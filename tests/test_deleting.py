@@ -191,7 +191,7 @@ def test_cli_delete_needs_yes_without_a_terminal(home, kvchat):
     assert refused.stderr == "kvchat: error: deleting needs confirmation: pass --yes to delete without being asked\n"
     done = kvchat("sessions", "delete", "secret", "--facts", "--yes")
     assert done.exit_code == 0, done.stderr
-    assert done.stderr == "Deleted session 'secret': 2 turns and 1 facts.\n"
+    assert done.stderr == "Deleted session 'secret': 2 turns and 1 fact.\n"
     gone = kvchat("sessions", "delete", "secret", "--yes")
     assert gone.exit_code == 1 and gone.stderr.startswith("kvchat: error: no session named 'secret'")
 
@@ -250,7 +250,7 @@ def test_cli_delete_asks_at_a_terminal_showing_what_goes(home):
     with Store() as store:
         secret_session(store)
     code, screen = _on_terminal(["sessions", "delete", "secret", "--facts"], "n\n")
-    assert code == 1 and "Delete session 'secret' (2 turns and 1 facts)? [y/N]" in screen
+    assert code == 1 and "Delete session 'secret' (2 turns and 1 fact)? [y/N]" in screen
     assert "nothing deleted" in screen
     with Store() as store:
         assert store.session("secret") is not None
@@ -304,7 +304,7 @@ def test_deleting_a_session_takes_what_was_typed_into_it_out_of_the_chat_history
         add(store, "old", "what is a monad?")
         make_idle(store, "old", now() - timedelta(days=3))
     preview = kvchat("sessions", "prune", "--older-than", "2d", "--dry-run")
-    assert preview.stderr == "Would delete 1 sessions, 1 turns, 1 entries of the chat history.\n"
+    assert preview.stderr == "Would delete 1 session, 1 turn, 1 entry of the chat history.\n"
     preview = kvchat("sessions", "prune", "--older-than", "2d", "--dry-run", "--json")
     assert json.loads(preview.stdout)["chat_history_entries"] == 1
     assert list(chat_history().load_history_strings()) == ["what is a monad?", "/facts"]
@@ -344,7 +344,7 @@ def test_a_chat_history_that_cannot_be_read_is_reported_after_the_delete(home, k
     assert result.exit_code == 0
     assert result.stderr.startswith(f"kvchat: warning: could not read the chat history {history_path()} to take "
                                     "the deleted sessions' questions out of it: Is a directory\n")
-    assert result.stderr.endswith("Deleted session 'secret': 1 turns.\n")
+    assert result.stderr.endswith("Deleted session 'secret': 1 turn.\n")
     result = kvchat("sessions", "delete", "other", "--yes", "--json")
     assert json.loads(result.stdout)["chat_history_entries"] is None
     with Store() as store:
@@ -363,7 +363,7 @@ def test_cli_prune_dry_run_then_for_real(home, kvchat):
     dry = kvchat("sessions", "prune", "--older-than", "12h", "--facts", "--dry-run")
     assert dry.exit_code == 0
     assert [line.split("\t")[:2] for line in dry.stdout.splitlines()] == [["old-1", "2"], ["old-2", "1"]]
-    assert dry.stderr == "Would delete 2 sessions, 3 turns, 1 facts.\n"
+    assert dry.stderr == "Would delete 2 sessions, 3 turns, 1 fact.\n"
     preview = json.loads(kvchat("sessions", "prune", "--older-than", "12h", "--facts", "--dry-run", "--json").stdout)
     assert preview == {"dry_run": True, "sessions": 2, "names": ["old-1", "old-2"], "turns": 3, "facts": 1,
                        "chat_history_entries": 0}

@@ -156,7 +156,7 @@ def test_ctrl_c_while_an_import_counts_its_terms_stops_only_the_count(store, com
         added = transfer.import_turns(store, lines, model="gpt-4o-mini", progress=progress)
     except KeyboardInterrupt:
         pytest.fail("Ctrl-C during the count ended the import as interrupted")
-    assert added == {"s0": 6}
+    assert added.added == {"s0": 6}
     assert store.session("s0").turn_count == 6
     assert kept(store) == {}
 

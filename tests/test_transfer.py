@@ -92,6 +92,35 @@ def test_importing_the_same_file_twice_adds_nothing_the_second_time(kvchat, tmp_
     assert store.session("s").turn_count == 2
 
 
+def test_re_importing_an_export_adds_nothing_twice(model, kvchat, tmp_path, store):
+    """Turns asked here have no ref: the export's time, role and text tell
+    the import that the session already holds them."""
+    model.queue_answer("Use reversed(xs).")
+    kvchat("ask", "How do I reverse a list?", "--no-extract")
+    export = tmp_path / "export.jsonl"
+    export.write_text(kvchat("export").stdout)
+    again = kvchat("import", str(export))
+    assert again.exit_code == 0
+    assert again.stderr == "Imported 0 turns into 1 session; 2 lines already stored, skipped.\n"
+    assert json.loads(kvchat("import", str(export), "--json").stdout) == {
+        "imported": 0, "sessions": {"default": 0}, "already_stored": 2,
+    }
+    assert [turn.content for turn in store.history(store.session("default").id)] == [
+        "How do I reverse a list?", "Use reversed(xs).",
+    ]
+
+
+def test_the_same_text_at_another_time_or_without_one_is_a_new_turn(kvchat, tmp_path, store):
+    first = {"session": "s", "role": "user", "content": "ping", "created_at": "2024-01-01T10:00:00+00:00"}
+    kvchat("import", str(write_lines(tmp_path / "a.jsonl", [first])))
+    later = dict(first, created_at="2024-01-01T10:05:00+00:00")
+    undated = {key: value for key, value in first.items() if key != "created_at"}
+    answered = dict(first, role="assistant")
+    done = kvchat("import", str(write_lines(tmp_path / "b.jsonl", [first, later, undated, answered])), "--json")
+    assert json.loads(done.stdout) == {"imported": 3, "sessions": {"s": 3}, "already_stored": 1}
+    assert store.session("s").turn_count == 4
+
+
 def test_an_export_keeps_incomplete_answers_incomplete_through_import(model, kvchat, tmp_path, home, monkeypatch):
     model.queue_cut_stream("half an ans")
     kvchat("ask", "explain", "--no-extract")
@@ -135,11 +164,11 @@ def test_a_long_import_at_a_terminal_shows_a_progress_bar(kvchat_terminal, tmp_p
     done = kvchat_terminal("import", str(big_import(tmp_path / "big.jsonl")))
     assert done.exit_code == 0, done.stdout
     assert "storing" in done.stdout and "/30000" in done.stdout
-    assert "Imported 30000 turns into 1 sessions." in done.stdout
+    assert "Imported 30000 turns into 1 session." in done.stdout
 
 
 def test_a_long_import_or_export_that_is_piped_prints_no_progress_bar(kvchat, tmp_path):
     done = kvchat("import", str(big_import(tmp_path / "big.jsonl")))
-    assert done.stderr == "Imported 30000 turns into 1 sessions.\n"
+    assert done.stderr == "Imported 30000 turns into 1 session.\n"
     exported = kvchat("export")
     assert exported.stderr == "" and len(exported.stdout.splitlines()) == 30_000

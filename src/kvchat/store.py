@@ -1204,19 +1204,31 @@ class Store:
                 ))
             return stored
 
-    def refs(self, session_name: str) -> set[str]:
-        """The external ids (`ref`) already stored in a session."""
+    def already_stored(self, session_name: str, new: list[NewTurn]) -> list[bool]:
+        """For each of `new`, whether the session already holds it: a turn
+        with its `ref` or, when it has none, one with its time, role and text,
+        as an export of the session wrote them. A turn with neither a ref nor
+        a time is never taken for one already stored."""
         from sqlalchemy import select
 
         from .schema import sessions, turns
 
-        query = (
-            select(turns.c.ref)
-            .join(sessions, sessions.c.id == turns.c.session_id)
-            .where(self._own(sessions), sessions.c.name == session_name, turns.c.ref.is_not(None))
-        )
+        in_session = (sessions.c.id == turns.c.session_id, self._own(sessions), sessions.c.name == session_name)
+        times = [_naive_utc(turn.created_at) for turn in new if turn.ref is None and turn.created_at is not None]
         with self._read() as db:
-            return set(db.execute(query).scalars())
+            refs = set(db.execute(select(turns.c.ref).where(*in_session, turns.c.ref.is_not(None))).scalars())
+            written = set()
+            if times:
+                rows = db.execute(
+                    select(turns.c.role, turns.c.created_at, turns.c.content)
+                    .where(*in_session, turns.c.ref.is_(None), turns.c.created_at.between(min(times), max(times)))
+                )
+                written = {(row.role, _utc(row.created_at), row.content) for row in rows}
+        return [
+            turn.ref in refs if turn.ref is not None
+            else turn.created_at is not None and (turn.role, turn.created_at, turn.content) in written
+            for turn in new
+        ]
 
     def update_turn(self, turn_id: int, **values) -> None:
         """Change a stored turn's status, text or usage (e.g. a question answered)."""

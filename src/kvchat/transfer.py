@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator, Sized
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from . import extraction, tokens
@@ -140,25 +141,35 @@ def parse_turns(
     return by_session
 
 
+@dataclass
+class Imported:
+    """What an import of turns did."""
+
+    added: dict[str, int] = field(default_factory=dict)  # turns added, by session
+    skipped: int = 0  # lines their session already held
+
+
 def import_turns(
     store: Store, lines: Iterable[str], *, model: str, secrets: Iterable[str] = (),
     progress: Progress | None = None,
-) -> dict[str, int]:
-    """Load a turns file; returns the number of turns added per session.
+) -> Imported:
+    """Load a turns file.
 
-    A line whose `ref` is already stored in its session is skipped, so
-    importing the same file (or an export) twice adds nothing twice.
-    Each session is stored in one transaction; progress is reported as its
-    turns are written.
+    A line its session already holds is skipped (Store.already_stored: the
+    same `ref`, or without one the same time, role and text), so importing
+    the same file, or an export, twice adds nothing twice. Each session is
+    stored in one transaction; progress is reported as its turns are
+    written.
     """
     parsed = parse_turns(lines, model=model, secrets=secrets, progress=progress)
     total = sum(len(new) for new in parsed.values())
-    added, done = {}, 0
+    imported, done = Imported(), 0
+    added = imported.added
     if progress is not None:
         progress("storing", done, total)
     for name, new in parsed.items():
-        known = store.refs(name)
-        fresh = [turn for turn in new if turn.ref is None or turn.ref not in known]
+        fresh = [turn for turn, stored in zip(new, store.already_stored(name, new)) if not stored]
+        imported.skipped += len(new) - len(fresh)
         before = done
         added[name] = store.add_turns(
             name, fresh, None if progress is None else lambda count: progress("storing", before + count, total)
@@ -171,7 +182,7 @@ def import_turns(
             "turns", added=sum(added.values()),
             starting=None if progress is None else lambda: progress("counting terms", 0, None),
         )
-    return added
+    return imported
 
 
 def parse_facts(lines: Iterable[str]) -> list[tuple[str, str, str | None, datetime | None]]:

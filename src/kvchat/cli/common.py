@@ -148,6 +148,11 @@ def _json_default(value):
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
+def counted(number: int, noun: str, plural: str | None = None) -> str:
+    """"1 turn", "2 turns": a number and its noun, singular or plural."""
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"
+
+
 def print_json(value) -> None:
     """One JSON document on a line of its own (flushed: scripts read as we go)."""
     sys.stdout.write(json.dumps(value, ensure_ascii=False, default=_json_default) + "\n")

@@ -15,6 +15,7 @@ from .common import (
     CliError,
     JsonOption,
     console,
+    counted,
     local_time,
     on_terminal,
     open_store,
@@ -222,7 +223,7 @@ def import_facts(
     if json_output:
         print_json({"imported": len(items), "changed": changed})
     else:
-        typer.echo(f"Imported {len(items)} facts ({changed} new or changed).", err=True)
+        typer.echo(f"Imported {counted(len(items), 'fact')} ({changed} new or changed).", err=True)
 
 
 @app.command("export")

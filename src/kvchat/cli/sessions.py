@@ -18,6 +18,7 @@ from .common import (
     ModelOption,
     SessionOption,
     console,
+    counted,
     find_session,
     given_or_configured_session,
     local_time,
@@ -295,11 +296,11 @@ def _confirm_or_refuse(question: str, yes: bool) -> bool:
 
 
 def _what(deleted, typed_out: int | None = None) -> str:
-    parts = [f"{deleted.turns} turns"]
+    parts = [counted(deleted.turns, "turn")]
     if deleted.facts:
-        parts.append(f"{deleted.facts} facts")
+        parts.append(counted(deleted.facts, "fact"))
     if typed_out:
-        parts.append(f"{typed_out} entries of the chat history")
+        parts.append(f"{counted(typed_out, 'entry', 'entries')} of the chat history")
     return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
 
 
@@ -360,7 +361,7 @@ def delete_session(
             raise CliError(f"{name!r} is only the start of session {session.name!r}: give its whole name "
                            f"or '#{session.id}' to delete it")
         learnt = len(store.facts_from_sessions([session.id])) if facts else 0
-        what = f"{session.turn_count} turns" + (f" and {learnt} facts" if facts else "")
+        what = counted(session.turn_count, "turn") + (f" and {counted(learnt, 'fact')}" if facts else "")
         typed = _typed_questions()  # first: a warning that it cannot be read comes before the question
         if not _confirm_or_refuse(f"Delete session {session.name!r} ({what})?", yes):
             raise CliError("nothing deleted")
@@ -426,7 +427,9 @@ def prune_sessions(
         found = store.sessions_older_than(before)
         learnt = len(store.facts_from_sessions([s.id for s in found])) if facts else 0
         turns = sum(s.turn_count for s in found)
-        what = f"{len(found)} sessions, {turns} turns" + (f", {learnt} facts" if facts else "")
+        what = f"{counted(len(found), 'session')}, {counted(turns, 'turn')}" + (
+            f", {counted(learnt, 'fact')}" if facts else ""
+        )
         typed = _typed_questions()  # first: a warning that it cannot be read comes before the question
         if dry_run or not found:
             typed_out = None if typed is None else sum(typed[question] for question in {
@@ -439,7 +442,7 @@ def prune_sessions(
             for s in found:
                 sys.stdout.write(f"{s.name}\t{s.turn_count}\t{local_time(s.last_active_at)}\n")
             if typed_out:
-                what += f", {typed_out} entries of the chat history"
+                what += f", {counted(typed_out, 'entry', 'entries')} of the chat history"
             typer.echo(f"Would delete {what}." if dry_run else "No session is that old.", err=True)
             return
         if not _confirm_or_refuse(f"Delete {what}, last active before {local_time(before)}?", yes):
@@ -450,7 +453,7 @@ def prune_sessions(
         print_json({"dry_run": False, "sessions": deleted.sessions, "names": deleted.names,
                     "turns": deleted.turns, "facts": deleted.facts, "chat_history_entries": typed_out})
     else:
-        typer.echo(f"Deleted {deleted.sessions} sessions: {_what(deleted, typed_out)}.", err=True)
+        typer.echo(f"Deleted {counted(deleted.sessions, 'session')}: {_what(deleted, typed_out)}.", err=True)
 
 
 def register(app: typer.Typer) -> None:

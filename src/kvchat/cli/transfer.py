@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import JsonOption, ModelOption, find_session, open_store, print_json, read_lines, setting
+from .common import JsonOption, ModelOption, counted, find_session, open_store, print_json, read_lines, setting
 from .render import ProgressBar
 
 
@@ -26,11 +26,14 @@ def import_turns(
     with open_store() as store, ProgressBar() as bar:
         # The configured key is blanked too, whatever its format.
         key = os.environ.get("OPENAI_API_KEY", "")
-        added = transfer.import_turns(store, lines, model=setting("model", model), secrets=[key], progress=bar.update)
+        done = transfer.import_turns(store, lines, model=setting("model", model), secrets=[key], progress=bar.update)
+    added = sum(done.added.values())
     if json_output:
-        print_json({"imported": sum(added.values()), "sessions": added})
+        print_json({"imported": added, "sessions": done.added, "already_stored": done.skipped})
     else:
-        typer.echo(f"Imported {sum(added.values())} turns into {len(added)} sessions.", err=True)
+        skipped = f"; {counted(done.skipped, 'line')} already stored, skipped" if done.skipped else ""
+        typer.echo(f"Imported {counted(added, 'turn')} into {counted(len(done.added), 'session')}{skipped}.",
+                   err=True)
 
 
 class ExportFormat(str, Enum):
