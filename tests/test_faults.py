@@ -360,3 +360,29 @@ def test_a_password_in_the_base_url_never_reaches_an_error_message(kvchat, monke
     assert done.exit_code == 1
     assert "S3cretPw" not in done.stderr
     assert "http://ada:[redacted: password]@127.0.0.1:9/v1" in done.stderr
+    shown = kvchat("config", "--json")
+    assert "S3cretPw" not in shown.stdout
+    assert json.loads(shown.stdout)["base_url"]["value"] == "http://ada:[redacted: password]@127.0.0.1:9/v1"
+
+
+def test_a_base_url_with_a_query_string_is_refused_without_repeating_it(kvchat, monkeypatch):
+    """The client adds its paths after the base URL, so a query string there
+    never worked, and it is where some proxies take a key."""
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1?api_key=sk-abcdefghijklmnopqrstuvwxyz012345")
+    for args in (("ask", "hi", "--no-extract"), ("config",), ("models",)):
+        done = kvchat(*args)
+        assert done.exit_code == 1, args
+        assert done.stderr.startswith("kvchat: error: OPENAI_BASE_URL cannot hold a query string or a fragment")
+        assert "sk-abc" not in done.stderr + done.stdout and done.stderr.count("\n") == 1
+    done = kvchat("endpoints", "add", "proxy", "--base-url", "http://127.0.0.1:9/v1?key=sk-abcdefghijklmnopqrstuvwxyz0")
+    assert done.exit_code == 1 and "sk-abc" not in done.stderr
+    assert done.stderr.startswith("kvchat: error: the base URL holds a query string or a fragment")
+
+
+def test_a_shown_url_leaves_out_the_password_and_the_query_values():
+    from kvchat.config import shown_url
+
+    assert shown_url("https://me:pw@host.example/v1?api_key=sk-1&api-version=2") == (
+        "https://me:[redacted: password]@host.example/v1?api_key=[redacted]&api-version=[redacted]"
+    )
+    assert shown_url("http://localhost:11434/v1") == "http://localhost:11434/v1"

@@ -56,6 +56,7 @@ class Spec:
     above: bool = False  # the minimum itself is not allowed
     choices: tuple[str, ...] = ()
     per_session: bool = True  # may be set for one session
+    url: bool = False  # a server's base URL: no query string or fragment
 
     @property
     def flag(self) -> str:
@@ -80,7 +81,7 @@ SETTINGS: dict[str, Spec] = {
     spec.name: spec
     for spec in (
         Spec("model", str, "gpt-4o-mini", "KVCHAT_MODEL"),
-        Spec("base_url", str, None, "OPENAI_BASE_URL", optional=True, per_session=False),
+        Spec("base_url", str, None, "OPENAI_BASE_URL", optional=True, per_session=False, url=True),
         Spec("timeout", float, 600.0, "KVCHAT_TIMEOUT", minimum=0, above=True, per_session=False),
         # A name from kvchat.endpoints, never an address, so a session (whose
         # settings an import can bring) may name one; "default" means none.
@@ -139,7 +140,29 @@ def _check(spec: Spec, value: object, label: str) -> object:
         ok = value in spec.choices
     if not ok:
         raise ConfigError(f"{label} must be {spec.expected()}, not {value!r}")
+    if spec.url and ("?" in value or "#" in value):
+        # The value is not repeated: what follows "?" may well be a key.
+        raise ConfigError(f"{label} cannot hold a query string or a fragment ('?...', '#...'): "
+                          "the client adds its paths after it; store an API key with `kvchat keys set`")
     return value
+
+
+def shown_url(url: str) -> str:
+    """A server's URL as messages and listings show it: a password in it,
+    and the values of its query string, are left out."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if password is not None:
+        parts = parts._replace(netloc=parts.netloc.replace(f":{password}@", ":[redacted: password]@", 1))
+    if parts.query:
+        names = (field.partition("=")[0] for field in parts.query.split("&"))
+        parts = parts._replace(query="&".join(f"{name}=[redacted]" for name in names))
+    return parts.geturl()
 
 
 def check(name: str, value: object) -> object:

@@ -79,9 +79,11 @@ def check_base_url(url: str) -> str:
         parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise EndpointError(f"the base URL must be an http:// or https:// URL with a host, not {url!r}")
-    if parts.password is not None:
-        # endpoints.json is an ordinary file, not a key file.
-        raise EndpointError("the base URL holds a password: store the key with `kvchat keys set --endpoint NAME` instead")
+    if parts.password is not None or parts.query or parts.fragment or "?" in url:
+        # endpoints.json is an ordinary file, not a key file; and the client
+        # adds its paths after the URL, so a query string would go astray.
+        what = "a password" if parts.password is not None else "a query string or a fragment"
+        raise EndpointError(f"the base URL holds {what}: store the key with `kvchat keys set --endpoint NAME` instead")
     return url
 
 

@@ -180,12 +180,10 @@ class ModelClient:
 
     @property
     def shown_url(self) -> str:
-        """The base URL as messages show it: a password in it is left out."""
-        parts = urlsplit(self.base_url)
-        if parts.password is None:
-            return self.base_url
-        netloc = parts.netloc.replace(f":{parts.password}@", ":[redacted: password]@", 1)
-        return parts._replace(netloc=netloc).geturl()
+        """The base URL as messages show it (config.shown_url)."""
+        from .config import shown_url
+
+        return shown_url(self.base_url)
 
     def close(self) -> None:
         if self._client is not None:

@@ -50,13 +50,16 @@ def config(
         session, session_settings = found.name, found.settings
     settings = settings_config.resolve({"session": session, "user": common.user_flag}, session_settings, session)
     key = _key_shown(settings)
+    # A password in the base URL is a secret, as the key is.
+    rows = [(item.name, settings_config.shown_url(item.value) if item.name == "base_url" and item.value else item.value,
+             item.source) for item in settings]
     if json_output:
-        shown = {item.name: {"value": item.value, "source": item.source} for item in settings}
+        shown = {name: {"value": value, "source": source} for name, value, source in rows}
         print_json(shown | {"api_key": {"value": key[0], "source": key[1]}})
         return
     if not on_terminal():
-        for item in settings:
-            sys.stdout.write(f"{item.name}\t{show_value(item.value)}\t{item.source}\n")
+        for name, value, source in rows:
+            sys.stdout.write(f"{name}\t{show_value(value)}\t{source}\n")
         sys.stdout.write(f"api_key\t{show_value(key[0])}\t{key[1]}\n")
         return
     from rich.table import Table
@@ -66,9 +69,9 @@ def config(
     table.add_column("setting", style="cyan", no_wrap=True)
     table.add_column("value")
     table.add_column("from", style="dim")
-    for item in settings:
+    for name, value, source in rows:
         # Text, not str: values are the user's text, never Rich markup.
-        table.add_row(item.name, safe_text(show_value(item.value)), safe_text(item.source))
+        table.add_row(name, safe_text(show_value(value)), safe_text(source))
     table.add_row("api key", safe_text(show_value(key[0])), safe_text(key[1]))
     out = console()
     out.print(table)
