@@ -111,6 +111,16 @@ def test_new_starts_a_fresh_session(model, kvchat, store):
     assert model.chat_requests[1]["messages"][1:] == [{"role": "user", "content": "two"}]
 
 
+def test_new_with_a_session_name_starts_that_session_and_never_an_existing_one(model, kvchat, store):
+    assert kvchat("ask", "hi", "--new", "-s", "review", "--no-extract").exit_code == 0
+    assert [s.name for s in store.sessions()] == ["review"]
+    again = kvchat("ask", "hi again", "--new", "-s", "review", "--no-extract")
+    assert again.exit_code == 1
+    assert again.stderr == ("kvchat: error: there is already a session 'review': --new starts another one; "
+                            "leave out --new to go on with it, or give a new name\n")
+    assert store.session("review").turn_count == 2
+
+
 def test_model_and_system_role_are_sent_as_given(model, kvchat):
     kvchat("ask", "hi", "-m", "fake-model", "--system", "You are a pirate.", "--no-extract")
     [request] = model.chat_requests

@@ -15,6 +15,7 @@ from .common import (
     JsonOption,
     ModelOption,
     SessionOption,
+    new_session_to_use,
     open_store,
     print_json,
     read_text_argument,
@@ -238,7 +239,7 @@ def result_json(result) -> dict:
 def ask(
     question: Annotated[Optional[str], typer.Argument(help="The question; - (or a pipe) reads it from standard input.")] = None,
     session: SessionOption = None,
-    new: Annotated[bool, typer.Option("--new", help="Start a fresh session (named after the time).")] = False,
+    new: Annotated[bool, typer.Option("--new", help="Start a fresh session: named --session NAME, else after the time.")] = False,
     model: ModelOption = None,
     endpoint: EndpointOption = None,
     role: RoleOption = None,
@@ -272,9 +273,9 @@ def ask(
     text = read_text_argument(question, "question")
     flags = setting_flags(locals())
     with open_store() as store:
-        if session is not None and not new:
-            flags["session"] = session_to_use(store, session)
-        name, settings, keep = resolve_settings(store, flags, new=new)
+        if session is not None:
+            flags["session"] = new_session_to_use(store, session) if new else session_to_use(store, session)
+        name, settings, keep = resolve_settings(store, flags, new=new and session is None)
         options = ask_options(store, settings, system=system, stream=not no_stream, no_extract=no_extract)
         conversation = make_conversation(store, settings)
         with nullcontext() if json_output else AnswerView(plain=plain) as view:

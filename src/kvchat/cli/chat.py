@@ -38,7 +38,15 @@ from .ask import (
     remember_settings,
     resolve_settings,
 )
-from .common import CliError, ModelOption, SessionOption, open_store, session_to_use, setting_flags
+from .common import (
+    CliError,
+    ModelOption,
+    SessionOption,
+    new_session_to_use,
+    open_store,
+    session_to_use,
+    setting_flags,
+)
 from .connection import EndpointOption, conversation as make_conversation, warn_if_context_unknown
 from .render import AnswerView, PlainOption
 
@@ -111,7 +119,7 @@ def _server(settings: Settings | None) -> tuple:
 
 def chat(
     session: SessionOption = None,
-    new: Annotated[bool, typer.Option("--new", help="Start a fresh session (named after the time).")] = False,
+    new: Annotated[bool, typer.Option("--new", help="Start a fresh session: named --session NAME, else after the time.")] = False,
     model: ModelOption = None,
     endpoint: EndpointOption = None,
     role: RoleOption = None,
@@ -149,9 +157,9 @@ def chat(
         open_store(), setting_flags(locals()), system, stream=not no_stream, no_extract=no_extract,
     )
     with state.store as store:
-        if session is not None and not new:
-            state.flags["session"] = session_to_use(store, session)
-        state.change(new=new)
+        if session is not None:
+            state.flags["session"] = new_session_to_use(store, session) if new else session_to_use(store, session)
+        state.change(new=new and session is None)
         if repl.can_prompt():
             read_line = repl.terminal_reader(slash.COMMANDS, state.conversation.secrets)
         else:

@@ -104,6 +104,16 @@ def session_to_use(store: Store, ref: str) -> str:
     return found.name
 
 
+def new_session_to_use(store: Store, ref: str) -> str:
+    """The name for `--new --session NAME`: a session by that name, started
+    now, so it must not be one there is already."""
+    found, how = store.find_session(ref)
+    if found is not None and how != "prefix":
+        raise CliError(f"there is already a session {found.name!r}: --new starts another one; leave out --new "
+                       "to go on with it, or give a new name")
+    return ref
+
+
 _DURATION = re.compile(r"(\d+)\s*([mhdw])")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _DATE_ALONE = re.compile(r"\d{4}-?\d{2}-?\d{2}")
