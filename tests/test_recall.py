@@ -42,8 +42,11 @@ def test_recall_names_a_session_by_its_start_or_id(kvchat, tmp_path):
     for ref in ("sprint", "#1"):
         done = kvchat("recall", "deploy key rotate", "-s", ref, "--memory-tokens", "0", "--json")
         assert [item["ref"] for item in json.loads(done.stdout)] == ["a"], ref
-    # A name no session has, nor starts, recalls facts only.
-    assert json.loads(kvchat("recall", "deploy key rotate", "-s", "other", "--json").stdout) == []
+    # A name no session has, nor starts, recalls facts only, and says so.
+    other = kvchat("recall", "deploy key rotate", "-s", "other", "--json")
+    assert json.loads(other.stdout) == []
+    assert other.stderr == ("kvchat: warning: no session is named 'other': this is what a new session would "
+                            "recall (facts only)\n")
 
 
 def test_recall_many_queries_in_one_process(kvchat, tmp_path):

@@ -66,11 +66,16 @@ def _prompt(store, question: str, session_name: str | None, flags: dict, system:
     settings = config.resolve(flags, session.settings if session else None, name)
     options = ask.ask_options(store, settings, system=system, stream=False, no_extract=True)
     options.prompt.recall_limit = limit
-    return build_prompt(
+    prompt = build_prompt(
         store, question=question, question_tokens=tokens.count_tokens(question, settings.model),
         session_id=session.id if session else None, before_id=None, options=options.prompt,
         semantic=semantic_for(store, settings, options) if semantic_for else None,
     )
+    if session is None and session_name is not None:
+        # A mistyped name would look like a memory with nothing in it.
+        prompt.notes.append(f"no session is named {session_name!r}: this is what a new session would recall "
+                            "(facts only)")
+    return prompt
 
 
 def _semantic(store, settings, options):
