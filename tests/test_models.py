@@ -39,8 +39,8 @@ def test_models_known_shows_the_table_without_a_server(kvchat):
     assert done.exit_code == 0, done.stderr
     lines = done.stdout.splitlines()
     assert len(lines) == len(KNOWN_MODELS)
-    assert lines[0].split() == ["gpt-5", "400000", "o200k_base"]
-    assert ["gpt-4", "8192", "cl100k_base"] in [line.split() for line in lines]
+    assert lines[0].split("\t") == ["gpt-5", "400000", "o200k_base"]  # piped: tab-separated
+    assert ["gpt-4", "8192", "cl100k_base"] in [line.split("\t") for line in lines]
     # The same shape as `kvchat models --json`: a list of objects named by `id`.
     listed = json.loads(kvchat("models", "--known", "--json").stdout)
     assert [entry["id"] for entry in listed] == list(KNOWN_MODELS)

@@ -21,15 +21,18 @@ def _known(json_output: bool) -> None:
         print_json([{"id": name, "context_tokens": known.context, "encoding": known.encoding}
                     for name, known in KNOWN_MODELS.items()])
         return
+    if not on_terminal():  # tab-separated, as every listing is when piped
+        for name, known in KNOWN_MODELS.items():
+            sys.stdout.write(f"{name}\t{known.context}\t{known.encoding}\n")
+        return
     width = max(map(len, KNOWN_MODELS))
     for name, known in KNOWN_MODELS.items():
         sys.stdout.write(f"{name:<{width}}  {known.context:>9}  {known.encoding}\n")
-    if on_terminal():
-        typer.echo(
-            f"A name covers its dated versions and variants (gpt-4o-2024-08-06, gpt-4o-mini). "
-            f"Any other model: {DEFAULT_CONTEXT_WINDOW} tokens, {DEFAULT_ENCODING}, unless --context-tokens says.",
-            err=True,
-        )
+    typer.echo(
+        f"A name covers its dated versions and variants (gpt-4o-2024-08-06, gpt-4o-mini). "
+        f"Any other model: {DEFAULT_CONTEXT_WINDOW} tokens, {DEFAULT_ENCODING}, unless --context-tokens says.",
+        err=True,
+    )
 
 
 def models(
