@@ -271,7 +271,7 @@ def error_of(done) -> str:
 
 
 def test_code_errors_are_one_line(model, kvchat):
-    assert error_of(kvchat("code")) == "kvchat: error: no session named 'default' (see `kvchat sessions`)"
+    assert error_of(kvchat("code")) == "kvchat: error: no session named 'default' yet (see `kvchat sessions`)"
     model.queue_answer("No code here.")
     asked = json.loads(kvchat("ask", "q", "--no-extract", "--json").stdout)
     assert error_of(kvchat("code")) == f"kvchat: error: answer {asked['answer_id']} has no code blocks"

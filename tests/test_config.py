@@ -158,6 +158,12 @@ def test_environment_errors_name_the_variable(monkeypatch, variable, value, mess
     assert str(caught.value) == message
 
 
+def test_none_in_the_config_file_unsets_an_optional_setting_as_in_the_environment(config_file):
+    config_file.write_text('context_tokens = "none"\nbase_url = "None"\n')
+    settings = resolve({}, None)
+    assert settings.context_tokens is None and settings.base_url is None
+
+
 def test_environment_values_are_parsed(monkeypatch):
     monkeypatch.setenv("KVCHAT_FACTS", "off")
     monkeypatch.setenv("KVCHAT_VECTOR", "Yes")

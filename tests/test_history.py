@@ -121,5 +121,5 @@ def test_the_configured_session_is_taken_by_its_exact_name_only(kvchat, store, m
     add(store, "default-old", "an old question")
     monkeypatch.setenv("KVCHAT_SESSION", "work")
     add(store, "work-2025", "last year's work")
-    one_line_error(kvchat("history"), "no session named 'work' (see `kvchat sessions`)")
+    one_line_error(kvchat("history"), "no session named 'work' yet (see `kvchat sessions`)")
     assert shown(kvchat, "-s", "work") == [("work-2025", "last year's work")], "a given --session may be a prefix"

@@ -209,6 +209,8 @@ def test_every_command_takes_any_text(model, kvchat, text, name):
         (("facts", "set", "🎉", "x"), None, "'🎉' is not a usable fact key"),
         (("facts", "search", '" * ( ) NOT'), None, "the query has no words to search for"),
         (("sessions", "set", "a\x07b", "--window", "3"), None, "a session name must not contain control characters"),
+        (("sessions", "show", ""), None, "a session name must not be empty"),
+        (("db", "copy", "--to", " "), None, "--to must name a database: a PostgreSQL URL or an SQLite file"),
         (("import", "-"), '{"session": "s", "role": "user", "content": "\\ud800"}\n',
          "line 1: content is not valid Unicode text"),
         (("import", "-"), '{"session": "s", "role": "user", "content": "x", "created_at": "0001-01-01T00:00:00+14:00"}\n',

@@ -66,7 +66,7 @@ def test_a_user_title_is_kept_and_reset_goes_back_to_the_question(kvchat, model)
 
 @pytest.mark.parametrize("args, message", [
     (("work",), "give a title, or --reset"),
-    (("work", "x", "--reset"), "give a title, or --reset"),
+    (("work", "x", "--reset"), "give either a title or --reset, not both"),
     (("work", "x" * 201), "a title is longer than 200 characters"),
     (("work", "a\x07b"), "a title must not contain control characters"),
     (("nope", "x"), "no session named 'nope' or starting with it"),

@@ -118,8 +118,8 @@ def _spec(name: str, where: str | None = None) -> Spec:
 
 def _check(spec: Spec, value: object, label: str) -> object:
     """`value` as the setting holds it, or ConfigError naming `label`."""
-    if value is None and spec.optional:
-        return None
+    if spec.optional and (value is None or isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None  # `context_tokens = "none"` in config.toml, as "none" in an environment variable
     ok = False
     if spec.kind is bool:
         ok = isinstance(value, bool)

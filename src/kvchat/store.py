@@ -886,6 +886,8 @@ class Store:
     def resolve_session(self, ref: str) -> Session:
         """The session `ref` names (see `find_session`); StoreError when none
         does, or when several do (naming them, so the user can type more of one)."""
+        if not ref.strip():
+            raise StoreError("a session name must not be empty")
         found, _ = self.find_session(ref)
         if found is None:
             raise StoreError(f"no session named {ref!r} or starting with it (see `kvchat sessions`)")

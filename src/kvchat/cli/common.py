@@ -86,7 +86,7 @@ def given_or_configured_session(store: Store, given: str | None) -> Session:
     name = setting("session", None)
     session = store.session(name)
     if session is None:
-        raise CliError(f"no session named {name!r} (see `kvchat sessions`)")
+        raise CliError(f"no session named {name!r} yet (see `kvchat sessions`)")
     return session
 
 

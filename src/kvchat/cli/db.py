@@ -31,6 +31,9 @@ def copy(
     from ..store_copy import copy_store
     from . import common
 
+    if not to.strip():
+        # resolve_url takes no URL for the default store, the source itself.
+        raise common.CliError("--to must name a database: a PostgreSQL URL or an SQLite file")
     source = database.resolve_url(os.environ.get("KVCHAT_DB"))
     target = database.resolve_url(to)
     with ProgressBar() as bar:

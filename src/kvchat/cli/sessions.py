@@ -396,7 +396,9 @@ def title_session(
 ) -> None:
     """Give a session a title of your own, shown by `kvchat sessions`; without
     one, a session is titled by the start of its first question."""
-    if (title is None) == (not reset):
+    if title is not None and reset:
+        raise CliError("give either a title or --reset, not both")
+    if title is None and not reset:
         raise CliError("give a title, or --reset to go back to the one made from the first question")
     with open_store() as store:
         session = store.set_title(store.resolve_session(name).name, None if reset else title)
