@@ -84,9 +84,18 @@ def chat_turns(count: int) -> list[dict]:
 
 @contextlib.contextmanager
 def fresh_home() -> Iterator[Path]:
+    """A temporary KVCHAT_HOME, and nothing that would point kvchat elsewhere
+    (KVCHAT_DB, KVCHAT_CONFIG): a benchmark never writes into a user's store."""
+    saved = dict(os.environ)
     with tempfile.TemporaryDirectory(prefix="kvfloor") as home:
+        for name in ("KVCHAT_DB", "KVCHAT_CONFIG"):
+            os.environ.pop(name, None)
         os.environ["KVCHAT_HOME"] = home
-        yield Path(home)
+        try:
+            yield Path(home)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
 
 
 def sqlite_alone(turns: list[dict], way: str) -> float:

@@ -521,6 +521,9 @@ def main() -> int:
                              "the 500,000 exchanges of 1M turns would take ten hours)")
     parser.add_argument("--output", type=Path, default=BENCH / "results" / "scale.json")
     args = parser.parse_args()
+    # The stores are this script's own, in --home: never a user's, which these would name.
+    for name in ("KVCHAT_DB", "KVCHAT_CONFIG"):
+        os.environ.pop(name, None)
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
     # llm's log holds the same number of responses in every session (llm_log_db).
     if args.llm_responses is not None and (args.llm_responses <= 0 or args.llm_responses % SESSIONS):
