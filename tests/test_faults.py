@@ -386,3 +386,5 @@ def test_a_shown_url_leaves_out_the_password_and_the_query_values():
         "https://me:[redacted: password]@host.example/v1?api_key=[redacted]&api-version=[redacted]"
     )
     assert shown_url("http://localhost:11434/v1") == "http://localhost:11434/v1"
+    # One urllib cannot read (a broken [IPv6] host) still shows no secret.
+    assert shown_url("http://ada:S3cret@[::1/v1?key=sk-1") == "http://[redacted]@[::1/v1?[redacted]"

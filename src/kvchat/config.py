@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,8 +156,9 @@ def shown_url(url: str) -> str:
     try:
         parts = urlsplit(url)
         password = parts.password
-    except ValueError:
-        return url
+    except ValueError:  # unreadable (a bad port, a broken [IPv6]): whatever may be a secret goes
+        url = re.sub(r"//[^/@]*@", "//[redacted]@", url)
+        return url.split("?", 1)[0] + ("?[redacted]" if "?" in url else "")
     if password is not None:
         parts = parts._replace(netloc=parts.netloc.replace(f":{password}@", ":[redacted: password]@", 1))
     if parts.query:

@@ -59,8 +59,9 @@ def is_loopback(url: str | None) -> bool:
 
 
 def check_name(name: str) -> str:
-    if name == DEFAULT:
-        raise EndpointError(f"{DEFAULT!r} is not an endpoint name: it means no endpoint (the base_url setting, else OpenAI)")
+    if name.lower() in (DEFAULT, "none"):
+        # "none" unsets the endpoint setting, as it does any optional setting.
+        raise EndpointError(f"{name!r} is not an endpoint name: it means no endpoint (the base_url setting, else OpenAI)")
     if not _NAME.fullmatch(name):
         raise EndpointError(
             f"bad endpoint name {name!r}: use up to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -78,7 +79,8 @@ def check_base_url(url: str) -> str:
     except ValueError:
         parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise EndpointError(f"the base URL must be an http:// or https:// URL with a host, not {url!r}")
+        # Not repeated: a URL kvchat cannot read may still hold a password or a key.
+        raise EndpointError("the base URL must be an http:// or https:// URL with a host")
     if parts.password is not None or parts.query or parts.fragment or "?" in url:
         # endpoints.json is an ordinary file, not a key file; and the client
         # adds its paths after the URL, so a query string would go astray.

@@ -100,7 +100,9 @@ class Embeddings:
 
 def resolve_base_url(base_url: str | None) -> str:
     """The URL requests go to: `base_url`, else $OPENAI_BASE_URL, else OpenAI's own."""
-    url = base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL
+    url = base_url or os.environ.get("OPENAI_BASE_URL", "").strip()
+    if not url or url.lower() == "none":  # "none" unsets it, as kvchat.config reads it
+        url = OPENAI_BASE_URL
     return url.rstrip("/")
 
 
