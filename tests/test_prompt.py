@@ -68,6 +68,18 @@ def test_budget_holds_for_chinese_text(store):
     assert 0 < used <= 200
 
 
+def test_a_turn_from_before_its_encoding_was_recorded_is_counted_by_the_model_it_names(store):
+    from kvchat.store import Turn
+
+    hindi = "मैं आज डेटाबेस माइग्रेशन की योजना पर चर्चा कर रहा हूँ।"
+    old = Turn(id=1, session_id=1, role="user", content=hindi, tokens=tokens.count_tokens(hindi, "gpt-4o"),
+               status="complete", created_at=None, model="gpt-4o")
+    assert old.counted_for("gpt-4").tokens == tokens.count_tokens(hindi, "gpt-4")
+    assert old.counted_for("gpt-4o-mini") is old  # the same encoding: the stored count stands
+    unknown = Turn(id=2, session_id=1, role="user", content=hindi, tokens=16, status="complete", created_at=None)
+    assert unknown.counted_for("gpt-4") is unknown  # no model, no encoding: trusted, as before
+
+
 def test_unanswered_questions_are_left_out_and_cut_answers_are_marked(store):
     session = store.open_session("s")
     store.add_turns("s", [

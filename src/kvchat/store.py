@@ -176,12 +176,17 @@ class Turn:
         """The turn with its tokens as `model` counts them. The stored count
         was made for the model of the day it was written: under another
         encoding the same text can count less than half as much, or over
-        twice as much, so it is counted again. A count of unknown encoding
-        (written before schema 0011) is trusted, as it always was."""
+        twice as much, so it is counted again. A turn written before schema
+        0011 has no encoding recorded: the one of the model it names (the
+        model it was asked of, or that answered it) is taken for it, and a
+        turn that names none is trusted."""
         from . import tokens
 
         encoding = tokens.encoding_name_for_model(model)
-        if self.token_encoding is None or self.token_encoding == encoding:
+        counted_with = self.token_encoding
+        if counted_with is None and self.model:
+            counted_with = tokens.encoding_name_for_model(self.model)
+        if counted_with is None or counted_with == encoding:
             return self
         return replace(self, tokens=tokens.count_tokens(self.content, model), token_encoding=encoding)
 
