@@ -119,6 +119,8 @@ def test_new_with_a_session_name_starts_that_session_and_never_an_existing_one(m
     assert again.stderr == ("kvchat: error: there is already a session 'review': --new starts another one; "
                             "leave out --new to go on with it, or give a new name\n")
     assert store.session("review").turn_count == 2
+    padded = kvchat("ask", "hi", "--new", "-s", " review ", "--no-extract")
+    assert padded.exit_code == 1 and "there is already a session 'review'" in padded.stderr
 
 
 def test_model_and_system_role_are_sent_as_given(model, kvchat):
@@ -151,6 +153,21 @@ def test_a_failed_call_keeps_the_question_as_unanswered(model, kvchat, store):
     assert (question.content, question.status) == ("will this survive?", "unanswered")
     kvchat("ask", "and now?", "--no-extract")
     assert "will this survive?" not in json.dumps(model.chat_requests[-1]["messages"])
+
+
+def test_json_says_what_was_stored_when_the_call_fails(model, kvchat, store):
+    """A script still gets the question's id. (An answer cut off midway is
+    stored and reported as any answer is, with its status.)"""
+    model.queue_error(401, "bad key")
+    done = kvchat("ask", "will this survive?", "--no-extract", "--json")
+    assert done.exit_code == 1 and done.stderr.startswith("kvchat: error: the server rejected the API key")
+    failed = json.loads(done.stdout)
+    [question] = store.history(store.session("default").id)
+    assert failed == {
+        "session": "default", "question_id": question.id, "answer_id": None, "answer": None, "status": "unanswered",
+        "model": None, "usage": None, "memories": None, "facts": None,
+        "error": done.stderr.removeprefix("kvchat: error: ").rstrip("\n"),
+    }
 
 
 def test_a_cut_stream_keeps_the_partial_answer_marked_incomplete(model, kvchat, store):

@@ -96,6 +96,12 @@ def test_show_prompt_prints_each_section_with_its_tokens_and_the_answer_stays_on
     for section in ("role (", "facts (", "recent turns (", "question (", "total "):
         assert section in done.stderr, section
     assert "user.editor: neovim" in done.stderr
+    # Piped, the text is as it is: no line wrapped or padded to a terminal's width.
+    long_line = "a " * 70 + "end"
+    kvchat("facts", "set", "user.notes", long_line)
+    shown = kvchat("recall", "-s", "s", "what notes?", "--show-prompt").stdout
+    assert f"- user.notes: {long_line}\n" in shown
+    assert not any(line.endswith(" ") for line in shown.splitlines())
 
 
 def test_recall_shows_the_whole_prompt_with_sections_that_add_up(kvchat, model, store):

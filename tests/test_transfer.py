@@ -101,7 +101,7 @@ def test_re_importing_an_export_adds_nothing_twice(model, kvchat, tmp_path, stor
     export.write_text(kvchat("export").stdout)
     again = kvchat("import", str(export))
     assert again.exit_code == 0
-    assert again.stderr == "Imported 0 turns into 1 session; 2 lines already stored, skipped.\n"
+    assert again.stderr == "Imported 0 turns into 0 sessions; 2 lines already stored, skipped.\n"
     assert json.loads(kvchat("import", str(export), "--json").stdout) == {
         "imported": 0, "sessions": {"default": 0}, "already_stored": 2,
     }

@@ -3,6 +3,7 @@ rendering helpers it shares with `kvchat chat` (chat.py)."""
 
 from __future__ import annotations
 
+import sys
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Optional
@@ -15,6 +16,7 @@ from .common import (
     JsonOption,
     ModelOption,
     SessionOption,
+    counted,
     new_session_to_use,
     open_store,
     print_json,
@@ -159,13 +161,23 @@ def show_prompt(prompt, *, err: bool = True) -> None:
 
     from .common import console
 
+    titles = [
+        (f"{section.name} ({section.tokens} tokens"
+         f"{', ' + counted(section.items, 'turn' if section.name == 'summary' else 'item') if section.items else ''})",
+         section.text)
+        for section in prompt.sections if section.tokens
+    ]
+    stream = sys.stderr if err else sys.stdout
+    if not stream.isatty():
+        # Piped: the text as it is, not wrapped and padded to a terminal's width.
+        for title, text in titles:
+            stream.write(f"{title}:\n{text}\n\n")
+        stream.write(f"total {prompt.tokens} tokens\n")
+        return
     out = console(stderr=err)
-    for section in prompt.sections:
-        if not section.tokens:
-            continue
-        count = f", {section.items} {'turns' if section.name == 'summary' else 'items'}" if section.items else ""
-        out.print(Rule(f"{section.name} ({section.tokens} tokens{count})", align="left", style="dim"))
-        out.print(safe_text(section.text))
+    for title, text in titles:
+        out.print(Rule(title, align="left", style="dim"))
+        out.print(safe_text(text))
     out.print(Rule(f"total {prompt.tokens} tokens", align="left", style="dim"))
 
 
@@ -236,6 +248,16 @@ def result_json(result) -> dict:
     }
 
 
+def failed_json(session: str, failed) -> dict:
+    """What `ask --json` says of a question the model did not answer: the
+    keys of result_json, with what is not known null, and the error."""
+    return {
+        "session": session, "question_id": failed.question.id, "answer_id": None, "answer": None,
+        "status": "unanswered", "model": None, "usage": None, "memories": None, "facts": None,
+        "error": str(failed),
+    }
+
+
 def ask(
     question: Annotated[Optional[str], typer.Argument(help="The question; - (or a pipe) reads it from standard input.")] = None,
     session: SessionOption = None,
@@ -270,6 +292,8 @@ def ask(
     Settings given with --new (or for a session that does not exist yet) stay
     with the session; for an existing session they apply to this call only.
     """
+    from ..conversation import AskFailed
+
     text = read_text_argument(question, "question")
     flags = setting_flags(locals())
     with open_store() as store:
@@ -279,10 +303,15 @@ def ask(
         options = ask_options(store, settings, system=system, stream=not no_stream, no_extract=no_extract)
         conversation = make_conversation(store, settings)
         with nullcontext() if json_output else AnswerView(plain=plain) as view:
-            result = conversation.ask(
-                name, text, options, on_text=view.write if view else None,
-                on_prompt=prompt_shower(view) if show_prompt_first else None,
-            )
+            try:
+                result = conversation.ask(
+                    name, text, options, on_text=view.write if view else None,
+                    on_prompt=prompt_shower(view) if show_prompt_first else None,
+                )
+            except AskFailed as failed:
+                if json_output:  # a script still learns what was stored, then the error on stderr
+                    print_json(failed_json(name, failed))
+                raise
         remember_settings(store, name, keep, result)
     saved, save_failed = [], None
     if save_code is not None and result.answer is not None:

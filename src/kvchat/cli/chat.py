@@ -249,8 +249,8 @@ def chat(
             typer.echo("Nothing was asked; no session was created.", err=True)
         else:
             names = ", ".join(repr(name) for name in saved)
-            typer.echo(f"Conversation saved: session{'s' if len(saved) > 1 else ''} {names} in {store.location}",
-                       err=True)
+            typer.echo(f"Conversation saved: {'session' if len(saved) == 1 else 'sessions'} {names} in "
+                       f"{store.location}", err=True)
 
 
 def _ask(state: ChatState, text: str, *, show_prompt_first: bool, verbose: bool, save_code, force: bool,

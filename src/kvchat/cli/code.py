@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from .common import (
-    CliError, JsonOption, SessionOption, console, find_session, given_or_configured_session, on_terminal, open_store,
+    CliError, JsonOption, SessionOption, console, counted, find_session, given_or_configured_session, on_terminal,
+    open_store,
     print_json,
 )
 
@@ -42,7 +43,7 @@ def save_answer(answer: Turn, directory: Path, *, force: bool, quiet: bool) -> l
     paths = save(whole, directory, force=force)
     if not quiet:
         names = ", ".join(str(path.relative_to(directory)) for path in paths)
-        count = f"{len(paths)} code block{'s' if len(paths) != 1 else ''}"
+        count = counted(len(paths), "code block")
         typer.echo(f"kvchat: saved {count} to {directory}: {names}", err=True)
     return paths
 

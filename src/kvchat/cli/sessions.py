@@ -318,7 +318,7 @@ def _typed_questions() -> Counter[str] | None:
         return None
 
 
-def _forget_typed(questions: set[str], typed: set[str] | None) -> int | None:
+def _forget_typed(questions: set[str], typed: Counter[str] | None) -> int | None:
     """The deleted sessions' questions out of `kvchat chat`'s history too, and
     how many entries went; None when the history could not be read or
     rewritten (said in a warning): the sessions are gone from the database by

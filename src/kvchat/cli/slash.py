@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from .common import CliError
+from .common import CliError, counted
 
 if TYPE_CHECKING:
     from .chat import ChatState
@@ -214,7 +214,7 @@ def _tokens(state: ChatState, arguments: str) -> None:
     ]
     for section in shown:
         what = "turn" if section.name in ("summary", "recent turns") else "item"
-        count = f"  ({section.items} {what}{'s' if section.items != 1 else ''})" if section.items else ""
+        count = f"  ({counted(section.items, what)})" if section.items else ""
         lines.append(f"  {section.name:<{width}}  {section.tokens:>6}{count}")
     if not arguments:
         lines.append("  (without your question and what it recalls: `/tokens QUESTION` counts those too)")

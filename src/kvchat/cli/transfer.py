@@ -32,8 +32,8 @@ def import_turns(
         print_json({"imported": added, "sessions": done.added, "already_stored": done.skipped})
     else:
         skipped = f"; {counted(done.skipped, 'line')} already stored, skipped" if done.skipped else ""
-        typer.echo(f"Imported {counted(added, 'turn')} into {counted(len(done.added), 'session')}{skipped}.",
-                   err=True)
+        sessions = sum(1 for count in done.added.values() if count)
+        typer.echo(f"Imported {counted(added, 'turn')} into {counted(sessions, 'session')}{skipped}.", err=True)
 
 
 class ExportFormat(str, Enum):
