@@ -308,15 +308,16 @@ def measure_in_process(home: Path, texts: Texts, queries: int, exchanges: int) -
                 found += bool(prompt.memories)
             results[f"prompt ({label})"] = {**percentiles(timings), "with_memories": found}
         timings = []
+        encoding = tokens.encoding_name_for_model(MODEL)
         for i in range(exchanges):
             sid = chosen[i % len(chosen)]
             lang = "en" if i % 2 else "zh"
             question, answer = texts.question(lang), texts.answer(lang)
             started = time.perf_counter()
-            q = store.add_turn(sid, NewTurn(role="user", content=question,
-                                            tokens=tokens.count_tokens(question, MODEL), status="pending", model=MODEL))
+            q = store.add_turn(sid, NewTurn(role="user", content=question, tokens=tokens.count_tokens(question, MODEL),
+                                            token_encoding=encoding, status="pending", model=MODEL))
             store.record_answer(q, NewTurn(role="assistant", content=answer, tokens=tokens.count_tokens(answer, MODEL),
-                                           status="complete", model=MODEL))
+                                           token_encoding=encoding, status="complete", model=MODEL))
             timings.append((time.perf_counter() - started) * 1000)
         results["store exchange"] = percentiles(timings)
     return results

@@ -44,6 +44,14 @@ def test_a_new_value_replaces_the_old_and_forget_removes(model, kvchat):
     assert values == ["vim", "helix", None]
 
 
+def test_the_model_cannot_forget_a_fact_the_exchange_does_not_mention(model, kvchat):
+    assert kvchat("facts", "set", "user.editor", "neovim").exit_code == 0
+    model.queue_json_reply('{"facts": [], "forget": ["user.editor"]}')
+    done = kvchat("ask", "what is 2+2?", "--verbose")
+    assert facts_json(kvchat)["user.editor"] == "neovim"
+    assert "kvchat: kept user.editor: the model asked to forget what this exchange does not mention\n" in done.stderr
+
+
 def test_a_server_that_rejects_json_schema_gets_json_object(model, kvchat):
     model.reject_json_schema = True
     model.queue_json_reply('{"facts": [{"key": "user.os", "value": "Debian"}], "forget": []}')

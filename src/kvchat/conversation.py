@@ -307,7 +307,8 @@ class Conversation:
     def _learn_by_model(self, result: AskResult, question: str, answer: str, options: AskOptions) -> None:
         """Facts the model finds in the exchange, beyond what the rules found."""
         model = options.extract_model or options.prompt.model
-        messages = extraction.extraction_messages(question, answer, self._related_facts(question, answer))
+        related = self._related_facts(question, answer)
+        messages = extraction.extraction_messages(question, answer, related)
         try:
             reply = self.client.complete_json(
                 messages, model=model, schema=extraction.EXTRACTION_SCHEMA, schema_name="facts",
@@ -319,7 +320,17 @@ class Conversation:
             result.notes.append(f"fact extraction stored nothing: {exc}")
             return
         self._note_skipped(found.skipped, "model", result.question.id)
-        model_changes = [(c.key, c.value) for c in found.changes if c.key not in result.facts]
+        # The model may forget only a fact it was shown as touched by this
+        # exchange: any other key it names is a guess, and a guess must not
+        # wipe what the user keeps (a small model "forgot" a hand-set editor
+        # on "what is 2+2?").
+        shown = {key for key, _ in related}
+        unfounded = [c.key for c in found.changes if c.value is None and c.key not in shown]
+        if unfounded:
+            result.notes.append(f"kept {', '.join(unfounded)}: the model asked to forget what this exchange "
+                                "does not mention")
+        model_changes = [(c.key, c.value) for c in found.changes
+                         if c.key not in result.facts and c.key not in unfounded]
         if model_changes:
             result.facts.update(
                 self.store.apply_facts(model_changes, source="model", turn_id=result.question.id)
