@@ -56,6 +56,9 @@ def test_recall_many_queries_in_one_process(kvchat, tmp_path):
     lines = [json.loads(line) for line in kvchat("recall", "--queries", str(queries), "--json").stdout.splitlines()]
     assert [line["id"] for line in lines] == [1, "two"]
     assert lines[0]["items"][0]["key"] == "user.editor" and lines[1]["items"] == []
+    both = kvchat("recall", "--queries", str(queries), "--show-prompt")
+    assert both.exit_code == 1
+    assert both.stderr == "kvchat: error: --show-prompt shows one question's prompt: give a question, not --queries\n"
 
 
 def test_recall_of_chinese_facts(kvchat):

@@ -136,6 +136,13 @@ def test_roles_remove(kvchat, store):
     assert done.stderr == "Removed role 'code'. The built-in role of that name is used again.\n"
     assert kvchat("roles", "remove", "pirate").stderr == "Removed role 'pirate'.\n"
     assert store.roles() == []
+    # A session that names a removed role is told of now, not at its next question.
+    kvchat("roles", "add", "pirate", "Arr.")
+    kvchat("sessions", "set", "sea", "--role", "pirate")
+    assert kvchat("roles", "remove", "pirate").stderr == (
+        "Removed role 'pirate'. Session 'sea' still names it: `kvchat sessions set NAME --role ROLE` "
+        "(or --unset role) gives it another.\n"
+    )
 
     done = kvchat("roles", "remove", "code")
     assert done.exit_code == 1

@@ -129,6 +129,8 @@ def recall(
     if queries is not None:
         if question is not None:
             raise CliError("give either a question or --queries, not both")
+        if show_whole_prompt:
+            raise CliError("--show-prompt shows one question's prompt: give a question, not --queries")
         with open_store() as store:
             for record in _queries(queries):
                 prompt = _prompt(store, record["query"], record.get("session") or session, flags, system, limit,

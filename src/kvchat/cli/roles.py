@@ -105,8 +105,16 @@ def remove(name: NameArgument) -> None:
 
     with open_store() as store:
         roles.remove(store, name)
-    name = name.strip()
+        name = name.strip()
+        using = [session.name for session in store.sessions() if session.settings.get("role") == name]
     message = f"Removed role {name!r}."
     if name in roles.BUILTIN_ROLES:
         message += " The built-in role of that name is used again."
+    elif using:
+        # Said now, not at the session's next question.
+        shown = ", ".join(repr(session) for session in using)
+        one = len(using) == 1
+        message += (f" {'Session' if one else 'Sessions'} {shown} still {'names' if one else 'name'} it: "
+                    f"`kvchat sessions set NAME --role ROLE` (or --unset role) gives {'it' if one else 'them'} "
+                    "another.")
     typer.echo(message, err=True)
