@@ -543,3 +543,12 @@ def test_a_line_that_is_not_utf8_is_refused_and_the_chat_reads_on(model, kvchat_
     assert "kvchat: error: that line of standard input is not valid UTF-8; it was not asked" in done.stderr
     assert questions(model) == ["second line"]
     assert [t.content for t in store.history(store.session("default").id)] == ["second line", "echo: second line"]
+
+
+def test_a_nul_is_refused_as_ask_refuses_it_and_crlf_ends_a_line(model, kvchat_process, store):
+    """Lines from a Windows file end in CR LF: the CR is no part of the question."""
+    done = kvchat_process("chat", "--no-extract", input=b"a\x00b\r\nhi\r\n\"\"\"\r\nblock\r\n\"\"\"\r\nexit\r\n")
+    assert done.exit_code == 0, done.stderr
+    assert "kvchat: error: the question contains a NUL character; it was not asked" in done.stderr
+    assert questions(model) == ["hi", "block"]
+    assert [t.content for t in store.history(store.session("default").id)] == ["hi", "echo: hi", "block", "echo: block"]

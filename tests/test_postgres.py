@@ -25,10 +25,21 @@ def test_a_server_that_does_not_answer_is_one_line_naming_it(kvchat, monkeypatch
     done = kvchat("facts")
     assert done.exit_code == 1
     assert done.stderr == "kvchat: error: cannot connect to postgresql+psycopg://kvchat:***@127.0.0.1:1/kvchat: Connection refused\n"
+    # libpq takes the password in the query too.
+    monkeypatch.setenv("KVCHAT_DB", "postgresql+psycopg://kvchat@127.0.0.1:1/kvchat?password=hunter2&sslmode=disable")
+    done = kvchat("facts")
+    assert done.stderr == ("kvchat: error: cannot connect to postgresql+psycopg://kvchat@127.0.0.1:1/kvchat"
+                           "?password=***&sslmode=disable: Connection refused\n")
 
 
 def test_a_plain_postgresql_url_is_served_by_psycopg(kvchat, monkeypatch, postgres_url):
     monkeypatch.setenv("KVCHAT_DB", _conninfo(postgres_url))
+    assert kvchat("facts", "set", "user.editor", "helix").exit_code == 0
+    assert kvchat("facts").stdout == "user.editor\thelix\n"
+
+
+def test_a_postgres_url_as_hosts_write_database_url_is_served_too(kvchat, monkeypatch, postgres_url):
+    monkeypatch.setenv("KVCHAT_DB", postgres_url.replace("postgresql+psycopg://", "postgres://"))
     assert kvchat("facts", "set", "user.editor", "helix").exit_code == 0
     assert kvchat("facts").stdout == "user.editor\thelix\n"
 

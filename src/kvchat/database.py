@@ -11,6 +11,7 @@ transaction that starts as a reader and later writes can otherwise fail with
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,6 +46,8 @@ class DatabaseError(Exception):
 def resolve_url(value: str | None) -> str:
     """An SQLAlchemy URL from a path or URL (default: KVCHAT_DB, then the data dir)."""
     value = value or os.environ.get("KVCHAT_DB") or str(paths.default_database_path())
+    if value.startswith("postgres://"):  # the DATABASE_URL spelling; SQLAlchemy knows only postgresql://
+        return "postgresql://" + value.removeprefix("postgres://")
     if "://" in value:
         return value
     return "sqlite:///" + str(Path(value).expanduser().resolve())
@@ -329,14 +332,22 @@ def _adopt_kvchat_revision(connection, tables: list[str]) -> list[str]:
     return [VERSION_TABLES["postgresql"] if table == "alembic_version" else table for table in tables]
 
 
+# Query parameters of a database URL that may hold a secret (libpq takes
+# `?password=` as readily as `user:password@`).
+_SECRET_PARAMETER = re.compile(r"pass|secret|token|key", re.IGNORECASE)
+
+
 def where(url) -> str:
-    """The database for people: its file, or its URL without the password."""
+    """The database for people: its file, or its URL without the password,
+    in its user part or its query."""
     path = sqlite_path(str(url))
     if path is not None:
         return str(path)
     from sqlalchemy.engine import make_url
 
-    return make_url(str(url)).render_as_string(hide_password=True)
+    parsed = make_url(str(url))
+    hidden = {name: "***" for name in parsed.query if _SECRET_PARAMETER.search(name)}
+    return parsed.update_query_dict(hidden).render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
 
 
 # SQLite's result codes (sqlite3 exceptions carry them as `sqlite_errorname`)

@@ -423,11 +423,8 @@ class Store:
 
     @property
     def location(self) -> str:
-        """Where the data is, for people: a file path, or the URL without password."""
-        path = database.sqlite_path(self.url)
-        if path is not None:
-            return str(path)
-        return self.engine.url.render_as_string(hide_password=True)
+        """Where the data is, for people (database.where)."""
+        return database.where(self.url)
 
     def _postgres_reader(self):
         """The connection the Store's SELECTs use on PostgreSQL, kept open,

@@ -137,12 +137,17 @@ def prompt_options(store, settings, system: str | None):
             raise RoleError(f"{exc}; {source} uses it: `kvchat sessions set {name} --role NAME` "
                             "(or --unset role) changes that") from None
         raise
-    return PromptOptions(
+    options = PromptOptions(
         model=settings.model, role=role,
         memory=settings.memory, window=settings.window, memory_tokens=settings.memory_tokens,
         summary_tokens=settings.summary_tokens, recall_tokens=settings.recall_tokens,
         answer_tokens=settings.answer_tokens, context_tokens=settings.context_tokens, facts=settings.facts,
     )
+    if options.answer_tokens >= options.context_window:
+        # A setting's mistake, said before any question is stored as unanswered.
+        raise CliError(f"answer_tokens ({options.answer_tokens}, {settings.source('answer_tokens')}) leaves no room "
+                       f"for the question in the {options.context_window}-token context of {options.model}")
+    return options
 
 
 def ask_options(store, settings, *, system: str | None, stream: bool, no_extract: bool):

@@ -257,6 +257,8 @@ def _ask(state: ChatState, text: str, *, show_prompt_first: bool, verbose: bool,
          plain: bool) -> None:
     from ..conversation import AskFailed
 
+    if "\x00" in text:  # as `ask` refuses it: PostgreSQL cannot store it, and no model needs it
+        raise CliError("the question contains a NUL character; it was not asked")
     state.asked_in.append(state.name)
     result = None
     try:

@@ -145,10 +145,11 @@ def read_message(read_line: ReadLine) -> Message:
 def plain_reader() -> ReadLine:
     """Lines from a pipe or file: no prompt, since no one is watching. A line
     that is not UTF-8 is refused (Python hands its bad bytes on as lone
-    surrogates, which no database can store)."""
+    surrogates, which no database can store); a Windows line end (CR LF)
+    ends a line as LF does."""
 
     def read(prompt: str) -> str:
-        line = input()
+        line = input().removesuffix("\r")
         try:
             line.encode("utf-8")
         except UnicodeEncodeError:
