@@ -144,9 +144,10 @@ def test_a_failing_embeddings_endpoint_falls_back_to_keywords_and_says_so_once(k
     store.set_fact("user.editor", "helix", source="user")
     for _ in range(3):
         model.queue_error(500, "embeddings are down", embeddings=True)
-    done = kvchat("chat", "--vector", "--no-extract", input="which editor do I use?\nand again?\nexit\n")
+    done = kvchat("chat", "--vector", "--no-extract",
+                  input="/recall editor\nwhich editor do I use?\n/recall editor\n/tokens editor\nand again?\nexit\n")
     assert done.exit_code == 0, done.stderr
-    assert done.stderr.count("vector recall is off") == 1
+    assert done.stderr.count("vector recall is off") == 1, "once for the whole chat, /recall and /tokens included"
     assert "user.editor: helix" in model.chat_requests[0]["messages"][0]["content"]
     assert len(model.chat_requests) == 2, "both questions were answered"
 

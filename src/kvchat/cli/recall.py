@@ -49,8 +49,8 @@ def item_json(item) -> dict:
     return data
 
 
-def _prompt(store, question: str, session_name: str | None, flags: dict, system: str | None, limit: int,
-            semantic_for=None):
+def prompt_for(store, question: str, session_name: str | None, flags: dict, system: str | None, limit: int,
+               semantic_for=None):
     """The prompt `ask` would build for `question` in the session, as it
     stands (nothing is stored, and the summary is not brought up to date)."""
     from .. import config, tokens
@@ -133,17 +133,23 @@ def recall(
             raise CliError("--show-prompt shows one question's prompt: give a question, not --queries")
         with open_store() as store:
             for record in _queries(queries):
-                prompt = _prompt(store, record["query"], record.get("session") or session, flags, system, limit,
-                                 _semantic)
+                prompt = prompt_for(store, record["query"], record.get("session") or session, flags, system, limit,
+                                    _semantic)
                 print_json({"id": record.get("id"), "items": [item_json(item) for item in prompt.memories]})
         return
     text = read_text_argument(question, "question")
     with open_store() as store:
-        prompt = _prompt(store, text, session, flags, system, limit, _semantic)
+        prompt = prompt_for(store, text, session, flags, system, limit, _semantic)
+    show(prompt, whole=show_whole_prompt, json_output=json_output)
+
+
+def show(prompt, *, whole: bool = False, json_output: bool = False) -> None:
+    """What `recall` prints of a prompt: its memories and why, or (`whole`)
+    the prompt itself, section by section."""
     for note in prompt.notes:
         typer.echo(f"kvchat: warning: {note}", err=True)
     items = prompt.memories
-    if show_whole_prompt:
+    if whole:
         if json_output:
             print_json({
                 "tokens": prompt.tokens,

@@ -10,7 +10,6 @@ same. Whatever goes wrong is one line on stderr, and the chat goes on.
 
 from __future__ import annotations
 
-import inspect
 import re
 import shlex
 import sys
@@ -173,13 +172,18 @@ def _forget(state: ChatState, arguments: str) -> None:
 
 
 def _recall(state: ChatState, arguments: str) -> None:
+    from .. import budgets
     from . import recall
 
     if not arguments:
         raise UsageError("usage: /recall QUERY")
-    accepted = inspect.signature(recall.recall).parameters
-    flags = {name: value for name, value in state.flags.items() if name in accepted}
-    recall.recall(arguments, **(flags | {"session": state.name, "system": state.system}))
+    # The chat's own store, and its conversation's vector recall: an
+    # embeddings endpoint that failed is not tried (and reported) again.
+    prompt = recall.prompt_for(
+        state.store, arguments, state.name, state.flags, state.system, budgets.RECALL_LIMIT,
+        lambda store, settings, options: state.conversation.semantic_recall(options),
+    )
+    recall.show(prompt)
 
 
 def _history(state: ChatState, arguments: str) -> None:
