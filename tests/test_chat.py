@@ -438,7 +438,7 @@ def test_deleting_a_session_takes_what_was_typed_into_it_out_of_the_history(mode
     deleted = kvchat("sessions", "delete", "gone", "--yes")
     assert deleted.stderr == "Deleted session 'gone': 12 turns and 6 entries of the chat history.\n"
     assert list(FileHistory(str(home / "chat_history")).load_history_strings()) == [
-        "/exit", '"""', '"""', '"""', "/exit", "/tokens", "a kept question",
+        "/exit", "/exit", "/tokens", "a kept question",  # a block's opening """ is no entry of its own
     ]
 
 

@@ -222,6 +222,8 @@ def _history(secrets: list[str]):
 
     class RedactedHistory(FileHistory):
         def store_string(self, string: str) -> None:
+            if string.strip() == BLOCK_FENCE:
+                return  # the block it opens is written whole when it closes (terminal_reader)
             try:
                 super().store_string(redact(string, secrets))
             except OSError as exc:
