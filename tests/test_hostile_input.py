@@ -210,6 +210,8 @@ def test_every_command_takes_any_text(model, kvchat, text, name):
         (("facts", "search", '" * ( ) NOT'), None, "the query has no words to search for"),
         (("sessions", "set", "a\x07b", "--window", "3"), None, "a session name must not contain control characters"),
         (("sessions", "show", ""), None, "a session name must not be empty"),
+        (("history", "--since", "2026-05-02", "--until", "2026-05-01"), None,
+         "--since (2026-05-02) is later than --until (2026-05-01)"),
         (("ask", "--answer-tokens", "200000", "hi"), None,
          "answer_tokens (200000, flag --answer-tokens) leaves no room for the question in the 128000-token context"),
         (("db", "copy", "--to", " "), None, "--to must name a database: a PostgreSQL URL or an SQLite file"),

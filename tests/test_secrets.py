@@ -222,6 +222,8 @@ def test_the_configured_key_is_blanked_when_it_could_be_a_real_key():
 
 def test_secret_kind_names_what_it_found_never_the_value():
     assert secret_kind("user.password") == "a key that names a credential"
+    assert secret_kind("user.pw") == secret_kind("db.wifi_pw") == "a key that names a credential"
+    assert secret_kind("project.pwa") is None and secret_kind("user.pwsh") is None
     assert secret_kind("my pin is 4321") == "PIN"
     assert secret_kind("wJalrXUtnFI7K7MDENGbPxRfiCYz9AbQ") == "random-looking string"
     assert secret_kind("note [redacted: token] here") == "token"

@@ -185,7 +185,7 @@ _TRAILING_PUNCTUATION = ".,;:!?)"
 # A dotted fact key whose last words name a credential: user.password, user.github_token.
 _DOTTED_KEY = LazyPattern(r"[\w.\-]+")
 _SENSITIVE_SEGMENT = LazyPattern(
-    r"(?:^|_)(?:password|passwd|passphrase|passcode|pwd|pin|secret|secret_key|api_key|apikey"
+    r"(?:^|_)(?:password|passwd|passphrase|passcode|pwd|pw|pin|secret|secret_key|api_key|apikey"
     r"|access_key|private_key|token|access_token|auth_token|credentials?)$"
     r"|(?:密码|口令|密钥|秘钥|私钥|令牌)$"
 )

@@ -219,8 +219,8 @@ def report_result(result, verbose: bool) -> None:
     for section in result.prompt.sections:
         if not section.tokens:
             continue
-        count = f" ({section.items} items)" if section.items else ""
-        typer.echo(f"kvchat: prompt {section.name}: {section.tokens} tokens{count}", err=True)
+        count = f" ({counted(section.items, 'item')})" if section.items else ""
+        typer.echo(f"kvchat: prompt {section.name}: {counted(section.tokens, 'token')}{count}", err=True)
     usage = "reported by the server" if result.usage_reported else "counted with tiktoken"
     typer.echo(
         f"kvchat: usage: {result.prompt_tokens} prompt + {result.completion_tokens} answer tokens ({usage})",

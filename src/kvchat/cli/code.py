@@ -116,7 +116,8 @@ def code(
     if index is not None:
         if not 1 <= index <= len(blocks):
             have = f"only {len(blocks)}" if len(blocks) > 1 else "only one"
-            raise CliError(f"no code block {index}: answer {answer.id} has {have}")
+            first = " (blocks are numbered from 1)" if index < 1 else ""
+            raise CliError(f"no code block {index}: answer {answer.id} has {have}{first}")
         names = [_file_names(blocks)[index - 1]]
         blocks = [blocks[index - 1]]
     else:

@@ -77,10 +77,12 @@ UntilOption = Annotated[
 def time_range(since: str | None, until: str | None = None):
     """--since and --until as times (None where not given); a date alone for
     --until takes in that whole day."""
-    return (
-        parse_when(since, "--since") if since is not None else None,
-        parse_when(until, "--until", end_of_day=True) if until is not None else None,
-    )
+    start = parse_when(since, "--since") if since is not None else None
+    end = parse_when(until, "--until", end_of_day=True) if until is not None else None
+    if start is not None and end is not None and start > end:
+        # Nothing could match: an empty listing would read as "nothing happened then".
+        raise CliError(f"--since ({since}) is later than --until ({until})")
+    return start, end
 
 
 def history(
