@@ -215,6 +215,16 @@ def test_ask_save_code_skips_a_block_cut_off_with_the_answer(model, kvchat, tmp_
     assert os.listdir(tmp_path / "out") == ["block-1.py"]
 
 
+def test_ask_save_code_saves_a_last_block_a_whole_answer_left_unclosed(model, kvchat, tmp_path):
+    """Small models often leave out the closing fence of their last block."""
+    model.queue_answer("Here:\n```py\nprint(1)\n")
+    done = kvchat("ask", "q", "--no-extract", "--save-code", str(tmp_path / "out"))
+    assert done.exit_code == 0, done.stderr
+    assert "kvchat: note: code block 1 has no closing fence; the answer ended whole, so it is saved" in done.stderr
+    assert (tmp_path / "out" / "block-1.py").read_text() == "print(1)\n"
+    assert "code block 1 is incomplete (it has no closing fence)" in kvchat("code").stderr
+
+
 def test_ask_save_code_refuses_a_path_outside(model, kvchat, tmp_path):
     model.queue_answer("```python:../evil.py\nprint(1)\n```\n")
     done = kvchat("ask", "q", "--no-extract", "--save-code", str(tmp_path / "out"))

@@ -26,8 +26,17 @@ def save_answer(answer: Turn, directory: Path, *, force: bool, quiet: bool) -> l
     from ..codeblocks import parse, save
 
     blocks = parse(answer.content)
+    # An answer that ended as the model meant it to, with its last block
+    # never closed, is a model that left out the fence (small ones often do):
+    # that block is all there is, and is saved.
+    ended_whole = answer.status == "complete"
     for block in blocks:
-        if not block.complete:
+        if block.complete:
+            continue
+        if ended_whole:
+            typer.echo(f"kvchat: note: code block {block.index} has no closing fence; the answer ended whole, "
+                       "so it is saved as it stands", err=True)
+        else:
             # A block cut off with the answer is not code to run; it stays in
             # the database for whoever wants to see it.
             typer.echo(
@@ -35,7 +44,7 @@ def save_answer(answer: Turn, directory: Path, *, force: bool, quiet: bool) -> l
                 f"(`kvchat code {answer.id} --index {block.index}` prints it)",
                 err=True,
             )
-    whole = [block for block in blocks if block.complete]
+    whole = [block for block in blocks if block.complete or ended_whole]
     if not whole:
         if not quiet and not blocks:
             typer.echo(f"kvchat: the answer has no code blocks; nothing was saved to {directory}", err=True)
@@ -129,7 +138,8 @@ def code(
     else:
         for block in blocks:
             if not block.complete:
-                typer.echo(f"kvchat: warning: code block {block.index} is incomplete (the answer was cut off)", err=True)
+                why = "it has no closing fence" if answer.status == "complete" else "the answer was cut off"
+                typer.echo(f"kvchat: warning: code block {block.index} is incomplete ({why})", err=True)
         sys.stdout.write("\n".join(b.text if b.text.endswith("\n") or not b.text else b.text + "\n" for b in blocks))
         sys.stdout.flush()
 
