@@ -198,11 +198,13 @@ def test_ask_save_code_writes_the_blocks_and_says_so(model, kvchat, tmp_path):
     )
     shown = json.loads(again.stdout)  # the answer still reaches a script
     assert shown["answer"] == TWO_BLOCKS and shown["saved"] == []
+    assert shown["save_error"] == again.stderr.strip().splitlines()[-1].removeprefix("kvchat: error: ")
 
     model.queue_answer(TWO_BLOCKS.replace("hello from", "hi from"))
     forced = kvchat("ask", "and again", "--no-extract", "--save-code", str(out), "--json", "--force")
     assert forced.exit_code == 0, forced.stderr
     assert json.loads(forced.stdout)["saved"] == [str(out / "hello.py"), str(out / "block-2.sh")]
+    assert json.loads(forced.stdout)["save_error"] is None
     assert "hi from" in (out / "hello.py").read_text()
     assert "saved" not in forced.stderr  # --json carries the paths
 

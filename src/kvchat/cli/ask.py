@@ -328,7 +328,8 @@ def ask(
         except CodeBlockError as exc:
             save_failed = exc  # reported after the JSON, which scripts still need
     if json_output:
-        print_json(result_json(result) | ({"saved": [str(path) for path in saved]} if save_code is not None else {}))
+        saving = {"saved": [str(path) for path in saved], "save_error": str(save_failed) if save_failed else None}
+        print_json(result_json(result) | (saving if save_code is not None else {}))
     report_result(result, verbose)
     if save_failed:
         raise save_failed
