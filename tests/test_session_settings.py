@@ -39,6 +39,11 @@ def test_settings_set_once_apply_to_every_later_ask_and_a_flag_wins_for_one_call
     assert kvchat("ask", "-s", "work", "third", "--no-extract").exit_code == 0
     assert len(sent_recent(model)) == 3, "the flag applied to one call only"
     assert store.session("work").settings == {"memory": "window", "window": 3}
+    # Shown as the config file writes them.
+    assert kvchat("sessions", "set", "work", "--no-facts").stderr == (
+        "Session 'work' settings: facts=false, memory=window, window=3\n"
+    )
+    assert "setting facts\tfalse\n" in kvchat("sessions", "show", "work").stdout
 
 
 def test_a_session_setting_beats_the_environment_and_a_flag_beats_both(kvchat, model, store, monkeypatch):

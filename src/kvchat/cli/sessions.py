@@ -247,7 +247,9 @@ def set_settings(
     if json_output:
         print_json({"session": session.name, "settings": session.settings})
         return
-    shown = ", ".join(f"{k}={v}" for k, v in sorted(session.settings.items())) or "none (defaults apply)"
+    from .config import show_value
+
+    shown = ", ".join(f"{k}={show_value(v)}" for k, v in sorted(session.settings.items())) or "none (defaults apply)"
     typer.echo(f"Session {session.name!r} settings: {shown}", err=True)
 
 
@@ -277,7 +279,9 @@ def show_session(
         f"turns\t{session.turn_count} ({session.token_count} tokens)",
         f"last active\t{local_time(session.last_active_at)}",
     ]
-    lines += [f"setting {key}\t{value}" for key, value in sorted(session.settings.items())] or [
+    from .config import show_value  # as `kvchat config` and the config file write them: true, not True
+
+    lines += [f"setting {key}\t{show_value(value)}" for key, value in sorted(session.settings.items())] or [
         "settings\tnone of its own (see `kvchat config --session NAME`)"
     ]
     if summary is not None:
