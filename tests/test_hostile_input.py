@@ -215,6 +215,8 @@ def test_every_command_takes_any_text(model, kvchat, text, name):
         (("ask", "--answer-tokens", "200000", "hi"), None,
          "answer_tokens (200000, flag --answer-tokens) leaves no room for the question in the 128000-token context"),
         (("db", "copy", "--to", " "), None, "--to must name a database: a PostgreSQL URL or an SQLite file"),
+        (("db", "copy", "--to", "host=db.example dbname=app password=hunter2"), None,
+         "kvchat: error: a PostgreSQL connection string (host=... dbname=...) is not a file: write it as a URL"),
         (("import", "-"), '{"session": "s", "role": "user", "content": "\\ud800"}\n',
          "line 1: content is not valid Unicode text"),
         (("import", "-"), '{"session": "s", "role": "user", "content": "x", "created_at": "0001-01-01T00:00:00+14:00"}\n',

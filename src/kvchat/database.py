@@ -43,6 +43,10 @@ class DatabaseError(Exception):
     """A problem with the database file, said in one line for the user."""
 
 
+# libpq's keyword/value form: "host=db.example dbname=app password=...".
+_KEYWORD_CONNINFO = re.compile(r"\s*(?:[a-z_]+\s*=\s*\S*\s+)+[a-z_]+\s*=\s*\S*\s*")
+
+
 def resolve_url(value: str | None) -> str:
     """An SQLAlchemy URL from a path or URL (default: KVCHAT_DB, then the data dir)."""
     value = value or os.environ.get("KVCHAT_DB") or str(paths.default_database_path())
@@ -50,6 +54,10 @@ def resolve_url(value: str | None) -> str:
         return "postgresql://" + value.removeprefix("postgres://")
     if "://" in value:
         return value
+    if _KEYWORD_CONNINFO.fullmatch(value):
+        # Taken as a path it would make an SQLite file named after it, password and all.
+        raise DatabaseError("a PostgreSQL connection string (host=... dbname=...) is not a file: "
+                            "write it as a URL, postgresql://user@host:port/dbname")
     return "sqlite:///" + str(Path(value).expanduser().resolve())
 
 
