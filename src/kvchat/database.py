@@ -43,8 +43,11 @@ class DatabaseError(Exception):
     """A problem with the database file, said in one line for the user."""
 
 
-# libpq's keyword/value form: "host=db.example dbname=app password=...".
-_KEYWORD_CONNINFO = re.compile(r"\s*(?:[a-z_]+\s*=\s*\S*\s+)+[a-z_]+\s*=\s*\S*\s*")
+# libpq's keyword/value form, "host=db.example dbname=app password='a b'":
+# pairs whose values may be quoted, at least one of them a keyword of libpq's.
+_CONNINFO_PAIR = r"[a-z_]+\s*=\s*(?:'(?:[^'\\]|\\.)*'|\S*)"
+_KEYWORD_CONNINFO = re.compile(rf"\s*{_CONNINFO_PAIR}(?:\s+{_CONNINFO_PAIR})*\s*")
+_LIBPQ_KEYWORD = re.compile(r"(?:^|\s)(?:host|hostaddr|dbname|user|password|port|service|sslmode|passfile)\s*=")
 
 
 def resolve_url(value: str | None) -> str:
@@ -54,7 +57,7 @@ def resolve_url(value: str | None) -> str:
         return "postgresql://" + value.removeprefix("postgres://")
     if "://" in value:
         return value
-    if _KEYWORD_CONNINFO.fullmatch(value):
+    if _KEYWORD_CONNINFO.fullmatch(value) and _LIBPQ_KEYWORD.search(value) and not Path(value).expanduser().exists():
         # Taken as a path it would make an SQLite file named after it, password and all.
         raise DatabaseError("a PostgreSQL connection string (host=... dbname=...) is not a file: "
                             "write it as a URL, postgresql://user@host:port/dbname")
@@ -342,7 +345,7 @@ def _adopt_kvchat_revision(connection, tables: list[str]) -> list[str]:
 
 # Query parameters of a database URL that may hold a secret (libpq takes
 # `?password=` as readily as `user:password@`).
-_SECRET_PARAMETER = re.compile(r"pass|secret|token|key", re.IGNORECASE)
+_SECRET_PARAMETER = re.compile(r"pass|pw|secret|token|key|auth", re.IGNORECASE)
 
 
 def where(url) -> str:
@@ -354,6 +357,8 @@ def where(url) -> str:
     from sqlalchemy.engine import make_url
 
     parsed = make_url(str(url))
+    if parsed.get_backend_name() != "postgresql":  # kvchat cannot tell what another driver's options hold
+        parsed = parsed.set(query={})
     hidden = {name: "***" for name in parsed.query if _SECRET_PARAMETER.search(name)}
     return parsed.update_query_dict(hidden).render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
 
