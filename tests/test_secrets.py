@@ -170,6 +170,8 @@ def test_nothing_skipped_is_an_empty_list(kvchat):
         ("DB_PASSWORD=s3cret!", "DB_PASSWORD=[redacted: password]"),
         ("passwd: Hunter22", "passwd: [redacted: password]"),
         ("my password is hunter2.", "my password is [redacted: password]."),
+        ("remember my wifi pw is hunter22", "remember my wifi pw is [redacted: password]"),
+        ("DB_PW=s3cret!", "DB_PW=[redacted: password]"),
         ("api_key=abc123def456", "api_key=[redacted: api key]"),
         ("postgresql://ada:hunter2@localhost/kv", "postgresql://ada:[redacted: password]@localhost/kv"),
         ("密码是abc123", "密码是[redacted: password]"),
@@ -233,6 +235,8 @@ def test_secret_kind_names_what_it_found_never_the_value():
 # Code, config and prose that name credentials without holding one: stored
 # turns must keep them exactly, or `kvchat code --last | python` breaks.
 NOT_SECRETS = [
+    "my pwd is /home/ada/project",  # the working directory, not a password
+    "the pw field is required",
     "PASSWORD_MIN_LENGTH = 12\nACCESS_TOKEN_EXPIRE_MINUTES = 30",
     "password_reset_timeout=259200",
     "max_password_length=64 and auth_token_ttl=3600",

@@ -131,14 +131,14 @@ _FORMAT_PATTERNS = [
 ]
 # The words of _SECRET_WORD (and of "my ... token|secret|key") that must occur
 # before _STATED, _MY_TOKEN_STATED and _ASSIGNED can match.
-_WORD_TRIGGERS = ("pass", "api", "secret", "access", "auth", "bearer", "private", "credential")
+_WORD_TRIGGERS = ("pass", "pw", "api", "secret", "access", "auth", "bearer", "private", "credential")
 _MY_TRIGGERS = ("token", "secret", "key")
 _ZH_TRIGGERS = ("密码", "口令", "密钥", "秘钥", "私钥", "令牌", "验证码", "是", "为")
 
 # Words that name a credential, as a whole name or its last word (DB_PASSWORD,
 # not PASSWORD_MIN_LENGTH), and not inside a path (/etc/passwd).
 _SECRET_WORD = (
-    r"(?<![A-Za-z/])(?P<word>password|passwd|passphrase|passcode|api[\s_-]?key"
+    r"(?<![A-Za-z/])(?P<word>password|passwd|passphrase|passcode|pw|api[\s_-]?key"
     r"|secret(?:[\s_-]?key)?|access[\s_-]?(?:token|key)|auth(?:entication)?[\s_-]?token"
     r"|bearer[\s_-]?token|private[\s_-]?key|credentials?)(?![A-Za-z0-9_])"
 )
@@ -202,7 +202,7 @@ def is_real_key(secret: str) -> bool:
 
 def _word_kind(word: str) -> str:
     word = word.lower()
-    if word.startswith("pass") or word in ("密码", "口令", "验证码"):
+    if word.startswith("pass") or word in ("pw", "密码", "口令", "验证码"):
         return "password"
     if "token" in word or word == "令牌":
         return "token"
