@@ -289,6 +289,17 @@ def _room(options: PromptOptions, role_cost: int, question_tokens: int) -> int:
     return limit - role_cost - question_cost
 
 
+def fits_a_question(options: PromptOptions) -> bool:
+    """Whether the shortest question fits the context beside the role and the
+    tokens kept for the answer: if not, no question can, whatever it is."""
+    role_cost = tokens.message_tokens(tokens.count_tokens(options.role or DEFAULT_ROLE, options.model))
+    try:
+        _room(options, role_cost, 1)
+    except PromptTooLarge:
+        return False
+    return True
+
+
 def summary_fold_points(
     store: Store, *, question_tokens: int, session_id: int, before_id: int | None, options: PromptOptions
 ) -> tuple[int | None, int | None]:

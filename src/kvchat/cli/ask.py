@@ -122,7 +122,7 @@ def remember_settings(store, name: str, keep: dict, result) -> None:
 
 
 def prompt_options(store, settings, system: str | None):
-    from ..prompt import PromptOptions
+    from ..prompt import PromptOptions, fits_a_question
     from ..roles import RoleError, role_text
 
     try:
@@ -143,10 +143,12 @@ def prompt_options(store, settings, system: str | None):
         summary_tokens=settings.summary_tokens, recall_tokens=settings.recall_tokens,
         answer_tokens=settings.answer_tokens, context_tokens=settings.context_tokens, facts=settings.facts,
     )
-    if options.answer_tokens >= options.context_window:
+    if not fits_a_question(options):
         # A setting's mistake, said before any question is stored as unanswered.
+        context = (f"context_tokens ({settings.source('context_tokens')})" if settings.context_tokens
+                   else f"the context of {options.model}")
         raise CliError(f"answer_tokens ({options.answer_tokens}, {settings.source('answer_tokens')}) leaves no room "
-                       f"for the question in the {options.context_window}-token context of {options.model}")
+                       f"for a question in the {options.context_window} tokens of {context}")
     return options
 
 
