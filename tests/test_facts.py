@@ -49,7 +49,14 @@ def test_the_model_cannot_forget_a_fact_the_exchange_does_not_mention(model, kvc
     model.queue_json_reply('{"facts": [], "forget": ["user.editor"]}')
     done = kvchat("ask", "what is 2+2?", "--verbose")
     assert facts_json(kvchat)["user.editor"] == "neovim"
-    assert "kvchat: kept user.editor: the model asked to forget what this exchange does not mention\n" in done.stderr
+    assert ("kvchat: the model asked to forget user.editor, which this exchange does not mention; "
+            "nothing of it was forgotten\n") in done.stderr
+    # A forget the rules already made is no guess of the model's.
+    assert kvchat("facts", "set", "user.uses.vim", "vim").exit_code == 0
+    model.queue_json_reply('{"facts": [], "forget": ["user.uses.vim"]}')
+    done = kvchat("ask", "forget that I use vim", "--verbose")
+    assert "user.uses.vim" not in facts_json(kvchat)
+    assert "asked to forget" not in done.stderr
 
 
 def test_a_server_that_rejects_json_schema_gets_json_object(model, kvchat):

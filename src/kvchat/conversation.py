@@ -325,10 +325,11 @@ class Conversation:
         # wipe what the user keeps (a small model "forgot" a hand-set editor
         # on "what is 2+2?").
         shown = {key for key, _ in related}
-        unfounded = [c.key for c in found.changes if c.value is None and c.key not in shown]
+        unfounded = [c.key for c in found.changes
+                     if c.value is None and c.key not in shown and c.key not in result.facts]
         if unfounded:
-            result.notes.append(f"kept {', '.join(unfounded)}: the model asked to forget what this exchange "
-                                "does not mention")
+            result.notes.append(f"the model asked to forget {', '.join(unfounded)}, which this exchange does not "
+                                "mention; nothing of it was forgotten")
         model_changes = [(c.key, c.value) for c in found.changes
                          if c.key not in result.facts and c.key not in unfounded]
         if model_changes:
