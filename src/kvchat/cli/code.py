@@ -27,13 +27,17 @@ def save_answer(answer: Turn, directory: Path, *, force: bool, quiet: bool) -> l
 
     blocks = parse(answer.content)
     # An answer that ended as the model meant it to, with its last block
-    # never closed, is a model that left out the fence (small ones often do):
-    # that block is all there is, and is saved.
-    ended_whole = answer.status == "complete"
+    # never closed and running to its end, is a model that left out the
+    # fence (small ones often do): that block is all there is, and is saved.
+    last = blocks[-1] if blocks else None
+    fence_left_out = (
+        answer.status == "complete" and last is not None and not last.complete and bool(last.text.strip())
+        and answer.content.rstrip().endswith(last.text.rstrip())
+    )
     for block in blocks:
         if block.complete:
             continue
-        if ended_whole:
+        if block is last and fence_left_out:
             typer.echo(f"kvchat: note: code block {block.index} has no closing fence; the answer ended whole, "
                        "so it is saved as it stands", err=True)
         else:
@@ -44,7 +48,7 @@ def save_answer(answer: Turn, directory: Path, *, force: bool, quiet: bool) -> l
                 f"(`kvchat code {answer.id} --index {block.index}` prints it)",
                 err=True,
             )
-    whole = [block for block in blocks if block.complete or ended_whole]
+    whole = [block for block in blocks if block.complete or (block is last and fence_left_out)]
     if not whole:
         if not quiet and not blocks:
             typer.echo(f"kvchat: the answer has no code blocks; nothing was saved to {directory}", err=True)
