@@ -177,6 +177,15 @@ def test_recall_shows_what_a_question_would_bring_without_asking_the_model(model
     lines = done.stdout.splitlines()
     assert len(lines) == 1 and lines[0].startswith("fact\t") and "PostgreSQL 16" in lines[0]
     assert model.chat_requests == [] and store.sessions() == []
+    # Recall is for the chat's own session, even before it is stored: never
+    # another whose name starts the same.
+    from kvchat.store import NewTurn
+
+    store.add_turns("workshop", [NewTurn(role="user", content="the deploy key rotates monthly", tokens=6)])
+    done = kvchat("chat", "--new", "-s", "work", "--memory-tokens", "0",
+                  input="/recall when does the deploy key rotate?\n")
+    assert done.exit_code == 0, done.stderr
+    assert "rotates monthly" not in done.stdout and "no session is named" not in done.stderr
 
 
 # -- sessions, model and role ------------------------------------------------------------
@@ -543,6 +552,12 @@ def test_a_line_that_is_not_utf8_is_refused_and_the_chat_reads_on(model, kvchat_
     assert "kvchat: error: that line of standard input is not valid UTF-8; it was not asked" in done.stderr
     assert questions(model) == ["second line"]
     assert [t.content for t in store.history(store.session("default").id)] == ["second line", "echo: second line"]
+    # In a """ block, the block goes whole: its other lines are no questions of their own.
+    done = kvchat_process("chat", "--no-extract", input=b'"""\nline one\ncaf\xe9\nline three\n"""\nlast\n')
+    assert done.exit_code == 0, done.stderr
+    assert ("kvchat: error: that line of standard input is not valid UTF-8; it was not asked "
+            "(the whole \"\"\" block was left out)") in done.stderr
+    assert questions(model)[-1:] == ["last"] and "line one" not in questions(model)
 
 
 def test_a_nul_is_refused_as_ask_refuses_it_and_crlf_ends_a_line(model, kvchat_process, store):

@@ -213,7 +213,11 @@ def test_every_command_takes_any_text(model, kvchat, text, name):
         (("history", "--since", "2026-05-02", "--until", "2026-05-01"), None,
          "--since (2026-05-02) is later than --until (2026-05-01)"),
         (("ask", "--answer-tokens", "200000", "hi"), None,
-         "answer_tokens (200000, flag --answer-tokens) leaves no room for the question in the 128000-token context"),
+         "answer_tokens (200000, flag --answer-tokens) leaves no room for a question in the 128000 tokens of the "
+         "context of gpt-4o-mini"),
+        (("ask", "--context-tokens", "4096", "--answer-tokens", "4090", "hi"), None,
+         "answer_tokens (4090, flag --answer-tokens) leaves no room for a question in the 4096 tokens of "
+         "context_tokens (flag --context-tokens)"),
         (("db", "copy", "--to", " "), None, "--to must name a database: a PostgreSQL URL or an SQLite file"),
         (("db", "copy", "--to", "host=db.example dbname=app password=hunter2"), None,
          "kvchat: error: a PostgreSQL connection string (host=... dbname=...) is not a file: write it as a URL"),

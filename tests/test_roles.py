@@ -128,7 +128,7 @@ def test_roles_add_errors(kvchat, args, message):
     assert done.exit_code == 1 and done.stderr == message
 
 
-def test_roles_remove(kvchat, store):
+def test_roles_remove(kvchat, store, monkeypatch):
     kvchat("roles", "add", "code", "Mine.")
     kvchat("roles", "add", "pirate", "Arr.")
     done = kvchat("roles", "remove", "code")
@@ -142,6 +142,11 @@ def test_roles_remove(kvchat, store):
     assert kvchat("roles", "remove", "pirate").stderr == (
         "Removed role 'pirate'. Session 'sea' still names it: `kvchat sessions set NAME --role ROLE` "
         "(or --unset role) gives it another.\n"
+    )
+    kvchat("roles", "add", "pirate", "Arr.")
+    monkeypatch.setenv("KVCHAT_ROLE", "pirate")
+    assert kvchat("roles", "remove", "pirate").stderr.endswith(
+        " It is the default role (env KVCHAT_ROLE): name another there.\n"
     )
 
     done = kvchat("roles", "remove", "code")

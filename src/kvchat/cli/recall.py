@@ -50,13 +50,17 @@ def item_json(item) -> dict:
 
 
 def prompt_for(store, question: str, session_name: str | None, flags: dict, system: str | None, limit: int,
-               semantic_for=None):
+               semantic_for=None, *, exact: bool = False):
     """The prompt `ask` would build for `question` in the session, as it
-    stands (nothing is stored, and the summary is not brought up to date)."""
+    stands (nothing is stored, and the summary is not brought up to date).
+    With `exact`, the session is the one of that very name (chat's own, which
+    may not be stored yet), never one whose name merely starts so."""
     from .. import config, tokens
     from ..prompt import build_prompt
 
-    if session_name is not None:
+    if exact:
+        session, name = store.session(session_name), session_name
+    elif session_name is not None:
         # By name, #ID or a unique start; a name no session has recalls facts only.
         session, _ = store.find_session(session_name)
         name = session.name if session else session_name
@@ -71,7 +75,7 @@ def prompt_for(store, question: str, session_name: str | None, flags: dict, syst
         session_id=session.id if session else None, before_id=None, options=options.prompt,
         semantic=semantic_for(store, settings, options) if semantic_for else None,
     )
-    if session is None and session_name is not None:
+    if session is None and session_name is not None and not exact:
         # A mistyped name would look like a memory with nothing in it.
         prompt.notes.append(f"no session is named {session_name!r}: this is what a new session would recall "
                             "(facts only)")

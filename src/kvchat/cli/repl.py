@@ -126,19 +126,27 @@ def can_prompt() -> bool:
 
 def read_message(read_line: ReadLine) -> Message:
     """One message: a line, or a \"\"\" block (cut short by the end of input,
-    it is sent as it stands; Ctrl-C drops it)."""
+    it is sent as it stands; Ctrl-C drops it). A line of the block that
+    cannot be read makes the whole block unsendable: it is read to its end
+    and refused, so its other lines are not taken for questions."""
     line = read_line(PROMPT)
     if line.strip() != BLOCK_FENCE:
         return Message(line)
     lines: list[str] = []
+    unreadable: CliError | None = None
     while True:
         try:
             line = read_line(CONTINUATION)
         except EOFError:
             break
+        except CliError as exc:
+            unreadable = exc
+            continue
         if line.strip() == BLOCK_FENCE:
             break
         lines.append(line)
+    if unreadable is not None:
+        raise CliError(f"{unreadable} (the whole \"\"\" block was left out)")
     return Message("\n".join(lines), fenced=True)
 
 
@@ -221,9 +229,11 @@ def _history(secrets: list[str]):
     from prompt_toolkit.history import FileHistory, InMemoryHistory
 
     class RedactedHistory(FileHistory):
+        def append_string(self, string: str) -> None:
+            if string.strip() != BLOCK_FENCE:  # the block it opens goes in whole when it closes (terminal_reader)
+                super().append_string(string)
+
         def store_string(self, string: str) -> None:
-            if string.strip() == BLOCK_FENCE:
-                return  # the block it opens is written whole when it closes (terminal_reader)
             try:
                 super().store_string(redact(string, secrets))
             except OSError as exc:

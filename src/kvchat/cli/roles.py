@@ -117,4 +117,10 @@ def remove(name: NameArgument) -> None:
         message += (f" {'Session' if one else 'Sessions'} {shown} still {'names' if one else 'name'} it: "
                     f"`kvchat sessions set NAME --role ROLE` (or --unset role) gives {'it' if one else 'them'} "
                     "another.")
+    if name not in roles.BUILTIN_ROLES:
+        from .. import config
+
+        default = config.resolve({}, None)
+        if default.role == name:
+            message += f" It is the default role ({default.source('role')}): name another there."
     typer.echo(message, err=True)

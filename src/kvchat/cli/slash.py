@@ -181,7 +181,7 @@ def _recall(state: ChatState, arguments: str) -> None:
     # embeddings endpoint that failed is not tried (and reported) again.
     prompt = recall.prompt_for(
         state.store, arguments, state.name, state.flags, state.system, budgets.RECALL_LIMIT,
-        lambda store, settings, options: state.conversation.semantic_recall(options),
+        lambda store, settings, options: state.conversation.semantic_recall(options), exact=True,
     )
     recall.show(prompt)
 
