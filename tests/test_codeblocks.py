@@ -225,6 +225,12 @@ def test_ask_save_code_saves_a_last_block_a_whole_answer_left_unclosed(model, kv
     assert "kvchat: note: code block 1 has no closing fence; the answer ended whole, so it is saved" in done.stderr
     assert (tmp_path / "out" / "block-1.py").read_text() == "print(1)\n"
     assert "code block 1 is incomplete (it has no closing fence)" in kvchat("code").stderr
+    # Not a block that ends inside a list item before the answer goes on, nor an empty one.
+    for answer in ("1. Make it:\n   ```py\n   print(2)\n2. Then run it.\n", "Here:\n```py\n"):
+        model.queue_answer(answer)
+        done = kvchat("ask", "q", "--no-extract", "--save-code", str(tmp_path / "other"))
+        assert done.exit_code == 0, done.stderr
+        assert not (tmp_path / "other").exists() or os.listdir(tmp_path / "other") == []
 
 
 def test_ask_save_code_refuses_a_path_outside(model, kvchat, tmp_path):
