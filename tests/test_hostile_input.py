@@ -190,6 +190,15 @@ def test_every_command_takes_any_text(model, kvchat, text, name):
         check(kvchat(*args, input=stdin), args)
 
 
+def test_an_sqlite_url_option_sqlite_does_not_know_is_one_line_and_makes_no_file(kvchat, tmp_path, monkeypatch):
+    monkeypatch.setenv("KVCHAT_DB", f"sqlite:///{tmp_path / 'kv.db'}?x=y")
+    done = kvchat("facts")
+    assert done.exit_code == 1
+    assert done.stderr == (f"kvchat: error: {tmp_path / 'kv.db'}: SQLite takes no 'x' option in its URL "
+                           "(SQLite's own URI options also need uri=true)\n")
+    assert not (tmp_path / "kv.db").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "stdin", "message"),
     [

@@ -203,11 +203,21 @@ def create_engine(url: str) -> Engine:
     if is_sqlite(url):
         check_sqlite_version()
         path = sqlite_path(url)
+        import warnings
+
+        with warnings.catch_warnings():
+            # SQLAlchemy warns and goes on without an option it does not know
+            # (`?mode=ro` without `uri=true`): said in one line, before any file is made.
+            warnings.simplefilter("error", sqlalchemy.exc.SAWarning)
+            try:
+                engine = sqlalchemy.create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+            except sqlalchemy.exc.SAWarning as exc:
+                named = re.search(r"argument\(s\) (.+?) are not accepted", str(exc))
+                options = named.group(1) if named else "those"
+                raise DatabaseError(f"{where(url)}: SQLite takes no {options} option in its URL "
+                                    "(SQLite's own URI options also need uri=true)") from None
         if path is not None:
             _create_private_file(path)
-        engine = sqlalchemy.create_engine(
-            url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000}
-        )
         event.listen(engine, "connect", _on_sqlite_connect)
         event.listen(engine, "begin", _on_begin)
         return engine
