@@ -39,6 +39,7 @@ importing this module costs next to nothing.
 from __future__ import annotations
 
 import contextlib
+import functools
 import marshal
 import os
 import sys
@@ -116,6 +117,9 @@ def _normalise_model(model: str) -> str:
     return name
 
 
+# Looked up for every stored turn a prompt reads (Turn.counted_for), with
+# the same few model names each time.
+@functools.lru_cache(maxsize=64)
 def encoding_name_for_model(model: str) -> str:
     """The tiktoken encoding used to count tokens for `model`: the known
     model's own, else DEFAULT_ENCODING."""
