@@ -194,3 +194,16 @@ def test_an_import_that_repeats_and_updates_keys_keeps_every_version(kvchat, tmp
     shell = [v["value"] for v in json.loads(kvchat("facts", "history", "user.shell", "--json").stdout)]
     assert shell == ["bash", "fish"]
     assert "fish" in kvchat("facts", "fish").stdout and "bash" not in kvchat("facts", "bash").stdout
+
+
+def test_a_value_with_tabs_and_line_breaks_is_one_escaped_row_when_piped(kvchat):
+    value = "first line\nsecond\tcolumn \\ end"
+    assert kvchat("facts", "set", "note.layout", value).exit_code == 0
+    kvchat("facts", "set", "user.shell", "fish")
+
+    listed = kvchat("facts").stdout
+    assert listed.splitlines() == ["note.layout\tfirst line\\nsecond\\tcolumn \\\\ end", "user.shell\tfish"]
+    assert [line.split("\t")[-1] for line in kvchat("facts", "history", "note.layout").stdout.splitlines()] == [
+        "first line\\nsecond\\tcolumn \\\\ end"
+    ]
+    assert json.loads(kvchat("facts", "--json").stdout)[0]["value"] == value  # JSON stays exact

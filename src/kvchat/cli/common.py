@@ -172,6 +172,17 @@ def print_json(value) -> None:
     sys.stdout.flush()
 
 
+_TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def tsv_row(*fields) -> str:
+    """One line of tab-separated output. Stored text may hold tabs and line
+    breaks, which would shift a column or start a new row: they are written
+    as \\t, \\n and \\r (a backslash as \\\\), as PostgreSQL's COPY and
+    MySQL write them, so every row stays one line of the same columns."""
+    return "\t".join(str(field).translate(_TSV_ESCAPES) for field in fields) + "\n"
+
+
 def on_terminal() -> bool:
     return sys.stdout.isatty()
 

@@ -21,6 +21,7 @@ from .common import (
     open_store,
     print_json,
     read_lines,
+    tsv_row,
 )
 from .terminal_text import safe_text
 
@@ -62,7 +63,7 @@ def show_facts(found, json_output: bool, scores: dict[int, float] | None = None)
         return
     if not on_terminal():
         for fact in found:
-            sys.stdout.write(f"{fact.key}\t{fact.value}\n")
+            sys.stdout.write(tsv_row(fact.key, fact.value))
         return
     if not found:
         console().print("No facts." if scores is None else "No matching facts.")
@@ -89,9 +90,7 @@ def _show_skipped(skipped, json_output: bool) -> None:
     if not on_terminal():
         for item in skipped:
             turn = item.turn_id if item.turn_id is not None else ""
-            sys.stdout.write(
-                f"{local_time(item.created_at)}\t{item.key or '(hidden)'}\t{item.reason}\t{item.source}\t{turn}\n"
-            )
+            sys.stdout.write(tsv_row(local_time(item.created_at), item.key or "(hidden)", item.reason, item.source, turn))
         return
     if not skipped:
         console().print("No facts were skipped.")
@@ -206,7 +205,7 @@ def history(
     for v in versions:
         what = v.value if v.action == "set" else "(forgotten)"
         turn = f" turn {v.turn_id}" if v.turn_id else ""
-        sys.stdout.write(f"{local_time(v.created_at)}\t{v.source}{turn}\t{what}\n")
+        sys.stdout.write(tsv_row(local_time(v.created_at), f"{v.source}{turn}", what))
 
 
 @app.command("import")

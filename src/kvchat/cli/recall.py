@@ -21,6 +21,7 @@ from .common import (
     print_json,
     read_lines,
     read_text_argument,
+    tsv_row,
 )
 from .connection import EndpointOption
 from .terminal_text import safe_text
@@ -172,10 +173,7 @@ def show(prompt, *, whole: bool = False, json_output: bool = False) -> None:
         return
     if not sys.stdout.isatty():
         for item in items:
-            sys.stdout.write(
-                f"{item.kind}\t{item.score:.3g}\t{item.tokens}\t{','.join(item.matched)}\t"
-                f"{item.text.replace(chr(10), ' | ')}\n"
-            )
+            sys.stdout.write(tsv_row(item.kind, f"{item.score:.3g}", item.tokens, ",".join(item.matched), item.text))
         return
     from rich.text import Text
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import JsonOption, console, on_terminal, open_store, print_json, read_text_argument
+from .common import JsonOption, console, on_terminal, open_store, print_json, read_text_argument, tsv_row
 from .terminal_text import safe_text
 
 app = typer.Typer(
@@ -47,7 +47,7 @@ def list_roles(json_output: JsonOption = False) -> None:
         return
     if not on_terminal():
         for entry in entries:
-            sys.stdout.write(f"{entry.name}\t{_kind(entry)}\t{_first_line(entry.text)}\n")
+            sys.stdout.write(tsv_row(entry.name, _kind(entry), _first_line(entry.text)))
         return
     from rich.table import Table
 
