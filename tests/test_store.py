@@ -179,6 +179,35 @@ def test_bad_session_names_are_refused(store, name):
         store.open_session(name)
 
 
+COMPOSED, DECOMPOSED = "caf\u00e9", "cafe\u0301"  # "café" typed, and as a macOS file name spells it
+
+
+def test_a_session_name_is_the_same_whether_its_accents_are_composed_or_not(store):
+    started = store.open_session(DECOMPOSED)
+    assert started.name == COMPOSED
+    assert store.open_session(COMPOSED).id == started.id
+    assert store.session(DECOMPOSED).id == started.id
+    assert store.find_session(DECOMPOSED) == (started, "name")
+    store.add_turns(DECOMPOSED, [NewTurn(role="user", content="hi", tokens=1)])
+    assert [(s.name, s.turn_count) for s in store.sessions()] == [(COMPOSED, 1)]
+    notes = store.open_session(COMPOSED + " notes")
+    store.delete_session(COMPOSED)
+    assert store.find_session(DECOMPOSED) == (notes, "prefix")
+
+
+def test_a_session_named_before_names_were_composed_is_still_found(store):
+    from sqlalchemy import text
+
+    with store.engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO sessions (user_name, name, created_at, last_active_at, turn_count, token_count) "
+                 "VALUES (:user, :name, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 0, 0)"),
+            dict(user=store.user, name=DECOMPOSED),
+        )
+    assert store.session(DECOMPOSED).name == DECOMPOSED
+    assert store.find_session(DECOMPOSED)[0].name == DECOMPOSED
+
+
 def test_a_new_value_updates_a_fact_and_keeps_the_old_one_in_history(store):
     assert store.set_fact("user.editor", "vim", source="user") == "created"
     assert store.set_fact("user.editor", "vim", source="user") == "unchanged"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import unicodedata
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -67,6 +68,14 @@ def check_name(kind: str, value: str) -> str:
     if _CONTROL.search(cleaned):
         raise StoreError(f"{kind} must not contain control characters")
     return check_unicode(kind, cleaned)
+
+
+def check_session_name(value: str) -> str:
+    """A session name as stored: checked like every name, and in Unicode's
+    composed form (NFC). "café" typed on a keyboard and "café" taken from a
+    macOS file name (decomposed: e + a combining accent) look alike and are
+    then one session."""
+    return unicodedata.normalize("NFC", check_name("a session name", value))
 
 
 def check_new_session_name(name: str) -> str:
@@ -545,12 +554,15 @@ class Store:
     # -- sessions ---------------------------------------------------------
 
     def session(self, name: str) -> Session | None:
-        rows = self._select(_SESSION_BY_NAME, dict(user=self.user, name=name))
+        composed = unicodedata.normalize("NFC", name)
+        rows = self._select(_SESSION_BY_NAME, dict(user=self.user, name=composed))
+        if not rows and composed != name:  # a session named before names were composed
+            rows = self._select(_SESSION_BY_NAME, dict(user=self.user, name=name))
         return _raw_session(rows[0]) if rows else None
 
     def open_session(self, name: str) -> Session:
         """The session called `name`, created if it does not exist yet."""
-        name = check_name("a session name", name)
+        name = check_session_name(name)
         existing = self.session(name)
         if existing is not None:
             return existing
@@ -589,7 +601,7 @@ class Store:
     def update_settings(self, name: str, changes: dict, *, reset: bool = False) -> Session:
         """Merge `changes` into the settings of session `name` (created if
         missing), or into none with `reset`; a value of None removes that setting."""
-        name = check_name("a session name", name)
+        name = check_session_name(name)
         with self._write_sql() as sql:
             session = self._ensure_session(sql, name)
             settings = {} if reset else dict(session.settings)
@@ -913,6 +925,7 @@ class Store:
             return by_id, "id"
         if not ref:
             return None, ""
+        ref = unicodedata.normalize("NFC", ref)
         # substr, not LIKE: a prefix holding % or _ means those characters.
         found = [_raw_session(row) for row in self._select(
             f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE user_name = :user "
@@ -955,7 +968,7 @@ class Store:
 
         from .schema import sessions
 
-        new = check_new_session_name(check_name("a session name", new))
+        new = check_new_session_name(check_session_name(new))
         with self._write() as db:
             session = db.execute(select(sessions.c.id).where(self._own(sessions), sessions.c.name == old)).first()
             if session is None:
@@ -1186,7 +1199,7 @@ class Store:
         if not new:
             return 0
         with self._write_sql() as sql:
-            session = self._ensure_session(sql, check_name("a session name", session_name))
+            session = self._ensure_session(sql, check_session_name(session_name))
             for start in range(0, len(new), TURN_BATCH):
                 self._insert_turns(sql, session.id, new[start : start + TURN_BATCH])
                 if progress is not None:

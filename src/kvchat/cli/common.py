@@ -107,9 +107,9 @@ def session_to_use(store: Store, ref: str) -> str:
 def new_session_to_use(store: Store, ref: str) -> str:
     """The name for `--new --session NAME`: a session by that name, started
     now, so it must not be one there is already."""
-    from ..store import check_name
+    from ..store import check_session_name
 
-    ref = check_name("a session name", ref)  # as the session will be named: " review" is "review"
+    ref = check_session_name(ref)  # as the session will be named: " review" is "review"
     found, how = store.find_session(ref)
     if found is not None and how != "prefix":
         raise CliError(f"there is already a session {found.name!r}: --new starts another one; leave out --new "

@@ -109,10 +109,10 @@ def _session(state: ChatState, arguments: str) -> None:
     if not arguments:
         _say(f"Session {state.name!r} (`/session NAME` switches).")
         return
-    from ..store import check_name
+    from ..store import check_session_name
     from .common import session_to_use
 
-    name = session_to_use(state.store, check_name("a session name", arguments))
+    name = session_to_use(state.store, check_session_name(arguments))
     state.change(session=name)
     stored = state.store.session(name)
     if stored is None:
