@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from conftest import Terminal
-from kvchat.store import DELETED_VALUE, ModelCall, NewTurn, Store, StoreError, now
+from kvchat.store import ModelCall, NewTurn, Store, StoreError, now
 from kvchat.textsearch import analyze, match_query
 
 # Words no other text in these tests holds, in both scripts.
@@ -121,8 +121,8 @@ def test_deleting_facts_records_a_forget_and_blanks_the_sessions_values(store):
     assert store.delete_session("s", facts=True).facts == 1
     assert store.fact("user.editor") is None
     history = store.fact_history("user.editor")
-    assert [(v.action, v.value) for v in history] == [
-        ("set", DELETED_VALUE), ("set", DELETED_VALUE), ("forget", None),
+    assert [(v.action, v.value, v.deleted_with_session) for v in history] == [
+        ("set", None, True), ("set", None, True), ("forget", None, False),
     ]
     assert history[-1].source == "user"
     assert {f.key for f in store.facts()} == {"user.shell", "user.name"}
@@ -194,6 +194,19 @@ def test_cli_delete_needs_yes_without_a_terminal(home, kvchat):
     assert done.stderr == "Deleted session 'secret': 2 turns and 1 fact.\n"
     gone = kvchat("sessions", "delete", "secret", "--yes")
     assert gone.exit_code == 1 and gone.stderr.startswith("kvchat: error: no session named 'secret'")
+
+
+def test_facts_history_shows_a_value_deleted_with_its_session_as_blank_not_as_text(home, kvchat):
+    with Store() as store:
+        secret_session(store)
+        key = store.facts()[0].key
+    assert kvchat("sessions", "delete", "secret", "--facts", "--yes").exit_code == 0
+    history = json.loads(kvchat("facts", "history", key, "--json").stdout)
+    assert [(v["action"], v["value"], v["deleted_with_session"]) for v in history] == [
+        ("set", None, True), ("forget", None, False),
+    ]
+    piped = kvchat("facts", "history", key).stdout.splitlines()
+    assert [line.split("\t")[-1] for line in piped] == ["(deleted with its session)", "(forgotten)"]
 
 
 def test_cli_delete_refuses_an_ambiguous_prefix(home, kvchat):

@@ -102,3 +102,26 @@ def test_an_older_database_with_data_is_upgraded_keeping_every_row(home, revisio
         assert other.search_facts(match_query("editor"), limit=5) == []
 
 
+
+
+@pytest.mark.blank_database
+def test_history_values_deleted_with_their_session_become_blank(home):
+    from sqlalchemy import text
+
+    home.mkdir(parents=True, exist_ok=True)
+    database_at("0011")
+    engine = database.create_engine(database.resolve_url(None))
+    with engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO fact_history (key, value, action, turn_id, source, created_at, user_name) VALUES "
+            "('pet.name', '(deleted with its session)', 'set', NULL, 'model', '2024-01-03', 'ada'), "
+            "('pet.name', NULL, 'forget', NULL, 'user', '2024-01-04', 'ada'), "
+            "('user.motto', '(deleted with its session)', 'set', 1, 'user', '2024-01-05', 'ada')"
+        ))
+    engine.dispose()
+    with Store(user="ada") as store:
+        assert [(v.value, v.deleted_with_session) for v in store.fact_history("pet.name")] == [
+            (None, True), (None, False),
+        ]
+        # Set from a turn that still exists: a value someone chose, however odd.
+        assert [v.value for v in store.fact_history("user.motto")] == ["(deleted with its session)"]

@@ -233,11 +233,17 @@ class Fact:
 @dataclass
 class FactVersion:
     key: str
-    value: str | None
+    value: str | None  # None for a forget, and for a value deleted with its session
     action: str
     source: str
     created_at: datetime
     turn_id: int | None = None
+
+    @property
+    def deleted_with_session(self) -> bool:
+        """A value that was set, and blanked when its session was deleted
+        with its facts (`sessions delete --facts`)."""
+        return self.action == "set" and self.value is None
 
 
 @dataclass
@@ -382,10 +388,6 @@ class Deleted:
     facts: int = 0
     names: list[str] = field(default_factory=list)  # of the sessions deleted
     questions: set[str] = field(default_factory=set)  # those of the `asked` texts their user turns held
-
-
-# What a fact's history shows for a value written by a deleted session's turn.
-DELETED_VALUE = "(deleted with its session)"
 
 
 @dataclass
@@ -1074,7 +1076,7 @@ class Store:
                     db.execute(facts_table.delete().where(facts_table.c.id.in_([row.id for row in gone])))
                 db.execute(
                     fact_history.update().where(fact_history.c.turn_id.in_(session_turns))
-                    .values(value=DELETED_VALUE)
+                    .values(value=None)
                 )
                 if gone:
                     db.execute(fact_history.insert(), [

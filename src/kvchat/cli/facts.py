@@ -197,13 +197,18 @@ def history(
         print_json(
             [
                 {"key": v.key, "value": v.value, "action": v.action, "source": v.source,
-                 "turn_id": v.turn_id, "created_at": v.created_at}
+                 "turn_id": v.turn_id, "created_at": v.created_at, "deleted_with_session": v.deleted_with_session}
                 for v in versions
             ]
         )
         return
     for v in versions:
-        what = v.value if v.action == "set" else "(forgotten)"
+        if v.action == "forget":
+            what = "(forgotten)"
+        elif v.deleted_with_session:
+            what = "(deleted with its session)"
+        else:
+            what = v.value
         turn = f" turn {v.turn_id}" if v.turn_id else ""
         sys.stdout.write(tsv_row(local_time(v.created_at), f"{v.source}{turn}", what))
 
