@@ -4,6 +4,9 @@ Markdown, `ref` kept from import to history and recall, sessions listing."""
 from __future__ import annotations
 
 import json
+import time
+
+import pytest
 
 
 def write_lines(path, records):
@@ -172,3 +175,54 @@ def test_a_long_import_or_export_that_is_piped_prints_no_progress_bar(kvchat, tm
     assert done.stderr == "Imported 30000 turns into 1 session.\n"
     exported = kvchat("export")
     assert exported.stderr == "" and len(exported.stdout.splitlines()) == 30_000
+
+
+def test_an_answer_holding_a_nul_is_kept_with_u_fffd_and_its_export_imports(model, kvchat, tmp_path, store):
+    model.queue_answer('print("a\x00b")')
+    assert kvchat("ask", "show me", "--no-extract").exit_code == 0
+    [_, answer] = store.history(store.session("default").id)
+    assert answer.content == 'print("a\ufffdb")'
+    export = tmp_path / "export.jsonl"
+    export.write_text(kvchat("export").stdout)
+    assert kvchat("sessions", "delete", "default", "--yes").exit_code == 0
+    done = kvchat("import", str(export))
+    assert done.exit_code == 0, done.stderr
+    # An export of a store from before: the answer's NUL as it came.
+    old = write_lines(tmp_path / "old.jsonl", [{"session": "old", "role": "assistant", "content": "a\x00b"}])
+    assert kvchat("import", str(old)).exit_code == 0
+    assert [t["content"] for t in json.loads(kvchat("history", "-s", "old", "--json").stdout)] == ["a\ufffdb"]
+
+
+def test_import_checks_speaker_names_and_session_names_line_by_line(kvchat, tmp_path, store):
+    for record, error in [
+        ({"session": "s", "role": "user", "content": "x", "name": "a\nb"}, "line 1: name must not contain control characters"),
+        ({"session": "#5", "role": "user", "content": "x"}, "line 1: '#5' cannot be a session name"),
+    ]:
+        done = kvchat("import", str(write_lines(tmp_path / "bad.jsonl", [record])))
+        assert done.exit_code == 1 and done.stderr.startswith(f"kvchat: error: {error}"), done.stderr
+    assert store.sessions() == []
+
+
+@pytest.fixture
+def in_tokyo(monkeypatch):
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_an_empty_name_or_ref_is_none_and_a_time_without_zone_is_local(kvchat, tmp_path, store, in_tokyo):
+    record = {"session": "s", "role": "user", "content": "x", "name": " ", "ref": "", "created_at": "2026-01-01T09:00:00"}
+    assert kvchat("import", str(write_lines(tmp_path / "t.jsonl", [record]))).exit_code == 0
+    [turn] = json.loads(kvchat("history", "-s", "s", "--json").stdout)
+    assert (turn["name"], turn["ref"]) == (None, None)
+    assert turn["created_at"].startswith("2026-01-01T00:00:00")  # 09:00 in Tokyo, as UTC
+
+
+def test_a_file_starting_with_a_byte_order_mark_imports(kvchat, tmp_path, store):
+    path = tmp_path / "bom.jsonl"
+    path.write_text('\ufeff{"session": "s", "role": "user", "content": "from Notepad"}\n', encoding="utf-8")
+    done = kvchat("import", str(path))
+    assert done.exit_code == 0, done.stderr
+    assert store.session("s").turn_count == 1

@@ -1140,10 +1140,11 @@ class Store:
         for turn in new:
             check_unicode("a turn's text", turn.content)
             content = turn.content
-            if self._postgres and turn.role == "assistant":
+            if turn.role == "assistant":
                 # PostgreSQL's text cannot hold NUL; an answer is kept with
                 # U+FFFD in its place rather than lost (a question with one
-                # is refused, see _write).
+                # is refused, see _write). On SQLite too: the engines keep
+                # the same text, and what `kvchat export` writes, `import` takes.
                 content = content.replace("\x00", "\ufffd")
             created = turn.created_at or stamp
             rows.append(

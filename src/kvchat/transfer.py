@@ -21,7 +21,8 @@ from . import extraction, tokens
 from .redaction import redact
 from .schema import TURN_ROLES, TURN_STATUSES
 from .store import (
-    MAX_NAME_LENGTH, NewTurn, Store, StoreError, Turn, check_name, check_unicode, check_value, ctrl_c_ends_only_this,
+    MAX_NAME_LENGTH, NewTurn, Store, StoreError, Turn, check_name, check_new_session_name, check_session_name,
+    check_unicode, check_value, ctrl_c_ends_only_this,
 )
 
 
@@ -46,10 +47,11 @@ def _parse_time(value, where: str) -> datetime | None:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise TransferError(f"{where}: created_at {value!r} is not an ISO 8601 time") from None
-    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
     try:
+        # A time without a zone is local, as --since and --until read theirs.
+        parsed = parsed if parsed.tzinfo else parsed.astimezone()
         parsed.astimezone(timezone.utc)  # the store keeps UTC: year 1 at +14:00 has none
-    except OverflowError:
+    except (OverflowError, ValueError):
         raise TransferError(f"{where}: created_at {value!r} is out of range") from None
     return parsed
 
@@ -99,6 +101,19 @@ def json_lines(lines: Iterable[str], progress: Progress | None = None) -> Iterat
         progress("checking", number, number)
 
 
+def _label(record: dict, field: str, where: str) -> str | None:
+    """A short optional label of a turn (speaker name, ref, model): None
+    when missing or blank, and a line of error when it holds a control
+    character, which would break the lines it is shown in."""
+    value = _optional_text(record, field, where, limit=MAX_NAME_LENGTH)
+    if value is None or not value.strip():
+        return None
+    try:
+        return check_name(field, value)
+    except StoreError as exc:
+        raise TransferError(f"{where}: {exc}") from None
+
+
 def _required_text(record: dict, field: str, where: str) -> str:
     value = record.get(field)
     if not isinstance(value, str) or not value.strip():
@@ -116,12 +131,16 @@ def parse_turns(
     by_session: dict[str, list[NewTurn]] = {}
     for where, record in json_lines(lines, progress):
         try:
-            session = check_name("session", _required_text(record, "session", where))
+            session = check_new_session_name(check_session_name(_required_text(record, "session", where)))
         except StoreError as exc:
             raise TransferError(f"{where}: {exc}") from None
         role = record.get("role")
         if role not in TURN_ROLES:
             raise TransferError(f"{where}: role must be one of {', '.join(TURN_ROLES)}")
+        if role == "assistant" and isinstance(record.get("content"), str):
+            # As the store keeps an answer (Store._insert_turns); an export
+            # of a store from before that holds the NUL as it came.
+            record = {**record, "content": record["content"].replace("\x00", "\ufffd")}
         status = record.get("status", "complete")
         if status not in TURN_STATUSES or status == "pending":
             raise TransferError(f"{where}: status must be one of complete, unanswered, interrupted, length")
@@ -131,9 +150,9 @@ def parse_turns(
             NewTurn(
                 role=role, content=content, tokens=tokens.count_tokens(content, model),
                 token_encoding=encoding, status=status,
-                name=_optional_text(record, "name", where, limit=MAX_NAME_LENGTH),
-                ref=_optional_text(record, "ref", where, limit=MAX_NAME_LENGTH),
-                model=_optional_text(record, "model", where, limit=MAX_NAME_LENGTH),
+                name=_label(record, "name", where),
+                ref=_label(record, "ref", where),
+                model=_label(record, "model", where),
                 error=redact(_optional_text(record, "error", where) or "", secrets) or None,
                 created_at=_parse_time(record.get("created_at"), where),
             )

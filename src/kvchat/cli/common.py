@@ -204,7 +204,7 @@ def read_text_argument(value: str | None, what: str) -> str:
             raise CliError(f"give the {what} as an argument, or pipe it in with `-`")
         data = sys.stdin.buffer.read()
         try:
-            value = data.decode("utf-8")
+            value = data.decode("utf-8").removeprefix("\ufeff")
         except UnicodeDecodeError as exc:
             raise CliError(f"standard input is not valid UTF-8 (byte {exc.start})") from None
     if "\x00" in value:
@@ -227,9 +227,13 @@ def read_lines(path: Path) -> list[str]:
     """All lines of a file (or stdin for -), as text, with a clear error if it is not UTF-8."""
     source = _lines(path)
     try:
-        return list(source)
+        lines = list(source)
     except UnicodeDecodeError as exc:
         raise CliError(f"{path} is not valid UTF-8 (byte {exc.start})") from None
     finally:
         if source is not sys.stdin:
             source.close()
+    if lines:
+        # Windows editors start UTF-8 files with a byte-order mark.
+        lines[0] = lines[0].removeprefix("\ufeff")
+    return lines
