@@ -189,7 +189,7 @@ def test_an_import_that_repeats_and_updates_keys_keeps_every_version(kvchat, tmp
         '{"key": "user.os", "value": "Debian"}\n'
     )
     done = kvchat("facts", "import", str(source), "--json")
-    assert json.loads(done.stdout) == {"imported": 4, "changed": 4}
+    assert json.loads(done.stdout) == {"imported": 4, "changed": 4, "older_than_stored": 0}
     assert facts_json(kvchat) == {"user.editor": "helix", "user.os": "Debian", "user.shell": "fish"}
     shell = [v["value"] for v in json.loads(kvchat("facts", "history", "user.shell", "--json").stdout)]
     assert shell == ["bash", "fish"]
@@ -207,3 +207,22 @@ def test_a_value_with_tabs_and_line_breaks_is_one_escaped_row_when_piped(kvchat)
         "first line\\nsecond\\tcolumn \\\\ end"
     ]
     assert json.loads(kvchat("facts", "--json").stdout)[0]["value"] == value  # JSON stays exact
+
+
+def test_re_importing_an_old_backup_does_not_undo_newer_values(kvchat, tmp_path):
+    kvchat("facts", "set", "user.editor", "neovim")
+    backup = tmp_path / "backup.jsonl"
+    backup.write_text(kvchat("facts", "export").stdout + '{"key": "user.os", "value": "Debian"}\n')
+    kvchat("facts", "set", "user.editor", "helix")
+    done = kvchat("facts", "import", str(backup))
+    assert done.stderr == "Imported 2 facts (1 new or changed; 1 older than the stored value, which was kept).\n"
+    assert facts_json(kvchat) == {"user.editor": "helix", "user.os": "Debian"}
+    dated = tmp_path / "dated.jsonl"
+    dated.write_text('{"key": "user.editor", "value": "vim", "created_at": "2020-01-01T00:00:00Z"}\n'
+                     '{"key": "user.editor", "value": "zed", "created_at": "2099-01-01T00:00:00Z"}\n')
+    assert json.loads(kvchat("facts", "import", str(dated), "--json").stdout) == {
+        "imported": 2, "changed": 1, "older_than_stored": 1,
+    }
+    assert [v["value"] for v in json.loads(kvchat("facts", "history", "user.editor", "--json").stdout)] == [
+        "neovim", "helix", "zed",
+    ]

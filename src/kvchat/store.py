@@ -231,6 +231,12 @@ class Fact:
 
 
 @dataclass
+class FactsImported:
+    changed: int  # facts added, or given a new value
+    older: int  # items dated before the stored value they would have replaced, passed over
+
+
+@dataclass
 class FactVersion:
     key: str
     value: str | None  # None for a forget, and for a value deleted with its session
@@ -1585,12 +1591,14 @@ class Store:
                     outcome[key] = self._set_fact(sql, key, value, source, turn_id, None, None)
         return outcome
 
-    def import_facts(self, items: Iterable[tuple[str, str, str | None, datetime | None]]) -> int:
-        """Load (key, value, ref, created_at) items in one transaction; returns how many changed.
+    def import_facts(self, items: Iterable[tuple[str, str, str | None, datetime | None]]) -> FactsImported:
+        """Load (key, value, ref, created_at) items in one transaction.
 
         Keys new to the store are written in bulk (an import is mostly those);
         a key already stored, or repeated in the items, goes through the same
-        path as `set_fact`, history and all.
+        path as `set_fact`, history and all. An item dated before the value
+        it would replace was set is passed over: re-importing an old backup
+        does not undo what was learned since.
         """
         from sqlalchemy import select
 
@@ -1600,16 +1608,20 @@ class Store:
         stamp = now()
         with self._write() as db:
             keys = list({key for key, *_ in checked})
-            stored: set[str] = set()
+            set_at: dict[str, datetime] = {}  # when each stored key got its value
             for start in range(0, len(keys), 500):
                 chunk = keys[start : start + 500]
-                stored.update(db.execute(
-                    select(facts.c.key).where(self._own(facts), facts.c.key.in_(chunk))
-                ).scalars())
-            fresh, later = [], []
+                set_at.update((row.key, _utc(row.updated_at)) for row in db.execute(
+                    select(facts.c.key, facts.c.updated_at).where(self._own(facts), facts.c.key.in_(chunk))
+                ))
+            fresh, later, older = [], [], 0
             for item in checked:
-                (later if item[0] in stored else fresh).append(item)
-                stored.add(item[0])
+                key, at = item[0], item[3]
+                if key in set_at and at is not None and at < set_at[key]:
+                    older += 1
+                    continue
+                (later if key in set_at else fresh).append(item)
+                set_at[key] = at or stamp
             if fresh:
                 rows = [
                     dict(user_name=self.user, key=key, value=value, turn_id=None, source="import", ref=ref,
@@ -1636,7 +1648,7 @@ class Store:
                 changed += self._set_fact(sql, key, value, "import", None, ref, at) != "unchanged"
         with ctrl_c_ends_only_this():
             self.recount_common_terms("facts", added=len(fresh))
-        return changed
+        return FactsImported(changed=changed, older=older)
 
     def fact_history(self, key: str) -> list[FactVersion]:
         from sqlalchemy import select

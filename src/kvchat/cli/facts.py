@@ -223,11 +223,12 @@ def import_facts(
 
     items = transfer.parse_facts(read_lines(file))
     with open_store() as store:
-        changed = store.import_facts(items)
+        done = store.import_facts(items)
     if json_output:
-        print_json({"imported": len(items), "changed": changed})
-    else:
-        typer.echo(f"Imported {counted(len(items), 'fact')} ({changed} new or changed).", err=True)
+        print_json({"imported": len(items), "changed": done.changed, "older_than_stored": done.older})
+        return
+    older = f"; {done.older} older than the stored value, which was kept" if done.older else ""
+    typer.echo(f"Imported {counted(len(items), 'fact')} ({done.changed} new or changed{older}).", err=True)
 
 
 @app.command("export")
