@@ -226,3 +226,11 @@ def test_re_importing_an_old_backup_does_not_undo_newer_values(kvchat, tmp_path)
     assert [v["value"] for v in json.loads(kvchat("facts", "history", "user.editor", "--json").stdout)] == [
         "neovim", "helix", "zed",
     ]
+
+
+def test_a_long_key_folds_and_leaves_room_for_the_values_on_a_terminal(kvchat, kvchat_terminal):
+    kvchat("facts", "set", "project.kvchat.database.migrations.tool_preference_for_production." + "x" * 40, "alembic")
+    kvchat("facts", "set", "user.editor", "neovim")
+    done = kvchat_terminal("facts")
+    assert done.exit_code == 0
+    assert "alembic" in done.stdout and "neovim" in done.stdout and "updated" in done.stdout

@@ -71,8 +71,9 @@ def show_facts(found, json_output: bool, scores: dict[int, float] | None = None)
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
-    table.add_column("key", style="cyan", no_wrap=True)
-    table.add_column("value")
+    # A long key folds rather than squeezing the value out of the table.
+    table.add_column("key", style="cyan", overflow="fold")
+    table.add_column("value", min_width=12)
     table.add_column("updated", style="dim", no_wrap=True)
     table.add_column("from", style="dim")
     for fact in found:
@@ -99,7 +100,7 @@ def _show_skipped(skipped, json_output: bool) -> None:
 
     table = Table(box=None, header_style="bold")
     table.add_column("when", style="dim", no_wrap=True)
-    table.add_column("key", style="cyan", no_wrap=True)
+    table.add_column("key", style="cyan", overflow="fold")
     table.add_column("looked like")
     table.add_column("from", style="dim")
     table.add_column("turn", style="dim")
