@@ -65,6 +65,14 @@ def test_search_finds_words_the_index_leaves_out_and_still_wants_every_word(kvch
     assert shown(kvchat, "--search", "thanks", "-s", "b") == []
 
 
+def test_a_word_the_index_leaves_out_is_found_as_a_whole_word_not_inside_others(kvchat, store):
+    add(store, "a", "Other people went there", "I like forests", "The end, or is it?", "我的书")
+    assert shown(kvchat, "--search", "the") == [("a", "The end, or is it?")]
+    assert shown(kvchat, "--search", "OR") == [("a", "The end, or is it?")]
+    assert shown(kvchat, "--search", "的") == [("a", "我的书")]  # Chinese is not spaced: anywhere
+    one_line_error(kvchat("history", "--search", "🎉"), "--search: '🎉' has no words to search for")
+
+
 def test_search_results_from_several_sessions_say_which_session_in_plain_text(kvchat, store):
     add(store, "first", "deploying with docker")
     add(store, "second", "docker compose again")

@@ -130,6 +130,7 @@ def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record) -> None:
         "kvchat_index_key", 1, textsearch.index_key, deterministic=True
     )
     dbapi_connection.create_function("kvchat_index_user", 1, users.index_user, deterministic=True)
+    dbapi_connection.create_function("kvchat_holds_word", 2, textsearch.holds_word, deterministic=True)
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")

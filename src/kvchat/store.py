@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from . import database, postgres_search, users
-from .textsearch import MatchQuery, quote
+from .textsearch import MatchQuery, postgres_word_pattern, quote
 from .titles import title_from_question
 
 if TYPE_CHECKING:
@@ -1364,8 +1364,9 @@ class Store:
                 conditions.append("turns.session_id = ?")
                 params.append(session_id)
         for word in words:
-            conditions.append("instr(lower(turns.content), ?) > 0")
-            params.append(word)
+            # instr first: SQLite's own, and it passes over most turns.
+            conditions.append("instr(lower(turns.content), ?) > 0 AND kvchat_holds_word(turns.content, ?)")
+            params += [word, word]
         for operator, value in ((">=", since), ("<=", until)):
             if value is not None:
                 conditions.append(f"turns.created_at {operator} ?")
@@ -1396,6 +1397,10 @@ class Store:
         for n, word in enumerate(words):
             conditions.append(f"strpos(lower(turns.content), :word{n}) > 0")
             params[f"word{n}"] = word
+            pattern = postgres_word_pattern(word)
+            if pattern is not None:
+                conditions.append(f"turns.content ~* :pattern{n}")
+                params[f"pattern{n}"] = pattern
         for name, operator, value in (("since", ">=", since), ("until", "<=", until)):
             if value is not None:
                 conditions.append(f"turns.created_at {operator} :{name}")

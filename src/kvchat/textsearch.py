@@ -226,6 +226,31 @@ class MatchQuery:
     weights: dict[str, float]
 
 
+@lru_cache(maxsize=256)
+def _whole_word(word: str) -> re.Pattern[str] | None:
+    if _pattern("cjk run").search(word):
+        return None  # Chinese and Japanese put no spaces around their words
+    return re.compile(rf"(?<!\w){re.escape(word)}(?!\w)")
+
+
+def holds_word(text: str, word: str) -> int:
+    """1 when `text`, lower-cased, holds the lower-case `word` as a word of
+    its own ("the" is not in "there"), or for a CJK word anywhere; else 0.
+    For the words the index leaves out (SQLite calls it, as
+    kvchat_holds_word, in `kvchat history --search`)."""
+    text = text.lower()
+    pattern = _whole_word(word)
+    return int(word in text if pattern is None else pattern.search(text) is not None)
+
+
+def postgres_word_pattern(word: str) -> str | None:
+    """`holds_word` as a PostgreSQL regular expression for ~* (its \\m and
+    \\M are the ends of a word), or None for a CJK word, found anywhere."""
+    if _whole_word(word) is None:
+        return None
+    return r"\m" + re.sub(r"(\W)", r"\\\1", word) + r"\M"
+
+
 def quote(term: str) -> str:
     return '"' + term.replace('"', '""') + '"'
 

@@ -110,7 +110,7 @@ def history(
             words = terms(search)
             unindexed = [word.casefold() for word in _WORD.findall(search) if not terms(word)]
             if not words and not unindexed:
-                raise CliError(f"--search: {search!r} has no words to search for (only punctuation)")
+                raise CliError(f"--search: {search!r} has no words to search for")
             session_id = find_session(store, session).id if session is not None else None
             found = store.search_history(words, unindexed, session_id=session_id, since=since_at, until=until_at,
                                          limit=limit)
