@@ -229,8 +229,32 @@ def test_re_importing_an_old_backup_does_not_undo_newer_values(kvchat, tmp_path)
 
 
 def test_a_long_key_folds_and_leaves_room_for_the_values_on_a_terminal(kvchat, kvchat_terminal):
-    kvchat("facts", "set", "project.kvchat.database.migrations.tool_preference_for_production." + "x" * 40, "alembic")
+    key = "project.kvchat.database.migrations.tool_preference_for_production." + "x" * 34  # 100 characters
+    assert kvchat("facts", "set", key, "alembic").exit_code == 0
     kvchat("facts", "set", "user.editor", "neovim")
     done = kvchat_terminal("facts")
     assert done.exit_code == 0
     assert "alembic" in done.stdout and "neovim" in done.stdout and "updated" in done.stdout
+
+
+def test_get_prints_one_value_exactly_and_set_says_how_it_spelt_the_key(kvchat):
+    done = kvchat("facts", "set", "Lang.C++", "  first line\nsecond  ")
+    assert done.stderr == "lang.cpp: created (stored as 'lang.cpp': keys are lower-case words joined by dots)\n"
+    assert kvchat("facts", "set", "lang.cpp", "gcc").stderr == "lang.cpp: updated\n"
+    assert kvchat("facts", "get", "lang.cpp").stdout == "gcc\n"
+    assert json.loads(kvchat("facts", "get", "Lang.C++", "--json").stdout)["value"] == "gcc"
+    missing = kvchat("facts", "get", "lang.rust")
+    assert (missing.exit_code, missing.stdout, missing.stderr) == (1, "", "kvchat: error: no fact with the key 'lang.rust'\n")
+
+
+def test_a_mistyped_facts_command_is_named_not_taken_for_a_search(kvchat):
+    done = kvchat("facts", "forgt", "user.editor")
+    assert done.exit_code == 1 and done.stderr.startswith(
+        "kvchat: error: no facts command is called 'forgt': did you mean `kvchat facts forget`?"
+    ) and done.stderr.count("\n") == 1
+
+
+def test_a_key_longer_than_kvchat_keeps_is_refused_not_cut(kvchat):
+    done = kvchat("facts", "set", "note." + "k" * 120, "v")
+    assert (done.exit_code, done.stderr) == (1, "kvchat: error: a fact key is at most 100 characters\n")
+    assert facts_json(kvchat) == {}

@@ -30,8 +30,17 @@ class _FactsGroup(TyperGroup):
     """`kvchat facts WORDS` is short for `kvchat facts search WORDS`."""
 
     def parse_args(self, ctx, args):
-        first = next((arg for arg in args if not arg.startswith("-")), None)
-        if first is not None and first not in self.commands:
+        words = [arg for arg in args if not arg.startswith("-")]
+        if words and words[0] not in self.commands:
+            if len(words) > 1:
+                # `facts forgt user.x` is a mistyped command, not a search
+                # for two words (a search takes its words as one argument).
+                import difflib
+
+                close = difflib.get_close_matches(words[0], list(self.commands), n=1, cutoff=0.6)
+                hint = f"did you mean `kvchat facts {close[0]}`? " if close else ""
+                raise CliError(f"no facts command is called {words[0]!r}: {hint}(to search for several words, "
+                               "quote them: kvchat facts 'WORDS')")
             args = ["search", *args]  # options given before the words go to search too
         return super().parse_args(ctx, args)
 
@@ -148,12 +157,39 @@ def search(
 
 
 def _key(raw: str) -> str:
-    from ..extraction import normalise_key
+    from ..extraction import MAX_KEY_LENGTH, normalise_key
 
     key = normalise_key(raw)
     if key is None:
         raise CliError(f"{raw!r} is not a usable fact key")
+    if len(key) == MAX_KEY_LENGTH and len(raw.strip()) > MAX_KEY_LENGTH:
+        # The model's keys are cut to fit; one typed here would then name,
+        # unseen, whatever other key starts the same.
+        raise CliError(f"a fact key is at most {MAX_KEY_LENGTH} characters")
     return key
+
+
+def _stored_as(raw: str, key: str) -> str:
+    """A note when KEY was written otherwise: two spellings may be one key."""
+    if raw.strip() == key:
+        return ""
+    return f" (stored as {key!r}: keys are lower-case words joined by dots)"
+
+
+@app.command("get")
+def get(
+    key: Annotated[str, typer.Argument(help="The key whose value to print.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Print the value of KEY, exactly as stored (exit status 1 if there is none)."""
+    with open_store() as store:
+        found = store.fact(key) or store.fact(_key(key))
+    if found is None:
+        raise CliError(f"no fact with the key {key!r}")
+    if json_output:
+        print_json(fact_json(found))
+        return
+    sys.stdout.write(found.value + "\n")
 
 
 @app.command("set")
@@ -167,10 +203,10 @@ def set_fact(
     reason = skip_reason(key, value)
     if reason is not None:
         raise CliError(f"that looks like a secret ({reason}); kvchat does not store secrets")
-    key = _key(key)
+    raw, key = key, _key(key)
     with open_store() as store:
         outcome = store.set_fact(key, value.strip(), source="user")
-    typer.echo(f"{key}: {outcome}", err=True)
+    typer.echo(f"{key}: {outcome}{_stored_as(raw, key)}", err=True)
 
 
 @app.command("forget")
