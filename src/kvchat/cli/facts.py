@@ -176,6 +176,14 @@ def _stored_as(raw: str, key: str) -> str:
     return f" (stored as {key!r}: keys are lower-case words joined by dots)"
 
 
+def _stored_fact(store, key: str):
+    """The fact stored under KEY as typed, or as kvchat spells it."""
+    found = store.fact(key) or store.fact(_key(key))
+    if found is None:
+        raise CliError(f"no fact with the key {key!r}")
+    return found
+
+
 @app.command("get")
 def get(
     key: Annotated[str, typer.Argument(help="The key whose value to print.")],
@@ -183,9 +191,7 @@ def get(
 ) -> None:
     """Print the value of KEY, exactly as stored (exit status 1 if there is none)."""
     with open_store() as store:
-        found = store.fact(key) or store.fact(_key(key))
-    if found is None:
-        raise CliError(f"no fact with the key {key!r}")
+        found = _stored_fact(store, key)
     if json_output:
         print_json(fact_json(found))
         return
@@ -213,9 +219,7 @@ def set_fact(
 def forget(key: Annotated[str, typer.Argument(help="The key to forget.")]) -> None:
     """Forget a fact (its history is kept)."""
     with open_store() as store:
-        stored = store.fact(key) or store.fact(_key(key))
-        if stored is None:
-            raise CliError(f"no fact with the key {key!r}")
+        stored = _stored_fact(store, key)
         store.forget_fact(stored.key, source="user")
     typer.echo(f"{stored.key}: forgotten", err=True)
 
