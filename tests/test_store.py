@@ -173,10 +173,15 @@ def test_session_counters_follow_the_turns(store):
     assert (listed.name, listed.turn_count, listed.token_count) == ("work", 4, 7)
 
 
-@pytest.mark.parametrize("name", ["", "   ", "a\x00b", "x" * 201, "tab\there"])
+@pytest.mark.parametrize("name", ["", "   ", "a\x00b", "x" * 201, "tab\there", "zero\u200bwidth", "ab\u202ecd"])
 def test_bad_session_names_are_refused(store, name):
     with pytest.raises(StoreError):
         store.open_session(name)
+
+
+def test_a_session_name_may_hold_emoji_joined_into_one(store):
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"
+    assert store.open_session(f"trip {family}").name == f"trip {family}"
 
 
 COMPOSED, DECOMPOSED = "caf\u00e9", "cafe\u0301"  # "café" typed, and as a macOS file name spells it
