@@ -206,7 +206,7 @@ def test_facts_history_shows_a_value_deleted_with_its_session_as_blank_not_as_te
         ("set", None, True), ("forget", None, False),
     ]
     piped = kvchat("facts", "history", key).stdout.splitlines()
-    assert [line.split("\t")[-1] for line in piped] == ["(deleted with its session)", "(forgotten)"]
+    assert [line.split("\t")[1:4] for line in piped] == [["deleted", "", "model"], ["forget", "", "user"]]
 
 
 def test_cli_delete_refuses_an_ambiguous_prefix(home, kvchat):

@@ -203,8 +203,8 @@ def test_a_value_with_tabs_and_line_breaks_is_one_escaped_row_when_piped(kvchat)
 
     listed = kvchat("facts").stdout
     assert listed.splitlines() == ["note.layout\tfirst line\\nsecond\\tcolumn \\\\ end", "user.shell\tfish"]
-    assert [line.split("\t")[-1] for line in kvchat("facts", "history", "note.layout").stdout.splitlines()] == [
-        "first line\\nsecond\\tcolumn \\\\ end"
+    assert [line.split("\t")[1:3] for line in kvchat("facts", "history", "note.layout").stdout.splitlines()] == [
+        ["set", "first line\\nsecond\\tcolumn \\\\ end"]
     ]
     assert json.loads(kvchat("facts", "--json").stdout)[0]["value"] == value  # JSON stays exact
 
@@ -258,3 +258,12 @@ def test_a_key_longer_than_kvchat_keeps_is_refused_not_cut(kvchat):
     done = kvchat("facts", "set", "note." + "k" * 120, "v")
     assert (done.exit_code, done.stderr) == (1, "kvchat: error: a fact key is at most 100 characters\n")
     assert facts_json(kvchat) == {}
+
+
+def test_facts_history_gives_the_action_a_column_of_its_own(kvchat, kvchat_terminal):
+    kvchat("facts", "set", "user.q", "(forgotten)")  # a value may be any text
+    kvchat("facts", "forget", "user.q")
+    piped = [line.split("\t")[1:4] for line in kvchat("facts", "history", "user.q").stdout.splitlines()]
+    assert piped == [["set", "(forgotten)", "user"], ["forget", "", "user"]]
+    screen = kvchat_terminal("facts", "history", "user.q").stdout
+    assert "action" in screen and "forget" in screen

@@ -243,15 +243,28 @@ def history(
             ]
         )
         return
-    for v in versions:
-        if v.action == "forget":
-            what = "(forgotten)"
-        elif v.deleted_with_session:
-            what = "(deleted with its session)"
-        else:
-            what = v.value
-        turn = f" turn {v.turn_id}" if v.turn_id else ""
-        sys.stdout.write(tsv_row(local_time(v.created_at), f"{v.source}{turn}", what))
+    # "deleted": a value set in a session deleted since with its facts.
+    rows = [
+        (local_time(v.created_at), "deleted" if v.deleted_with_session else v.action, v.value or "", v.source,
+         str(v.turn_id or ""))
+        for v in versions
+    ]
+    if not on_terminal():
+        # The action has a column of its own: a value may be any text, "(forgotten)" too.
+        sys.stdout.write("".join(tsv_row(*row) for row in rows))
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    table.add_column("when", style="dim", no_wrap=True)
+    table.add_column("action", no_wrap=True)
+    table.add_column("value", min_width=12)
+    table.add_column("by", style="dim")
+    table.add_column("turn", style="dim")
+    gone = {"forget": "(forgotten)", "deleted": "(deleted with its session)"}
+    for when, action, value, source, turn in rows:
+        table.add_row(when, action, gone.get(action) or safe_text(value), source, turn)
+    console().print(table)
 
 
 @app.command("import")
