@@ -61,6 +61,21 @@ def test_recall_many_queries_in_one_process(kvchat, tmp_path):
     assert both.stderr == "kvchat: error: --show-prompt shows one question's prompt: give a question, not --queries\n"
 
 
+def test_recall_queries_are_all_checked_first_and_each_result_carries_its_notes(kvchat, tmp_path):
+    kvchat("facts", "set", "user.editor", "helix")
+    queries = tmp_path / "q.jsonl"
+    queries.write_text('{"id": 1, "query": "editor?", "session": "nosuch"}\n')
+    [line] = [json.loads(line) for line in kvchat("recall", "--queries", str(queries)).stdout.splitlines()]
+    assert line["items"][0]["key"] == "user.editor"
+    assert line["notes"] == ["no session is named 'nosuch': this is what a new session would recall (facts only)"]
+    for bad, error in [('{"id": 2, "query": " "}', 'line 2: expected an object with a non-empty "query" string'),
+                       ('{"id": 2, "query": "a\\u0000b"}', "line 2: the query contains a NUL character"),
+                       ('{"id": 2, "query": "x", "session": 7}', 'line 2: "session" must be a string')]:
+        queries.write_text('{"id": 1, "query": "editor?"}\n' + bad + "\n")
+        done = kvchat("recall", "--queries", str(queries))
+        assert (done.exit_code, done.stdout, done.stderr) == (1, "", f"kvchat: error: {error}\n")
+
+
 def test_recall_of_chinese_facts(kvchat):
     kvchat("facts", "set", "user.hobby", "周末喜欢爬山和摄影")
     items = json.loads(kvchat("recall", "你周末一般去爬山吗", "--json").stdout)

@@ -91,13 +91,22 @@ def _semantic(store, settings, options):
     return conversation(store, settings).semantic_recall(options)
 
 
-def _queries(path: Path):
+def _queries(path: Path) -> list[dict]:
+    """Every record of a --queries file, all checked before the first is
+    answered: a bad line names itself, and no results come before the error."""
     from ..transfer import TransferError, json_lines
 
+    records = []
     for where, record in json_lines(read_lines(path)):
-        if not isinstance(record.get("query"), str):
-            raise TransferError(f"{where}: expected an object with a \"query\" string")
-        yield record
+        query, session = record.get("query"), record.get("session")
+        if not isinstance(query, str) or not query.strip():
+            raise TransferError(f"{where}: expected an object with a non-empty \"query\" string")
+        if "\x00" in query:
+            raise TransferError(f"{where}: the query contains a NUL character")
+        if session is not None and not isinstance(session, str):
+            raise TransferError(f"{where}: \"session\" must be a string")
+        records.append(record)
+    return records
 
 
 def recall(
@@ -119,7 +128,8 @@ def recall(
     context_tokens: ask.ContextTokensOption = None,
     queries: Annotated[
         Optional[Path],
-        typer.Option("--queries", help='JSON lines {"id", "query", "session"?}: one result line each.'),
+        typer.Option("--queries", help='JSON lines {"id", "query", "session"?}: one result line each, '
+                     '{"id", "items", "notes"} (notes: what recall would warn of, e.g. an unknown session).'),
     ] = None,
     show_whole_prompt: Annotated[
         bool, typer.Option("--show-prompt", help="Show the whole prompt section by section, with token counts.")
@@ -140,7 +150,8 @@ def recall(
             for record in _queries(queries):
                 prompt = prompt_for(store, record["query"], record.get("session") or session, flags, system, limit,
                                     _semantic)
-                print_json({"id": record.get("id"), "items": [item_json(item) for item in prompt.memories]})
+                print_json({"id": record.get("id"), "items": [item_json(item) for item in prompt.memories],
+                            "notes": prompt.notes})
         return
     text = read_text_argument(question, "question")
     with open_store() as store:
