@@ -216,7 +216,8 @@ def test_cli_delete_refuses_an_ambiguous_prefix(home, kvchat):
     out = kvchat("sessions", "delete", "work", "--yes")
     assert out.exit_code == 1
     assert out.stderr == (
-        "kvchat: error: 'work' is the start of several sessions ('work-a', 'work-b'); give more of the name\n"
+        "kvchat: error: 'work' is the start of several sessions ('work-a', 'work-b'); give the whole name, or '#ID', "
+        "of the one to delete\n"
     )
     assert kvchat("sessions", "delete", "work-b", "--yes", "--json").stdout.startswith('{')
     with Store() as store:

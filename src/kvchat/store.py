@@ -927,13 +927,13 @@ class Store:
             raise StoreError(f"no session named {ref!r} or starting with it (see `kvchat sessions`)")
         return found
 
-    def find_session(self, ref: str) -> tuple[Session | None, str]:
+    def find_session(self, ref: str, *, several: str = "give more of the name") -> tuple[Session | None, str]:
         """The session `ref` names, and how: "name" for the one called
         exactly `ref`; "id" for `#N`, the session whose id is N (ids never
         change, so scripts can hold on to them); "prefix" for the one session
         whose name starts with `ref`. (None, "") when no session matches.
         StoreError when `#N` is no session's id, or when several names start
-        with `ref` (naming them)."""
+        with `ref` (naming them, then saying `several`: what to do instead)."""
         check_unicode("a session name", ref)
         exact = self.session(ref)
         if exact is not None:
@@ -956,7 +956,7 @@ class Store:
             return None, ""
         if len(found) > 1:
             names = ", ".join(repr(session.name) for session in found[:5]) + (", ..." if len(found) > 5 else "")
-            raise StoreError(f"{ref!r} is the start of several sessions ({names}); give more of the name")
+            raise StoreError(f"{ref!r} is the start of several sessions ({names}); {several}")
         return found[0], "prefix"
 
     def set_title(self, name: str, title: str | None) -> Session:

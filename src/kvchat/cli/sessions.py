@@ -359,7 +359,7 @@ def delete_session(
     learnt from it too). The text is erased from the database file, not only
     hidden."""
     with open_store() as store:
-        session, how = store.find_session(name)
+        session, how = store.find_session(name, several="give the whole name, or '#ID', of the one to delete")
         if session is None:
             session = store.resolve_session(name)  # says that no session has that name
         if how == "prefix":
