@@ -37,6 +37,14 @@ def test_recall_finds_older_turns_with_memory_tokens_zero(kvchat, tmp_path):
     assert json.loads(kvchat("recall", "when does the deploy key rotate?", "-s", "s", "--json").stdout) == []
 
 
+def test_on_a_terminal_recall_says_facts_and_turns_are_ranked_apart(kvchat, kvchat_terminal, tmp_path):
+    import_deploy_key_exchange(kvchat, tmp_path, "s")
+    kvchat("facts", "set", "project.deploy.key", "rotates monthly")
+    screen = kvchat_terminal("recall", "when does the deploy key rotate?", "-s", "s", "--memory-tokens", "0").stdout
+    assert "fact" in screen and "turn" in screen
+    assert "each is ranked by its score against the best of its kind" in screen.replace("\r\n", " ")
+
+
 def test_recall_names_a_session_by_its_start_or_id(kvchat, tmp_path):
     import_deploy_key_exchange(kvchat, tmp_path, "sprint-notes")
     for ref in ("sprint", "#1"):

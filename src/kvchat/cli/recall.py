@@ -191,6 +191,10 @@ def show(prompt, *, whole: bool = False, json_output: bool = False) -> None:
     out = console()
     sizes = ", ".join(f"{s.name} {s.tokens}" for s in prompt.sections if s.tokens)
     out.print(Text(f"prompt: {prompt.tokens} tokens ({sizes})", style="dim"))
+    if len({item.kind for item in items}) > 1:
+        # Otherwise a list going 2.47, 18.6, 2.3 reads as a mistake.
+        out.print(Text("Facts and turns are scored apart: each is ranked by its score against the best of its kind.",
+                       style="dim"))
     out.print()
     for item in items:
         head = Text()
