@@ -116,6 +116,8 @@ RULES = [
     ("我使用Neovim", [("user.uses.neovim", "Neovim")]),
     ("我用的是VS Code", [("user.uses.vs_code", "VS Code")]),
     ("我用vim，怎么退出？", [("user.uses.vim", "vim")]),
+    ("我用记事本写代码", [("user.uses.记事本", "记事本")]),
+    ("我用记事本的时候很方便", [("user.uses.记事本", "记事本")]),
     # prefers / favourite
     ("I prefer tabs over spaces", [("user.prefers.tabs", "tabs over spaces")]),
     ("I prefer Rust", [("user.prefers.rust", "Rust")]),
@@ -179,6 +181,7 @@ RULES = [
     ("Write a function that reverses a string.", []),
     ("我用什么编辑器比较好？", []),
     ("我用过vim", []),
+    ("我用上海的服务器部署 PostgreSQL 数据库", []),  # a server in Shanghai, not a tool called 上海
     ("我叫他过来", []),
     ("你用什么语言写的？", []),
     ("", []),

@@ -296,7 +296,10 @@ def _thing(raw: str, *, max_words: int = 4) -> str | None:
     text = _clean(raw)
     if _has_cjk(text):
         ascii_name = re.match(r"[A-Za-z0-9][A-Za-z0-9.+#_\- ]*", text)
-        text = ascii_name.group() if ascii_name else _THING_END_ZH.sub("", text)
+        end = None if ascii_name else _THING_END_ZH.search(text)
+        if end and end.group().startswith("的") and not end.group().startswith("的时候") and len(end.group()) > 1:
+            return None  # "上海的服务器": what is used is the server, described by where it is
+        text = ascii_name.group() if ascii_name else text[: end.start()] if end else text
         text = _clean(text)
         return text if 0 < len(text) <= 20 and not _NOT_A_THING_ZH.match(text) else None
     text = _clean(_TRAILING_ADVERBS.sub("", _THING_END_EN.sub("", text)))
