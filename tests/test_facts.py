@@ -267,3 +267,25 @@ def test_facts_history_gives_the_action_a_column_of_its_own(kvchat, kvchat_termi
     assert piped == [["set", "(forgotten)", "user"], ["forget", "", "user"]]
     screen = kvchat_terminal("facts", "history", "user.q").stdout
     assert "action" in screen and "forget" in screen
+
+
+def test_an_import_dates_a_value_by_its_updated_at(kvchat, tmp_path, store):
+    """An export's created_at is when the key first got a value; its
+    updated_at when it got this one: that is what an import compares."""
+    newer = tmp_path / "newer.jsonl"
+    newer.write_text('{"key": "user.editor", "value": "helix", "created_at": "2026-01-01T00:00:00Z", '
+                     '"updated_at": "2026-03-01T00:00:00Z"}\n')
+    older = tmp_path / "older.jsonl"
+    older.write_text('{"key": "user.editor", "value": "vim", "created_at": "2026-01-01T00:00:00Z"}\n')
+    assert kvchat("facts", "import", str(newer)).exit_code == 0
+    [fact] = store.facts()
+    assert (fact.created_at.month, fact.updated_at.month) == (1, 3)
+    assert json.loads(kvchat("facts", "import", str(older), "--json").stdout) == {
+        "imported": 1, "changed": 0, "older_than_stored": 1,
+    }
+    export = tmp_path / "export.jsonl"
+    export.write_text(kvchat("facts", "export").stdout)
+    assert json.loads(kvchat("facts", "import", str(export), "--json").stdout) == {
+        "imported": 1, "changed": 0, "older_than_stored": 0,
+    }
+    assert facts_json(kvchat) == {"user.editor": "helix"}

@@ -1608,8 +1608,10 @@ class Store:
                     outcome[key] = self._set_fact(sql, key, value, source, turn_id, None, None)
         return outcome
 
-    def import_facts(self, items: Iterable[tuple[str, str, str | None, datetime | None]]) -> FactsImported:
-        """Load (key, value, ref, created_at) items in one transaction.
+    def import_facts(self, items: Iterable[tuple]) -> FactsImported:
+        """Load (key, value, ref, set_at[, created_at]) items in one
+        transaction: set_at is when the value was set (now when None),
+        created_at when the key first was (set_at when not given).
 
         Keys new to the store are written in bulk (an import is mostly those);
         a key already stored, or repeated in the items, goes through the same
@@ -1621,7 +1623,10 @@ class Store:
 
         from .schema import fact_history, facts
 
-        checked = [(check_name("a fact key", key), check_value(value), ref, at) for key, value, ref, at in items]
+        checked = [
+            (check_name("a fact key", key), check_value(value), ref, at, first[0] if first else at)
+            for key, value, ref, at, *first in items
+        ]
         stamp = now()
         with self._write() as db:
             keys = list({key for key, *_ in checked})
@@ -1634,6 +1639,7 @@ class Store:
             fresh, later, older = [], [], 0
             for item in checked:
                 key, at = item[0], item[3]
+                # Strictly older: the same export imported again is "unchanged".
                 if key in set_at and at is not None and at < set_at[key]:
                     older += 1
                     continue
@@ -1642,8 +1648,8 @@ class Store:
             if fresh:
                 rows = [
                     dict(user_name=self.user, key=key, value=value, turn_id=None, source="import", ref=ref,
-                         created_at=_naive_utc(at or stamp), updated_at=_naive_utc(at or stamp))
-                    for key, value, ref, at in fresh
+                         created_at=_naive_utc(first or at or stamp), updated_at=_naive_utc(at or stamp))
+                    for key, value, ref, at, first in fresh
                 ]
                 if self._postgres:
                     ids = db.execute(
@@ -1657,11 +1663,11 @@ class Store:
                 db.execute(
                     fact_history.insert(),
                     [dict(user_name=self.user, key=row["key"], value=row["value"], action="set", turn_id=None, source="import",
-                          created_at=row["created_at"]) for row in rows],
+                          created_at=row["updated_at"]) for row in rows],
                 )
             changed = len(fresh)
             sql = _Writer(db, sqlite=not self._postgres)
-            for key, value, ref, at in later:
+            for key, value, ref, at, _ in later:
                 changed += self._set_fact(sql, key, value, "import", None, ref, at) != "unchanged"
         with ctrl_c_ends_only_this():
             self.recount_common_terms("facts", added=len(fresh))

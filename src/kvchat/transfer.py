@@ -204,7 +204,10 @@ def import_turns(
     return imported
 
 
-def parse_facts(lines: Iterable[str]) -> list[tuple[str, str, str | None, datetime | None]]:
+def parse_facts(lines: Iterable[str]) -> list[tuple[str, str, str | None, datetime | None, datetime | None]]:
+    """(key, value, ref, when the value was set, when the key was first
+    set) for Store.import_facts: a line's updated_at, or its created_at
+    when it has none, says when its value was set."""
     items = []
     for where, record in json_lines(lines):
         raw_key = _required_text(record, "key", where)
@@ -219,14 +222,10 @@ def parse_facts(lines: Iterable[str]) -> list[tuple[str, str, str | None, dateti
         reason = extraction.skip_reason(key, value)
         if reason is not None:
             raise TransferError(f"{where}: looks like a secret ({reason}); kvchat does not store secrets")
-        items.append(
-            (
-                key,
-                value,
-                _optional_text(record, "ref", where, limit=MAX_NAME_LENGTH),
-                _parse_time(record.get("created_at"), where),
-            )
-        )
+        created = _parse_time(record.get("created_at"), where)
+        updated = _parse_time(record.get("updated_at"), where)
+        items.append((key, value, _optional_text(record, "ref", where, limit=MAX_NAME_LENGTH), updated or created,
+                      created))
     return items
 
 

@@ -269,7 +269,7 @@ def history(
 
 @app.command("import")
 def import_facts(
-    file: Annotated[Path, typer.Argument(help="JSON lines: key, value, and optionally ref, created_at. - reads stdin.")],
+    file: Annotated[Path, typer.Argument(help="JSON lines: key, value, and optionally ref, created_at, updated_at. - reads stdin.")],
     json_output: JsonOption = False,
 ) -> None:
     """Import facts from a JSON-lines file (all of it, or nothing if a line is bad)."""
