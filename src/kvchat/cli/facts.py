@@ -30,17 +30,16 @@ class _FactsGroup(TyperGroup):
     """`kvchat facts WORDS` is short for `kvchat facts search WORDS`."""
 
     def parse_args(self, ctx, args):
-        words = [arg for arg in args if not arg.startswith("-")]
-        if words and words[0] not in self.commands:
-            if len(words) > 1:
+        first = next((arg for arg in args if not arg.startswith("-")), None)
+        if first is not None and first not in self.commands:
+            if args[0] == first and args[1:2] and not args[1].startswith("-"):
                 # `facts forgt user.x` is a mistyped command, not a search
                 # for two words (a search takes its words as one argument).
                 import difflib
 
-                close = difflib.get_close_matches(words[0], list(self.commands), n=1, cutoff=0.6)
-                hint = f"did you mean `kvchat facts {close[0]}`? " if close else ""
-                raise CliError(f"no facts command is called {words[0]!r}: {hint}(to search for several words, "
-                               "quote them: kvchat facts 'WORDS')")
+                close = difflib.get_close_matches(first, list(self.commands), n=1, cutoff=0.7)
+                if close:
+                    raise CliError(f"no facts command is called {first!r}: did you mean `kvchat facts {close[0]}`?")
             args = ["search", *args]  # options given before the words go to search too
         return super().parse_args(ctx, args)
 
