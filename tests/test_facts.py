@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 
 def facts_json(kvchat) -> dict[str, str]:
     return {f["key"]: f["value"] for f in json.loads(kvchat("facts", "--json").stdout)}
@@ -258,10 +260,25 @@ def test_a_mistyped_facts_command_is_named_not_taken_for_a_search(kvchat):
         assert json.loads(kvchat("facts", *args, "--json").stdout)[0]["key"] == "user.editor", args
 
 
-def test_a_key_longer_than_kvchat_keeps_is_refused_not_cut(kvchat):
-    done = kvchat("facts", "set", "note." + "k" * 120, "v")
+@pytest.mark.parametrize("key", [
+    "note." + "k" * 120,
+    "note." + "k" * 90 + "_ab.cdefgh",  # would be cut at the dot
+    "note." + "k" * 91 + ".c#",  # "c#" is "csharp": longer than typed
+])
+def test_a_key_longer_than_kvchat_keeps_is_refused_not_cut(kvchat, tmp_path, key):
+    done = kvchat("facts", "set", key, "v")
     assert (done.exit_code, done.stderr) == (1, "kvchat: error: a fact key is at most 100 characters\n")
+    lines = tmp_path / "facts.jsonl"
+    lines.write_text(json.dumps({"key": key, "value": "v"}) + "\n")
+    done = kvchat("facts", "import", str(lines))
+    assert (done.exit_code, done.stderr) == (1, "kvchat: error: line 1: a fact key is at most 100 characters\n")
     assert facts_json(kvchat) == {}
+
+
+def test_a_key_is_measured_as_kvchat_spells_it(kvchat):
+    key = "note." + "k" * 93 + "!!"  # 100 characters once the "!!" is dropped
+    assert kvchat("facts", "set", key, "v").exit_code == 0
+    assert facts_json(kvchat) == {"note." + "k" * 93: "v"}
 
 
 def test_facts_history_gives_the_action_a_column_of_its_own(kvchat, kvchat_terminal):

@@ -97,13 +97,14 @@ _HIERARCHY_SEPARATORS = LazyPattern(r"::|->|[./\\:>]+")
 _WORD_SEPARATORS = LazyPattern(r"[\s\-‐-―_]+")
 _JUNK = LazyPattern(r"[^\w.]")  # \w keeps letters of every script, CJK included
 
-def normalise_key(raw: str) -> str | None:
+def normalise_key(raw: str, *, cut: bool = True) -> str | None:
     """A clean dotted lowercase key for `raw`, or None if nothing usable is left.
 
     Dots, slashes, colons, ``::`` and ``->`` separate levels; spaces, hyphens and
     underscores inside a level become one underscore; "C++" -> "cpp", "C#" ->
     "csharp"; other punctuation is dropped. Letters of any script (CJK
-    included) are kept. The result is at most MAX_KEY_LENGTH characters.
+    included) are kept. The result is at most MAX_KEY_LENGTH characters
+    (unless not `cut`: a key typed by the user is refused rather than cut).
     """
     if not isinstance(raw, str):
         return None
@@ -115,7 +116,8 @@ def normalise_key(raw: str) -> str | None:
     text = _JUNK.sub("", text)
     segments = [segment.strip("_") for segment in text.split(".")]
     key = ".".join(segment for segment in segments if segment)
-    key = key[:MAX_KEY_LENGTH].rstrip("._")
+    if cut:
+        key = key[:MAX_KEY_LENGTH].rstrip("._")
     return key or None
 
 

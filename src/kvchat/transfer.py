@@ -211,9 +211,11 @@ def parse_facts(lines: Iterable[str]) -> list[tuple[str, str, str | None, dateti
     items = []
     for where, record in json_lines(lines):
         raw_key = _required_text(record, "key", where)
-        key = extraction.normalise_key(raw_key)
+        key = extraction.normalise_key(raw_key, cut=False)
         if key is None:
             raise TransferError(f"{where}: {raw_key!r} is not a usable fact key")
+        if len(key) > extraction.MAX_KEY_LENGTH:
+            raise TransferError(f"{where}: a fact key is at most {extraction.MAX_KEY_LENGTH} characters")
         value = _required_text(record, "value", where)
         try:
             check_value(value)

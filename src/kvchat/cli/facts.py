@@ -158,10 +158,10 @@ def search(
 def _key(raw: str) -> str:
     from ..extraction import MAX_KEY_LENGTH, normalise_key
 
-    key = normalise_key(raw)
+    key = normalise_key(raw, cut=False)
     if key is None:
         raise CliError(f"{raw!r} is not a usable fact key")
-    if len(key) == MAX_KEY_LENGTH and len(raw.strip()) > MAX_KEY_LENGTH:
+    if len(key) > MAX_KEY_LENGTH:
         # The model's keys are cut to fit; one typed here would then name,
         # unseen, whatever other key starts the same.
         raise CliError(f"a fact key is at most {MAX_KEY_LENGTH} characters")
