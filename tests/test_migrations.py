@@ -125,3 +125,25 @@ def test_history_values_deleted_with_their_session_become_blank(home):
         ]
         # Set from a turn that still exists: a value someone chose, however odd.
         assert [v.value for v in store.fact_history("user.motto")] == ["(deleted with its session)"]
+
+
+@pytest.mark.blank_database
+def test_session_names_are_composed_unless_another_session_has_that_name(home):
+    from sqlalchemy import text
+
+    home.mkdir(parents=True, exist_ok=True)
+    database_at("0012")
+    engine = database.create_engine(database.resolve_url(None))
+    with engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO sessions (id, name, created_at, last_active_at, turn_count, token_count, user_name) VALUES "
+            "(3, 'cafe\u0301', '2024-01-01', '2024-01-02', 0, 0, 'ada'), "
+            "(4, 'ma\u0308rz', '2024-01-01', '2024-01-02', 0, 0, 'ada'), "
+            "(5, 'm\u00e4rz', '2024-01-01', '2024-01-02', 0, 0, 'ada')"
+        ))
+    engine.dispose()
+    with Store(user="ada") as store:
+        names = {s.id: s.name for s in store.sessions()}
+        assert (names[3], names[4], names[5]) == ("caf\u00e9", "ma\u0308rz", "m\u00e4rz")  # two März: left apart
+        assert store.open_session("cafe\u0301").id == 3
+        assert store.session("ma\u0308rz").id == 5  # the composed one; the other is '#4'

@@ -200,17 +200,27 @@ def test_a_session_name_is_the_same_whether_its_accents_are_composed_or_not(stor
     assert store.find_session(DECOMPOSED) == (notes, "prefix")
 
 
-def test_a_session_named_before_names_were_composed_is_still_found(store):
+def stored_as_before(store, name: str) -> None:
+    """A session named `name` as an older kvchat could have named it."""
     from sqlalchemy import text
 
     with store.engine.begin() as connection:
         connection.execute(
             text("INSERT INTO sessions (user_name, name, created_at, last_active_at, turn_count, token_count) "
                  "VALUES (:user, :name, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 0, 0)"),
-            dict(user=store.user, name=DECOMPOSED),
+            dict(user=store.user, name=name),
         )
-    assert store.session(DECOMPOSED).name == DECOMPOSED
-    assert store.find_session(DECOMPOSED)[0].name == DECOMPOSED
+
+
+def test_a_session_named_with_an_invisible_character_before_is_still_used(store):
+    old = "work\u200bnotes"
+    stored_as_before(store, old)
+    assert store.open_session(old).name == old
+    store.update_settings(old, {"window": 4})
+    store.add_turns(old, [NewTurn(role="user", content="hi", tokens=1)])
+    assert [(s.name, s.turn_count, s.settings) for s in store.sessions()] == [(old, 1, {"window": 4})]
+    with pytest.raises(StoreError, match="invisible"):
+        store.rename_session(old, "work\u200bnotes2")
 
 
 def test_a_new_value_updates_a_fact_and_keeps_the_old_one_in_history(store):

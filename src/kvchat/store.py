@@ -73,28 +73,35 @@ def check_name(kind: str, value: str) -> str:
 # Of the invisible formatting characters (Unicode's Cf: zero-width space,
 # bidi marks and overrides, soft hyphen ...), the ones a session name may
 # hold: the joiners that emoji and some scripts need to be written at all
-# (and, in check_session_name, the tag characters of flag emoji).
+# (and, in check_new_session_name, the tag characters of flag emoji).
 _JOINERS = frozenset({"\u200c", "\u200d"})
 
 
 def check_session_name(value: str) -> str:
-    """A session name as stored: checked like every name, and in Unicode's
-    composed form (NFC). "café" typed on a keyboard and "café" taken from a
-    macOS file name (decomposed: e + a combining accent) look alike and are
-    then one session; "work" and "work" with a zero-width space in it would
-    look alike and not be, so invisible characters are refused."""
-    name = unicodedata.normalize("NFC", check_name("a session name", value))
-    for char in name:
-        if unicodedata.category(char) == "Cf" and char not in _JOINERS and not "\U000e0020" <= char <= "\U000e007f":
-            raise StoreError(f"a session name must not contain invisible characters (U+{ord(char):04X})")
-    return name
+    """A session name as stored and looked up: checked like every name, and
+    in Unicode's composed form (NFC). "café" typed on a keyboard and "café"
+    taken from a macOS file name (decomposed: e + a combining accent) look
+    alike and are then one session (migration 0013 composed the older names)."""
+    return unicodedata.normalize("NFC", check_name("a session name", value))
 
 
-def check_new_session_name(name: str) -> str:
+def check_not_an_id(name: str) -> str:
     """`name`, unless it would read as a session id: `#12` names session 12
     everywhere, so a session called "#12" would take another's place."""
     if SESSION_ID.fullmatch(name) or name == "#":
         raise StoreError(f"{name!r} cannot be a session name: #N stands for the session whose id is N")
+    return name
+
+
+def check_new_session_name(name: str) -> str:
+    """`name` for a session about to be made (or renamed): not an id, and
+    without invisible characters: "work" and "work" with a zero-width space
+    in it would look alike and not be one. A session named so before keeps
+    its name and is found by it."""
+    check_not_an_id(name)
+    for char in name:
+        if unicodedata.category(char) == "Cf" and char not in _JOINERS and not "\U000e0020" <= char <= "\U000e007f":
+            raise StoreError(f"a session name must not contain invisible characters (U+{ord(char):04X})")
     return name
 
 

@@ -21,7 +21,7 @@ from . import extraction, tokens
 from .redaction import redact
 from .schema import TURN_ROLES, TURN_STATUSES
 from .store import (
-    MAX_NAME_LENGTH, NewTurn, Store, StoreError, Turn, check_name, check_new_session_name, check_session_name,
+    MAX_NAME_LENGTH, NewTurn, Store, StoreError, Turn, check_name, check_not_an_id, check_session_name,
     check_unicode, check_value, ctrl_c_ends_only_this,
 )
 
@@ -131,7 +131,7 @@ def parse_turns(
     by_session: dict[str, list[NewTurn]] = {}
     for where, record in json_lines(lines, progress):
         try:
-            session = check_new_session_name(check_session_name(_required_text(record, "session", where)))
+            session = check_not_an_id(check_session_name(_required_text(record, "session", where)))
         except StoreError as exc:
             raise TransferError(f"{where}: {exc}") from None
         role = record.get("role")
