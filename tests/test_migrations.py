@@ -116,15 +116,17 @@ def test_history_values_deleted_with_their_session_become_blank(home):
             "INSERT INTO fact_history (key, value, action, turn_id, source, created_at, user_name) VALUES "
             "('pet.name', '(deleted with its session)', 'set', NULL, 'model', '2024-01-03', 'ada'), "
             "('pet.name', NULL, 'forget', NULL, 'user', '2024-01-04', 'ada'), "
-            "('user.motto', '(deleted with its session)', 'set', 1, 'user', '2024-01-05', 'ada')"
+            "('user.motto', '(deleted with its session)', 'set', NULL, 'user', '2024-01-05', 'ada'), "
+            "('user.quip', '(deleted with its session)', 'set', 1, 'model', '2024-01-05', 'ada')"
         ))
     engine.dispose()
     with Store(user="ada") as store:
         assert [(v.value, v.deleted_with_session) for v in store.fact_history("pet.name")] == [
             (None, True), (None, False),
         ]
-        # Set from a turn that still exists: a value someone chose, however odd.
+        # Set by the user, or from a turn that still exists: a value someone chose, however odd.
         assert [v.value for v in store.fact_history("user.motto")] == ["(deleted with its session)"]
+        assert [v.value for v in store.fact_history("user.quip")] == ["(deleted with its session)"]
 
 
 @pytest.mark.blank_database

@@ -23,10 +23,12 @@ _SENTINEL = "(deleted with its session)"
 
 
 def upgrade() -> None:
-    # Only rows whose turn is gone: the deletion also cut their link to it.
+    # Only values learnt from a turn (source model or rules) whose turn is
+    # gone: the deletion also cut their link to it. A value the user set or
+    # imported has no turn either, and may be that very text.
     op.execute(sa.text(
         "UPDATE fact_history SET value = NULL "
-        "WHERE action = 'set' AND value = :sentinel AND turn_id IS NULL"
+        "WHERE action = 'set' AND value = :sentinel AND turn_id IS NULL AND source NOT IN ('user', 'import')"
     ).bindparams(sentinel=_SENTINEL))
 
 

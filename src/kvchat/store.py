@@ -1383,9 +1383,13 @@ class Store:
                 conditions.append("turns.session_id = ?")
                 params.append(session_id)
         for word in words:
-            # instr first: SQLite's own, and it passes over most turns.
-            conditions.append("instr(lower(turns.content), ?) > 0 AND kvchat_holds_word(turns.content, ?)")
-            params += [word, word]
+            if word.isascii():
+                # instr first: SQLite's own, and it passes over most turns
+                # (its lower() knows ASCII letters only).
+                conditions.append("instr(lower(turns.content), ?) > 0")
+                params.append(word)
+            conditions.append("kvchat_holds_word(turns.content, ?)")
+            params.append(word)
         for operator, value in ((">=", since), ("<=", until)):
             if value is not None:
                 conditions.append(f"turns.created_at {operator} ?")
