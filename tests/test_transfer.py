@@ -226,3 +226,9 @@ def test_a_file_starting_with_a_byte_order_mark_imports(kvchat, tmp_path, store)
     done = kvchat("import", str(path))
     assert done.exit_code == 0, done.stderr
     assert store.session("s").turn_count == 1
+
+
+def test_the_sessions_listing_escapes_a_backslash_when_piped(kvchat, tmp_path):
+    kvchat("import", str(write_lines(tmp_path / "t.jsonl", [{"session": "C:\\new", "role": "user", "content": "x"}])))
+    [line] = kvchat("sessions").stdout.splitlines()
+    assert line.split("\t")[0] == "C:\\\\new"

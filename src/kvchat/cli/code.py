@@ -13,6 +13,7 @@ from .common import (
     CliError, JsonOption, SessionOption, console, counted, find_session, given_or_configured_session, on_terminal,
     open_store,
     print_json,
+    tsv_row,
 )
 
 if TYPE_CHECKING:
@@ -154,7 +155,7 @@ def _list(blocks: list[CodeBlock], names: list[str]) -> None:
         for b, name in zip(blocks, names)
     ]
     if not on_terminal():
-        sys.stdout.write("".join("\t".join(row) + "\n" for row in rows))
+        sys.stdout.write("".join(tsv_row(*row) for row in rows))
         return
     from rich.table import Table
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import common
-from .common import JsonOption, console, find_session, on_terminal, open_store, print_json
+from .common import JsonOption, console, find_session, on_terminal, open_store, print_json, tsv_row
 from .terminal_text import safe_text
 
 app = typer.Typer(
@@ -59,8 +59,8 @@ def config(
         return
     if not on_terminal():
         for name, value, source in rows:
-            sys.stdout.write(f"{name}\t{show_value(value)}\t{source}\n")
-        sys.stdout.write(f"api_key\t{show_value(key[0])}\t{key[1]}\n")
+            sys.stdout.write(tsv_row(name, show_value(value), source))
+        sys.stdout.write(tsv_row("api_key", show_value(key[0]), key[1]))
         return
     from rich.table import Table
     from rich.text import Text

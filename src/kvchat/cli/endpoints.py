@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import JsonOption, print_json
+from .common import JsonOption, print_json, tsv_row
 
 app = typer.Typer(
     help="Named model servers: `kvchat endpoints add local --base-url http://localhost:11434/v1`, "
@@ -72,7 +72,7 @@ def list_endpoints(json_output: JsonOption = False) -> None:
         typer.echo("No endpoints yet (`kvchat endpoints add NAME --base-url URL` adds one).", err=True)
         return
     for e in endpoints:
-        sys.stdout.write(f"{e.name}\t{e.base_url}\t{e.model or '-'}\tkey: {_key_status(e)}\n")
+        sys.stdout.write(tsv_row(e.name, e.base_url, e.model or "-", f"key: {_key_status(e)}"))
 
 
 @app.command("remove")

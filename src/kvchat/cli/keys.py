@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import CliError, JsonOption, print_json
+from .common import CliError, JsonOption, print_json, tsv_row
 
 app = typer.Typer(
     help="Store API keys in owner-only files (never in the database). OPENAI_API_KEY, when set, wins.",
@@ -94,7 +94,7 @@ def list_keys(json_output: JsonOption = False) -> None:
         typer.echo("No keys stored (`kvchat keys set` stores one).", err=True)
         return
     for row in rows:
-        sys.stdout.write(f"{row['endpoint']}\t{row['key'] or 'unusable: ' + row['problem']}\n")
+        sys.stdout.write(tsv_row(row["endpoint"], row["key"] or "unusable: " + row["problem"]))
 
 
 @app.command("remove")

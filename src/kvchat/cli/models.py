@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .common import JsonOption, on_terminal, print_json
+from .common import JsonOption, on_terminal, print_json, tsv_row
 from .connection import EndpointOption
 
 
@@ -23,7 +23,7 @@ def _known(json_output: bool) -> None:
         return
     if not on_terminal():  # tab-separated, as every listing is when piped
         for name, known in KNOWN_MODELS.items():
-            sys.stdout.write(f"{name}\t{known.context}\t{known.encoding}\n")
+            sys.stdout.write(tsv_row(name, known.context, known.encoding))
         return
     width = max(map(len, KNOWN_MODELS))
     for name, known in KNOWN_MODELS.items():

@@ -28,6 +28,7 @@ from .common import (
     parse_when,
     print_json,
     session_to_use,
+    tsv_row,
 )
 from .connection import EndpointOption
 from .terminal_text import safe_text, visible
@@ -170,11 +171,10 @@ def sessions(ctx: typer.Context, json_output: JsonOption = False) -> None:
         print_json([session_json(s) for s in found])
         return
     if not on_terminal():
-        # The title last: the columns before it never hold a tab or a space to split on.
+        # The title last: the columns before it hold no space to split on.
         for s in found:
-            sys.stdout.write(
-                f"{s.name}\t{s.turn_count}\t{s.token_count}\t{local_time(s.last_active_at)}\t#{s.id}\t{s.title or ''}\n"
-            )
+            sys.stdout.write(tsv_row(s.name, s.turn_count, s.token_count, local_time(s.last_active_at), f"#{s.id}",
+                                     s.title or ""))
         return
     from rich.table import Table
 
@@ -448,7 +448,7 @@ def prune_sessions(
                             "turns": turns, "facts": learnt, "chat_history_entries": typed_out})
                 return
             for s in found:
-                sys.stdout.write(f"{s.name}\t{s.turn_count}\t{local_time(s.last_active_at)}\n")
+                sys.stdout.write(tsv_row(s.name, s.turn_count, local_time(s.last_active_at)))
             if typed_out:
                 what += f", {counted(typed_out, 'entry', 'entries')} of the chat history"
             typer.echo(f"Would delete {what}." if dry_run else "No session is that old.", err=True)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import CliError, JsonOption, console, on_terminal, open_store, print_json
+from .common import CliError, JsonOption, console, on_terminal, open_store, print_json, tsv_row
 from .sessions import SinceOption, UntilOption, time_range
 from .terminal_text import safe_text
 
@@ -106,8 +106,8 @@ def usage(
 
     if not on_terminal():
         for item in shown:
-            sys.stdout.write(f"{label(item)}\t{item['calls']}\t{item['prompt_tokens']}\t"
-                             f"{item['completion_tokens']}\t{_cost_text(item)}\n")
+            sys.stdout.write(tsv_row(label(item), item["calls"], item["prompt_tokens"], item["completion_tokens"],
+                                     _cost_text(item)))
         return
     from rich.table import Table
     from rich.text import Text
