@@ -73,7 +73,7 @@ def bounds(lang: str) -> dict:
         for k in KS:
             reachable = sum(1 for count in fewest if count <= k)
             hits[k] += reachable > 0
-            shares[k] += min(reachable, k) / len(dialogue.relevant)
+            shares[k] += min(reachable, k) / max(1, len(dialogue.relevant))
         holders = {term: sum(term in terms_ for terms_ in pool) for term in said}
         if not any(holders[term] <= DISTINCTIVE * len(pool) for i in relevant for term in said & terms[i]):
             no_distinctive += 1
