@@ -232,3 +232,19 @@ def test_the_sessions_listing_escapes_a_backslash_when_piped(kvchat, tmp_path):
     kvchat("import", str(write_lines(tmp_path / "t.jsonl", [{"session": "C:\\new", "role": "user", "content": "x"}])))
     [line] = kvchat("sessions").stdout.splitlines()
     assert line.split("\t")[0] == "C:\\\\new"
+
+
+def test_a_new_session_name_an_import_may_not_make_is_refused_before_anything_is_stored(kvchat, tmp_path, store):
+    lines = [{"session": "good", "role": "user", "content": "x"}, {"session": "b\u200bc", "role": "user", "content": "y"}]
+    done = kvchat("import", str(write_lines(tmp_path / "t.jsonl", lines)))
+    assert (done.exit_code, done.stderr) == (
+        1, "kvchat: error: line 2: a session name must not contain invisible characters (U+200B)\n"
+    )
+    assert store.sessions() == []
+
+
+def test_a_bad_time_is_named_by_its_field(kvchat, tmp_path):
+    lines = tmp_path / "facts.jsonl"
+    lines.write_text('{"key": "user.editor", "value": "vim", "updated_at": "yesterday"}\n')
+    done = kvchat("facts", "import", str(lines))
+    assert done.stderr == "kvchat: error: line 1: updated_at 'yesterday' is not an ISO 8601 time\n"

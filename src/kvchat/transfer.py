@@ -21,8 +21,8 @@ from . import extraction, tokens
 from .redaction import redact
 from .schema import TURN_ROLES, TURN_STATUSES
 from .store import (
-    MAX_NAME_LENGTH, NewTurn, Store, StoreError, Turn, check_name, check_not_an_id, check_session_name,
-    check_unicode, check_value, ctrl_c_ends_only_this,
+    MAX_NAME_LENGTH, NewTurn, Store, StoreError, Turn, check_name, check_new_session_name, check_not_an_id,
+    check_session_name, check_unicode, check_value, ctrl_c_ends_only_this,
 )
 
 
@@ -38,21 +38,22 @@ class TransferError(Exception):
     """An import file line is not valid; the message says which line and why."""
 
 
-def _parse_time(value, where: str) -> datetime | None:
+def _parse_time(record: dict, field: str, where: str) -> datetime | None:
+    value = record.get(field)
     if value is None:
         return None
     if not isinstance(value, str):
-        raise TransferError(f"{where}: created_at must be an ISO 8601 string")
+        raise TransferError(f"{where}: {field} must be an ISO 8601 string")
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise TransferError(f"{where}: created_at {value!r} is not an ISO 8601 time") from None
+        raise TransferError(f"{where}: {field} {value!r} is not an ISO 8601 time") from None
     try:
         # A time without a zone is local, as --since and --until read theirs.
         parsed = parsed if parsed.tzinfo else parsed.astimezone()
         parsed.astimezone(timezone.utc)  # the store keeps UTC: year 1 at +14:00 has none
     except (OverflowError, ValueError):
-        raise TransferError(f"{where}: created_at {value!r} is out of range") from None
+        raise TransferError(f"{where}: {field} {value!r} is out of range") from None
     return parsed
 
 
@@ -122,16 +123,20 @@ def _required_text(record: dict, field: str, where: str) -> str:
 
 
 def parse_turns(
-    lines: Iterable[str], *, model: str, secrets: Iterable[str] = (), progress: Progress | None = None
+    lines: Iterable[str], *, model: str, secrets: Iterable[str] = (), progress: Progress | None = None,
+    stored: Callable[[str], bool] = lambda name: False,
 ) -> dict[str, list[NewTurn]]:
     """Every turn of a JSON-lines file, grouped by session, in file order,
-    with secrets (and the configured `secrets`) blanked."""
+    with secrets (and the configured `secrets`) blanked. A session that is
+    not `stored` yet must have a name a new session may have."""
     secrets = list(secrets)
     encoding = tokens.encoding_name_for_model(model)
     by_session: dict[str, list[NewTurn]] = {}
     for where, record in json_lines(lines, progress):
         try:
-            session = check_not_an_id(check_session_name(_required_text(record, "session", where)))
+            session = check_session_name(_required_text(record, "session", where))
+            if session not in by_session:
+                (check_not_an_id if stored(session) else check_new_session_name)(session)
         except StoreError as exc:
             raise TransferError(f"{where}: {exc}") from None
         role = record.get("role")
@@ -154,7 +159,7 @@ def parse_turns(
                 ref=_label(record, "ref", where),
                 model=_label(record, "model", where),
                 error=redact(_optional_text(record, "error", where) or "", secrets) or None,
-                created_at=_parse_time(record.get("created_at"), where),
+                created_at=_parse_time(record, "created_at", where),
             )
         )
     return by_session
@@ -180,7 +185,8 @@ def import_turns(
     stored in one transaction; progress is reported as its turns are
     written.
     """
-    parsed = parse_turns(lines, model=model, secrets=secrets, progress=progress)
+    parsed = parse_turns(lines, model=model, secrets=secrets, progress=progress,
+                         stored=lambda name: store.session(name) is not None)
     total = sum(len(new) for new in parsed.values())
     imported, done = Imported(), 0
     added = imported.added
@@ -224,8 +230,8 @@ def parse_facts(lines: Iterable[str]) -> list[tuple[str, str, str | None, dateti
         reason = extraction.skip_reason(key, value)
         if reason is not None:
             raise TransferError(f"{where}: looks like a secret ({reason}); kvchat does not store secrets")
-        created = _parse_time(record.get("created_at"), where)
-        updated = _parse_time(record.get("updated_at"), where)
+        created = _parse_time(record, "created_at", where)
+        updated = _parse_time(record, "updated_at", where)
         items.append((key, value, _optional_text(record, "ref", where, limit=MAX_NAME_LENGTH), updated or created,
                       created))
     return items
