@@ -217,7 +217,7 @@ def test_re_importing_an_old_backup_does_not_undo_newer_values(kvchat, tmp_path)
     backup.write_text(kvchat("facts", "export").stdout + '{"key": "user.os", "value": "Debian"}\n')
     kvchat("facts", "set", "user.editor", "helix")
     done = kvchat("facts", "import", str(backup))
-    assert done.stderr == "Imported 2 facts (1 new or changed; 1 older than the stored value, which was kept).\n"
+    assert done.stderr == "Imported 2 facts (1 new or changed; 1 older than the stored value or forget, passed over).\n"
     assert facts_json(kvchat) == {"user.editor": "helix", "user.os": "Debian"}
     dated = tmp_path / "dated.jsonl"
     dated.write_text('{"key": "user.editor", "value": "vim", "created_at": "2020-01-01T00:00:00Z"}\n'
@@ -310,3 +310,17 @@ def test_an_import_dates_a_value_by_its_updated_at(kvchat, tmp_path, store):
         "imported": 1, "changed": 0, "older_than_stored": 0,
     }
     assert facts_json(kvchat) == {"user.editor": "helix"}
+
+
+def test_an_old_backup_does_not_bring_back_a_fact_forgotten_since(kvchat, tmp_path):
+    kvchat("facts", "set", "user.editor", "vim")
+    backup = tmp_path / "backup.jsonl"
+    backup.write_text(kvchat("facts", "export").stdout)
+    kvchat("facts", "forget", "user.editor")
+    assert json.loads(kvchat("facts", "import", str(backup), "--json").stdout) == {
+        "imported": 1, "changed": 0, "older_than_stored": 1,
+    }
+    assert facts_json(kvchat) == {}
+    newer = tmp_path / "newer.jsonl"
+    newer.write_text('{"key": "user.editor", "value": "zed", "created_at": "2099-01-01T00:00:00Z"}\n')
+    assert json.loads(kvchat("facts", "import", str(newer), "--json").stdout)["changed"] == 1

@@ -252,7 +252,7 @@ class Fact:
 @dataclass
 class FactsImported:
     changed: int  # facts added, or given a new value
-    older: int  # items dated before the stored value they would have replaced, passed over
+    older: int  # items dated before the stored value they would replace (or the key's forget): passed over
 
 
 @dataclass
@@ -1627,10 +1627,11 @@ class Store:
         Keys new to the store are written in bulk (an import is mostly those);
         a key already stored, or repeated in the items, goes through the same
         path as `set_fact`, history and all. An item dated before the value
-        it would replace was set is passed over: re-importing an old backup
-        does not undo what was learned since.
+        it would replace was set, or before its key was last forgotten, is
+        passed over: re-importing an old backup does not undo what was
+        learned, or forgotten, since.
         """
-        from sqlalchemy import select
+        from sqlalchemy import func, select
 
         from .schema import fact_history, facts
 
@@ -1647,11 +1648,22 @@ class Store:
                 set_at.update((row.key, _utc(row.updated_at)) for row in db.execute(
                     select(facts.c.key, facts.c.updated_at).where(self._own(facts), facts.c.key.in_(chunk))
                 ))
+            # A key forgotten since a backup was made must not come back from it either.
+            gone = [key for key in keys if key not in set_at]
+            forgotten_at: dict[str, datetime] = {}
+            for start in range(0, len(gone), 500):
+                forgotten_at.update((row.key, _utc(row.at)) for row in db.execute(
+                    select(fact_history.c.key, func.max(fact_history.c.created_at).label("at"))
+                    .where(self._own(fact_history), fact_history.c.action == "forget",
+                           fact_history.c.key.in_(gone[start : start + 500]))
+                    .group_by(fact_history.c.key)
+                ))
             fresh, later, older = [], [], 0
             for item in checked:
                 key, at = item[0], item[3]
+                since = set_at.get(key) or forgotten_at.get(key)
                 # Strictly older: the same export imported again is "unchanged".
-                if key in set_at and at is not None and at < set_at[key]:
+                if since is not None and at is not None and at < since:
                     older += 1
                     continue
                 (later if key in set_at else fresh).append(item)

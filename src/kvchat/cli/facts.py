@@ -280,7 +280,7 @@ def import_facts(
     if json_output:
         print_json({"imported": len(items), "changed": done.changed, "older_than_stored": done.older})
         return
-    older = f"; {done.older} older than the stored value, which was kept" if done.older else ""
+    older = f"; {done.older} older than the stored value or forget, passed over" if done.older else ""
     typer.echo(f"Imported {counted(len(items), 'fact')} ({done.changed} new or changed{older}).", err=True)
 
 
