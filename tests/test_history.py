@@ -66,7 +66,7 @@ def test_search_finds_words_the_index_leaves_out_and_still_wants_every_word(kvch
 
 
 def test_a_word_the_index_leaves_out_is_found_as_a_whole_word_not_inside_others(kvchat, store):
-    add(store, "a", "Other people went there", "I like forests", "The end, or is it?", "我的书", "Я тоже")
+    add(store, "a", "Other people went there", "I like forests", "The end, or is it?", "我的书", "Я тоже", "это моя книга")
     assert shown(kvchat, "--search", "the") == [("a", "The end, or is it?")]
     assert shown(kvchat, "--search", "OR") == [("a", "The end, or is it?")]
     assert shown(kvchat, "--search", "的") == [("a", "我的书")]  # Chinese is not spaced: anywhere

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from . import database, postgres_search, users
-from .textsearch import MatchQuery, postgres_word_pattern, quote
+from .textsearch import MatchQuery, holds_word, postgres_word_pattern, quote
 from .titles import title_from_question
 
 if TYPE_CHECKING:
@@ -1417,13 +1417,17 @@ class Store:
         if session_id is not None:
             conditions.append("turns.session_id = :session")
             params["session"] = session_id
+        checked_here = []  # words whose ends PostgreSQL may not tell: held as words, checked below
         for n, word in enumerate(words):
-            conditions.append(f"strpos(lower(turns.content), :word{n}) > 0")
-            params[f"word{n}"] = word
             pattern = postgres_word_pattern(word)
             if pattern is not None:
-                conditions.append(f"turns.content ~* :pattern{n}")
-                params[f"pattern{n}"] = pattern
+                conditions.append(f"strpos(lower(turns.content), :word{n}) > 0 AND turns.content ~* :pattern{n}")
+                params.update({f"word{n}": word, f"pattern{n}": pattern})
+            else:
+                # lower() and \m know only ASCII letters in a C-locale database.
+                conditions.append(f"(strpos(turns.content, :word{n}) > 0 OR strpos(turns.content, :upper{n}) > 0)")
+                params.update({f"word{n}": word, f"upper{n}": word.upper()})
+                checked_here.append(word)
         for name, operator, value in (("since", ">=", since), ("until", "<=", until)):
             if value is not None:
                 conditions.append(f"turns.created_at {operator} :{name}")
@@ -1433,10 +1437,13 @@ class Store:
             "JOIN sessions ON sessions.id = turns.session_id "
             f"WHERE {' AND '.join(conditions)} ORDER BY turns.id DESC"
         )
-        if limit is not None:
+        if limit is not None and not checked_here:
             sql += " LIMIT :limit"
             params["limit"] = limit
         found = [(row[-1], _raw_turn(row)) for row in self._select(sql, params)]
+        if checked_here:
+            found = [(name, turn) for name, turn in found
+                     if all(holds_word(turn.content, word) for word in checked_here)][:limit]
         found.reverse()
         return found
 
