@@ -255,6 +255,10 @@ def test_a_mistyped_facts_command_is_named_not_taken_for_a_search(kvchat):
     assert (done.exit_code, done.stderr) == (
         1, "kvchat: error: no facts command is called 'forgt': did you mean `kvchat facts forget`?\n"
     )
+    two = kvchat("facts", "editor", "helix")
+    assert (two.exit_code, two.stderr) == (
+        1, "kvchat: error: a search takes its words as one argument: quote them (kvchat facts 'WORDS')\n"
+    )
     # A search with its options, before or after the words, is still a search.
     for args in (["helix", "-k", "1"], ["-k", "1", "helix"], ["--json", "helix"]):
         assert json.loads(kvchat("facts", *args, "--json").stdout)[0]["key"] == "user.editor", args

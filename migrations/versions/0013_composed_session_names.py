@@ -5,8 +5,8 @@ From this revision kvchat stores and looks up session names composed, so
 one session. Names stored before keep whatever form they were typed in;
 this puts them in the composed form too, or a name typed composed would
 never find them. A name whose composed form another session of the same
-user already has is left as it is (kvchat still finds it by its exact
-spelling): two sessions are never merged behind the user's back.
+user already has is left as it is, and is then reached by its id ('#N'):
+two sessions are never merged behind the user's back.
 
 The way down leaves the names composed: which were not is not recorded.
 

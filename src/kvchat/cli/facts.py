@@ -40,6 +40,7 @@ class _FactsGroup(TyperGroup):
                 close = difflib.get_close_matches(first, list(self.commands), n=1, cutoff=0.7)
                 if close:
                     raise CliError(f"no facts command is called {first!r}: did you mean `kvchat facts {close[0]}`?")
+                raise CliError("a search takes its words as one argument: quote them (kvchat facts 'WORDS')")
             args = ["search", *args]  # options given before the words go to search too
         return super().parse_args(ctx, args)
 

@@ -61,7 +61,7 @@ def models(
         return
     for name in names:
         mark = "  (the configured model)" if on_terminal() and name == settings.model else ""
-        sys.stdout.write(f"{name}{mark}\n")
+        sys.stdout.write(tsv_row(name + mark))
 
 
 def register(app: typer.Typer) -> None:
