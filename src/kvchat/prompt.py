@@ -172,9 +172,10 @@ def _recent_turns(
 
     The newest turn is always there, shortened in the middle when it alone is
     larger than the budget: a follow-up question needs the answer it follows.
-    Turns chosen by tokens (not by count: `window` keeps exactly its N) start
-    at a question: the chat templates of many local models (Mistral's,
-    Gemma's) refuse a dialog that opens with an answer.
+    Turns chosen by tokens alone start at a question: the chat templates of
+    many local models (Mistral's, Gemma's) refuse a dialog that opens with an
+    answer. Not when counted (`window` keeps exactly its N), nor after a
+    summary, which may end on the question an answer belongs to.
     """
     chosen: list[Turn] = []
     used = 0
@@ -197,7 +198,7 @@ def _recent_turns(
         chosen.append(turn)
         used += cost
     chosen.reverse()
-    while max_turns is None and len(chosen) > 1 and chosen[0].role == "assistant":
+    while max_turns is None and after_id is None and len(chosen) > 1 and chosen[0].role == "assistant":
         used -= _cost(chosen.pop(0), model)
     return chosen, used
 
