@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -141,6 +142,34 @@ def test_a_symbolic_link_out_of_the_directory_is_refused(tmp_path):
     with pytest.raises(CodeBlockError, match="leads outside"):
         save([block(1, "py", "link/evil.py")], out)
     assert not (tmp_path / "evil.py").exists()
+
+
+@pytest.mark.parametrize("name, error", [
+    (".", "names '.', which is not a file"),
+    ("src/", "names 'src/', which is not a file"),
+    ("\x1b]0;title\x07t.py", "names a file with control characters"),
+])
+def test_a_name_that_is_no_file_or_holds_control_characters_is_refused(name, error, tmp_path):
+    with pytest.raises(CodeBlockError, match=re.escape(error)):
+        save([block(1, "py"), block(2, "py", name)], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_name_the_file_system_refuses_writes_nothing(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "loop.py").symlink_to("loop.py")
+    for blocks, why in [([block(1, "py", "ok.py"), block(2, "py", "b" * 300 + ".py")], "File name too long"),
+                        ([block(1, "py", "ok.py"), block(2, "py", "loop.py")], "loop")]:
+        with pytest.raises(CodeBlockError, match=f"cannot write .*{why}.*no file was written"):
+            save(blocks, out)
+        assert not (out / "ok.py").exists()
+
+
+def test_a_link_to_nothing_is_a_file_in_the_way(tmp_path):
+    (tmp_path / "d.py").symlink_to(tmp_path / "none.py")
+    with pytest.raises(CodeBlockError, match=r"d\.py already exists.*--force"):
+        save([block(1, "py", "d.py")], tmp_path)
 
 
 # --- writing ---------------------------------------------------------------

@@ -141,13 +141,17 @@ def _checked(name: str, block: CodeBlock) -> str:
     """`name` as a path inside the directory, or CodeBlockError."""
     posix = name.replace("\\", "/")
     parts = PurePosixPath(posix).parts
-    if (
-        "\x00" in name or posix.startswith("/") or PureWindowsPath(name).drive
-        or ".." in parts or not parts
-    ):
+    if posix.startswith("/") or PureWindowsPath(name).drive or ".." in parts:
         raise CodeBlockError(
             f"code block {block.index} names the file {name!r}, which is outside the directory; "
             "no file was written"
+        )
+    if not parts or posix.endswith("/"):
+        raise CodeBlockError(f"code block {block.index} names {name!r}, which is not a file; no file was written")
+    if any(ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 for char in name):
+        # The model chose it: an escape sequence in a file name acts on every terminal that lists it.
+        raise CodeBlockError(
+            f"code block {block.index} names a file with control characters ({name!r}); no file was written"
         )
     return str(PurePosixPath(*parts))
 
@@ -177,16 +181,22 @@ def save(blocks: list[CodeBlock], directory: str | os.PathLike, *, force: bool =
     names = file_names(blocks)
     base = root.resolve()
     paths = []
+    existing = []
     for block, name in zip(blocks, names):
         path = root / name
-        # resolve() follows symbolic links: a link inside the directory that
-        # points out of it is refused like `../x`.
-        if not path.resolve().is_relative_to(base):
-            raise CodeBlockError(f"{path} leads outside {root} (a symbolic link?); no file was written")
-        if path.is_dir():
-            raise CodeBlockError(f"{path} is a directory; no file was written")
+        try:
+            # resolve() follows symbolic links: a link inside the directory
+            # that points out of it is refused like `../x`.
+            if not path.resolve().is_relative_to(base):
+                raise CodeBlockError(f"{path} leads outside {root} (a symbolic link?); no file was written")
+            if path.is_dir():
+                raise CodeBlockError(f"{path} is a directory; no file was written")
+            if path.exists() or path.is_symlink():  # a link to nothing yet is a file in the way too
+                existing.append(name)
+        except (OSError, RuntimeError) as exc:  # a name too long, a loop of links
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise CodeBlockError(f"cannot write {path}: {why}; no file was written") from None
         paths.append(path)
-    existing = [name for name, path in zip(names, paths) if path.exists()]
     if existing and not force:
         raise CodeBlockError(
             f"{_joined(existing)} already {'exists' if len(existing) == 1 else 'exist'} in {root}; "
@@ -197,10 +207,12 @@ def save(blocks: list[CodeBlock], directory: str | os.PathLike, *, force: bool =
             folder.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
             raise CodeBlockError(f"cannot make the directory {folder}: a file is in the way") from None
+        except OSError as exc:
+            raise CodeBlockError(f"cannot make the directory {folder}: {exc.strerror or exc}") from None
     created: list[Path] = []
     for block, path in zip(blocks, paths):
-        new = not path.exists()
         try:
+            new = not path.exists()
             _write(path, block.text, force)
         except OSError as exc:
             # Another process made the file since the check, or the disk
