@@ -64,7 +64,7 @@ def test_a_store_copied_to_the_other_engine_is_the_same_store_and_goes_on(
     assert len(history) == 4 and len({turn["id"] for turn in history}) == 4
 
 
-def test_a_target_that_holds_kvchat_data_is_refused_and_left_as_it_was(kvchat, model, monkeypatch, other_engine):
+def test_a_target_that_holds_kvchat_data_is_refused_and_left_as_it_was(kvchat, model, store, monkeypatch, other_engine):
     own = os.environ.get("KVCHAT_DB")
     monkeypatch.setenv("KVCHAT_DB", other_engine)
     kvchat("facts", "set", "user.editor", "emacs")
@@ -84,7 +84,7 @@ def test_copying_a_store_onto_itself_is_refused(kvchat, store):
     assert done.exit_code == 1 and "the store itself" in done.stderr
 
 
-def test_an_engine_kvchat_does_not_store_in_is_a_one_line_error(kvchat):
+def test_an_engine_kvchat_does_not_store_in_is_a_one_line_error(kvchat, store):
     done = kvchat("db", "copy", "--to", "mysql://root@127.0.0.1/test")
     assert done.exit_code == 1
     assert done.stderr.strip() == "kvchat: error: kvchat stores its data in SQLite or PostgreSQL, not mysql (mysql://root@127.0.0.1/test)"
@@ -95,7 +95,7 @@ def test_an_in_memory_target_is_refused(kvchat, store):
     assert done.exit_code == 1 and "in-memory database is gone" in done.stderr
 
 
-def test_a_postgresql_driver_other_than_psycopg_is_named_in_one_line(kvchat):
+def test_a_postgresql_driver_other_than_psycopg_is_named_in_one_line(kvchat, store):
     done = kvchat("db", "copy", "--to", "postgresql+psycopg2://kvchat@127.0.0.1/kvchat")
     assert done.exit_code == 1 and "through psycopg 3" in done.stderr and done.stderr.count("\n") == 1
 
@@ -158,3 +158,11 @@ def test_ctrl_c_while_the_copy_counts_its_terms_ends_the_counting_not_the_copy(s
     assert stages.count("counting terms") == 1, "the facts were counted after Ctrl-C"
     with Store(other_engine) as copy:
         assert copy.session("work").turn_count == 4 and len(copy.facts()) == 4
+
+
+def test_a_source_store_that_does_not_exist_is_refused_not_made(kvchat, tmp_path, monkeypatch):
+    typo = tmp_path / "typo.db"
+    monkeypatch.setenv("KVCHAT_DB", str(typo))
+    done = kvchat("db", "copy", "--to", str(tmp_path / "copy.db"))
+    assert (done.exit_code, done.stderr) == (1, f"kvchat: error: there is no store at {typo} to copy (see KVCHAT_DB)\n")
+    assert not typo.exists() and not (tmp_path / "copy.db").exists()

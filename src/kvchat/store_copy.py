@@ -161,6 +161,10 @@ def copy_store(
         raise CopyError("the target is the store itself; name another database with --to")
     if database.is_sqlite(target_url) and database.sqlite_path(target_url) is None:
         raise CopyError("an in-memory database is gone when the command ends; name a file or a server with --to")
+    source_path = database.sqlite_path(source_url) if database.is_sqlite(source_url) else None
+    if source_path is not None and not source_path.exists():
+        # Opening it would make an empty store, and its copy would "match".
+        raise CopyError(f"there is no store at {source_path} to copy (see KVCHAT_DB)")
     source = database.create_engine(source_url)
     target = database.create_engine(target_url)
     tables = metadata.sorted_tables  # a table after those it refers to
@@ -172,9 +176,9 @@ def copy_store(
             with writing.begin():
                 held = [(table.name, n) for table in tables if (n := _count(writing, table))]
                 if held:
-                    name, n = held[0]
+                    name, _ = held[0]
                     raise CopyError(
-                        f"{database.where(target.url)} already holds kvchat data ({n} rows in {name}); "
+                        f"{database.where(target.url)} already holds kvchat data (its {name} table is not empty); "
                         "copy into an empty database"
                     )
                 expected = {}

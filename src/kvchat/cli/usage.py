@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import CliError, JsonOption, console, on_terminal, open_store, print_json, tsv_row
+from .common import CliError, JsonOption, console, counted, on_terminal, open_store, print_json, tsv_row
 from .sessions import SinceOption, UntilOption, time_range
 from .terminal_text import safe_text
 
@@ -134,10 +134,11 @@ def usage(
     out.print(Text(f"Tokens by kind of call: {split}.", style="dim"))
     notes = [f"Costs are estimates at list prices checked {PRICES_CHECKED}"]
     if total["unpriced_calls"]:
-        notes.append(f"{total['unpriced_calls']} calls used models with no known price and are not in them (+)")
+        notes.append(f"{counted(total['unpriced_calls'], 'call')} used models with no known price and are not in "
+                     "them (+)")
     if total["counted_calls"]:
-        notes.append(f"{total['counted_calls']} calls' tokens are kvchat's own count, not the server's report "
-                     "(or from before kvchat noted which)")
+        whose = counted(total["counted_calls"], "call's", "calls'")
+        notes.append(f"{whose} tokens are kvchat's own count, not the server's report (or from before kvchat noted which)")
     out.print(Text("; ".join(notes) + ".", style="dim"))
 
 
