@@ -227,6 +227,9 @@ def test_an_sqlite_url_option_sqlite_does_not_know_is_one_line_and_makes_no_file
         (("ask", "--context-tokens", "4096", "--answer-tokens", "4090", "hi"), None,
          "answer_tokens (4090, flag --answer-tokens) leaves no room for a question in the 4096 tokens of "
          "context_tokens (flag --context-tokens)"),
+        (("ask", "--context-tokens", "4096", "--system", "word " * 4000, "hi"), None,
+         "the role is 4001 tokens: with answer_tokens (2048, default) it leaves no room for a question in the 4096 "
+         "tokens of context_tokens (flag --context-tokens)"),
         (("db", "copy", "--to", " "), None, "--to must name a database: a PostgreSQL URL or an SQLite file"),
         (("db", "copy", "--to", "host=db.example dbname=app password=hunter2"), None,
          "kvchat: error: a PostgreSQL connection string (host=... dbname=...) is not a file: write it as a URL"),

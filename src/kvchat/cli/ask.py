@@ -145,10 +145,17 @@ def prompt_options(store, settings, system: str | None):
     )
     if not fits_a_question(options):
         # A setting's mistake, said before any question is stored as unanswered.
+        from .. import tokens
+        from ..prompt import DEFAULT_ROLE
+
         context = (f"context_tokens ({settings.source('context_tokens')})" if settings.context_tokens
                    else f"the context of {options.model}")
-        raise CliError(f"answer_tokens ({options.answer_tokens}, {settings.source('answer_tokens')}) leaves no room "
-                       f"for a question in the {options.context_window} tokens of {context}")
+        answer = f"answer_tokens ({options.answer_tokens}, {settings.source('answer_tokens')})"
+        role_tokens = tokens.count_tokens(options.role or DEFAULT_ROLE, options.model)
+        if role_tokens > options.answer_tokens:  # the role is what takes the room: say so
+            raise CliError(f"the role is {role_tokens} tokens: with {answer} it leaves no room for a question "
+                           f"in the {options.context_window} tokens of {context}")
+        raise CliError(f"{answer} leaves no room for a question in the {options.context_window} tokens of {context}")
     return options
 
 
