@@ -182,6 +182,15 @@ def test_a_cut_stream_keeps_the_partial_answer_marked_incomplete(model, kvchat, 
     assert sent["role"] == "assistant" and "incomplete" in sent["content"]
 
 
+def test_ask_json_says_why_an_answer_broke_off(model, kvchat):
+    model.queue_cut_stream("The first half of")
+    done = kvchat("ask", "explain monads", "--no-extract", "--json")
+    result = json.loads(done.stdout)
+    assert done.exit_code == 1 and result["status"] == "interrupted" and result["error"]
+    model.queue_answer("Whole.")
+    assert json.loads(kvchat("ask", "again", "--no-extract", "--json").stdout)["error"] is None
+
+
 def test_an_answer_cut_by_the_length_limit_is_marked(model, kvchat, store):
     model.queue_answer("a long answ", finish_reason="length")
     done = kvchat("ask", "write a novel", "--no-extract")

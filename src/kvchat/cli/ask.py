@@ -259,6 +259,7 @@ def result_json(result) -> dict:
             {"kind": item.kind, "id": item.id, "ref": item.ref} for item in result.prompt.memories
         ],
         "facts": result.facts,
+        "error": answer.error if answer else None,  # why an answer broke off
     }
 
 
