@@ -1539,13 +1539,10 @@ class Store:
         return [_raw_fact(row) for row in rows]
 
     def fact(self, key: str) -> Fact | None:
-        from sqlalchemy import select
-
-        from .schema import facts
-
-        with self._read() as db:
-            row = db.execute(select(facts).where(self._own(facts), facts.c.key == key)).first()
-        return _fact(row) if row else None
+        # Raw SQL, as facts(): `kvchat facts get` need not load SQLAlchemy's statements.
+        rows = self._select(f"SELECT {_FACT_COLUMNS} FROM facts WHERE user_name = :user AND key = :key",
+                            dict(user=self.user, key=key))
+        return _raw_fact(rows[0]) if rows else None
 
     def set_fact(
         self,
