@@ -102,24 +102,28 @@ def test_an_older_database_with_data_is_upgraded_keeping_every_row(home, revisio
         assert other.search_facts(match_query("editor"), limit=5) == []
 
 
+def database_at_with(home, revision: str, insert: str) -> None:
+    """`database_at(revision)`, and then the rows of one INSERT statement."""
+    from sqlalchemy import text
+
+    home.mkdir(parents=True, exist_ok=True)
+    database_at(revision)
+    engine = database.create_engine(database.resolve_url(None))
+    with engine.begin() as connection:
+        connection.execute(text(insert))
+    engine.dispose()
 
 
 @pytest.mark.blank_database
 def test_history_values_deleted_with_their_session_become_blank(home):
-    from sqlalchemy import text
-
-    home.mkdir(parents=True, exist_ok=True)
-    database_at("0011")
-    engine = database.create_engine(database.resolve_url(None))
-    with engine.begin() as connection:
-        connection.execute(text(
-            "INSERT INTO fact_history (key, value, action, turn_id, source, created_at, user_name) VALUES "
-            "('pet.name', '(deleted with its session)', 'set', NULL, 'model', '2024-01-03', 'ada'), "
-            "('pet.name', NULL, 'forget', NULL, 'user', '2024-01-04', 'ada'), "
-            "('user.motto', '(deleted with its session)', 'set', NULL, 'user', '2024-01-05', 'ada'), "
-            "('user.quip', '(deleted with its session)', 'set', 1, 'model', '2024-01-05', 'ada')"
-        ))
-    engine.dispose()
+    database_at_with(
+        home, "0011",
+        "INSERT INTO fact_history (key, value, action, turn_id, source, created_at, user_name) VALUES "
+        "('pet.name', '(deleted with its session)', 'set', NULL, 'model', '2024-01-03', 'ada'), "
+        "('pet.name', NULL, 'forget', NULL, 'user', '2024-01-04', 'ada'), "
+        "('user.motto', '(deleted with its session)', 'set', NULL, 'user', '2024-01-05', 'ada'), "
+        "('user.quip', '(deleted with its session)', 'set', 1, 'model', '2024-01-05', 'ada')",
+    )
     with Store(user="ada") as store:
         assert [(v.value, v.deleted_with_session) for v in store.fact_history("pet.name")] == [
             (None, True), (None, False),
@@ -131,19 +135,13 @@ def test_history_values_deleted_with_their_session_become_blank(home):
 
 @pytest.mark.blank_database
 def test_session_names_are_composed_unless_another_session_has_that_name(home):
-    from sqlalchemy import text
-
-    home.mkdir(parents=True, exist_ok=True)
-    database_at("0012")
-    engine = database.create_engine(database.resolve_url(None))
-    with engine.begin() as connection:
-        connection.execute(text(
-            "INSERT INTO sessions (id, name, created_at, last_active_at, turn_count, token_count, user_name) VALUES "
-            "(3, 'cafe\u0301', '2024-01-01', '2024-01-02', 0, 0, 'ada'), "
-            "(4, 'ma\u0308rz', '2024-01-01', '2024-01-02', 0, 0, 'ada'), "
-            "(5, 'm\u00e4rz', '2024-01-01', '2024-01-02', 0, 0, 'ada')"
-        ))
-    engine.dispose()
+    database_at_with(
+        home, "0012",
+        "INSERT INTO sessions (id, name, created_at, last_active_at, turn_count, token_count, user_name) VALUES "
+        "(3, 'cafe\u0301', '2024-01-01', '2024-01-02', 0, 0, 'ada'), "
+        "(4, 'ma\u0308rz', '2024-01-01', '2024-01-02', 0, 0, 'ada'), "
+        "(5, 'm\u00e4rz', '2024-01-01', '2024-01-02', 0, 0, 'ada')",
+    )
     with Store(user="ada") as store:
         names = {s.id: s.name for s in store.sessions()}
         assert (names[3], names[4], names[5]) == ("caf\u00e9", "ma\u0308rz", "m\u00e4rz")  # two März: left apart
