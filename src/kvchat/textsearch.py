@@ -245,10 +245,11 @@ def holds_word(text: str, word: str) -> int:
 
 def postgres_word_pattern(word: str) -> str | None:
     """`holds_word` as a PostgreSQL regular expression for ~* (its \\m and
-    \\M are the ends of a word), for an ASCII word; else None (found
-    anywhere). In a database of the C locale PostgreSQL knows no letters
-    beyond ASCII, so \\m would never match before "é" or "я"."""
-    if not word.isascii() or _whole_word(word) is None:
+    \\M are the ends of a word), for an ASCII word; else None, and the
+    caller checks the word with `holds_word`: in a database of the C locale
+    PostgreSQL knows no letters beyond ASCII, so \\m would never match
+    before "é" or "я"."""
+    if not word.isascii():  # CJK among them
         return None
     return r"\m" + re.sub(r"(\W)", r"\\\1", word) + r"\M"
 
